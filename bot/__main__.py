@@ -1,0 +1,63 @@
+"""The `flareship` command line: serve, demo, token, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bot.settings import SettingsError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bot.app import init_app
+    from bot.logs import configure_logging, register_secret
+
+    settings = load_settings()
+    problems = settings.problems_for_serving()
+    if problems:
+        raise SettingsError(problems)
+    register_secret(settings.github_webhook_secret.get_secret_value())
+    register_secret(settings.private_key_pem())
+    if settings.cloudflare_api_token:
+        register_secret(settings.cloudflare_api_token.get_secret_value())
+    configure_logging(settings.log_level, settings.log_format)
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    web.run_app(init_app(settings), host=host, port=port, print=None)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flareship", description="Ship pull requests to Cloudflare.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the webhook and REST server")
+    serve.add_argument("--host", default=None, help="bind address (default: $HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: $PORT or 8000)")
+    serve.set_defaults(func=_serve)
+
+    demo = commands.add_parser("demo", help="run Flareship end to end against the simulated GitHub and Cloudflare")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except SettingsError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

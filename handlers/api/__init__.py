@@ -1,0 +1,14 @@
+"""The REST API (the seed's controllers), plus the bare liveness check."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Bare liveness: the process answers HTTP. No envelope, no dependencies."""
+    return web.json_response({"status": "ok"})
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)

@@ -1,0 +1,101 @@
+"""What both front doors share over HTTP: correlation ids, the two envelopes, and error mapping.
+
+Every error leaves the server as the seed's error envelope, built in exactly one place
+(`error_middleware`) from the catalogue in `bot.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from bot.errors import CATALOGUE, FlareshipError, error_body, success_body
+from bot.logs import correlation_id, new_correlation_id
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+CORRELATION_HEADER = "X-Correlation-ID"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+#: aiohttp's own HTTP errors (unknown route, wrong method, body too large, ...) -> catalogue code.
+_HTTP_STATUS_CODES = {404: "SYS_005", 405: "SYS_006", 413: "SYS_006", 415: "SYS_006", 400: "SYS_006", 401: "AUTH_007", 403: "AUTH_006", 429: "SYS_003", 503: "SYS_002", 504: "SYS_004"}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def request_correlation_id(request: web.Request) -> str:
+    """Take the caller's X-Correlation-ID / X-Request-ID when it is a sane token, else mint one."""
+    for header in (CORRELATION_HEADER, "X-Request-ID"):
+        value = request.headers.get(header, "")
+        if _SAFE_ID.match(value):
+            return value
+    return new_correlation_id()
+
+
+def json_success(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """Wrap `data` in the success envelope (JSON-able values only; pydantic models must be dumped)."""
+    body = success_body(data, correlation_id=correlation_id.get(), timestamp=now_iso(), version=API_VERSION)
+    return web.json_response(body, status=status, headers=headers)
+
+
+def json_error(error: FlareshipError) -> web.Response:
+    body = error_body(
+        error.code,
+        error.message,
+        correlation_id=correlation_id.get(),
+        timestamp=now_iso(),
+        step=error.step,
+        details=error.details,
+    )
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return web.json_response(body, status=error.status, headers=headers)
+
+
+@web.middleware
+async def correlation_middleware(request: web.Request, handler):
+    cid = request_correlation_id(request)
+    token = correlation_id.set(cid)
+    try:
+        response = await handler(request)
+        response.headers[CORRELATION_HEADER] = cid
+        return response
+    finally:
+        correlation_id.reset(token)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """Turn every failure into the error envelope; never let a traceback reach the client."""
+    try:
+        return await handler(request)
+    except FlareshipError as exc:
+        response = json_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_STATUS_CODES.get(exc.status, "SYS_001" if exc.status >= 500 else "SYS_006")
+        message = exc.reason if exc.status != 404 else f"No route for {request.method} {request.path}"
+        if exc.status == 405:
+            message = f"Method {request.method} is not allowed on {request.path}"
+        if exc.status == 413:
+            message = "Request body is too large"
+        response = json_error(FlareshipError(code, message, status=exc.status))
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = json_error(FlareshipError("SYS_001"))
+    response.headers[CORRELATION_HEADER] = correlation_id.get()
+    return response
+
