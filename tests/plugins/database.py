@@ -1,0 +1,1 @@
+"""Fixtures for this area (owned by its area; see tests/conftest.py)."""
