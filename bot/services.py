@@ -1,0 +1,28 @@
+"""The parts of a running Flareship, built once by the composition root (`bot.app`).
+
+Front doors and background workers receive this one object instead of reaching for globals;
+tests build it with simulated GitHub and Cloudflare endpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bot.settings import Settings
+
+if TYPE_CHECKING:  # imported for type checkers only; each part is optional until wired
+    import aiohttp
+
+    from bot.engine import Engine
+    from bot.github.app import GitHubApp
+    from bot.store.db import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: "Database | None" = None
+    http: "aiohttp.ClientSession | None" = None
+    github: "GitHubApp | None" = None
+    engine: "Engine | None" = None
