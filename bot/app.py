@@ -5,14 +5,13 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from bot.services import Services
+from bot.services import SERVICES, Services
 from bot.settings import Settings
 from handlers import api, webhooks
 from handlers.http import correlation_middleware, error_middleware
 
 SETTINGS = web.AppKey("settings", Settings)
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
-SERVICES = web.AppKey("services", Services)
 
 #: GitHub sends at most 25 MB; the webhook route enforces its own limit while streaming.
 MAX_BODY = 25 * 1024 * 1024

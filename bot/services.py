@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from aiohttp import web
+
 from bot.settings import Settings
 
 if TYPE_CHECKING:  # imported for type checkers only; each part is optional until wired
@@ -26,3 +28,8 @@ class Services:
     http: "aiohttp.ClientSession | None" = None
     github: "GitHubApp | None" = None
     engine: "Engine | None" = None
+
+
+#: How handlers reach the parts: `request.app[SERVICES]` (defined here, not in bot.app, so that
+#: handlers can import it without importing the composition root).
+SERVICES = web.AppKey("services", Services)
