@@ -1,0 +1,316 @@
+"""`AppSpec`: the resolved description of what to deploy to one environment.
+
+Built from the repository config (+ wrangler fallback) or from the seed's REST config (a generated
+Worker in front of a container). Naming rules live here (PRODUCT.md "Details the contract fixes").
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.engine.config import (
+    CLASS_NAME,
+    SCRIPT_NAME,
+    AppConfig,
+    CostConfig,
+    EnvironmentConfig,
+    RepoConfig,
+    validation_error,
+)
+from bot.engine.wrangler import app_fields_from_wrangler, merge_app_fields
+from bot.errors import FlareshipError
+
+#: Compatibility date of the generated Worker (and of a REST-prepared app).
+GENERATED_COMPATIBILITY_DATE = "2025-09-01"
+GENERATED_MAIN = "index.js"
+DEFAULT_CONTAINER_CLASS = "AppContainer"
+#: The port the generated Worker forwards to inside the container.
+GENERATED_CONTAINER_PORT = 8080
+
+
+def upper_snake(name: str) -> str:
+    """`AppContainer` -> `APP_CONTAINER`, `HTTPServer` -> `HTTP_SERVER`, `counter2` -> `COUNTER2`."""
+    s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s)
+    return s.replace("-", "_").upper()
+
+
+def script_name_for(app_name: str, environment: str, override: str | None = None) -> str:
+    if override:
+        return override
+    return app_name if environment == "production" else f"{app_name}-{environment}"
+
+
+def container_app_name(script_name: str, class_name: str) -> str:
+    return f"{script_name}-{class_name.lower()}"
+
+
+class DurableObjectSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    class_name: str
+    binding: str
+
+
+class ContainerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str
+    class_name: str
+    instance_type: str = "basic"
+    max_instances: int = 5
+    application_name: str
+
+
+class AppSpec(BaseModel):
+    """Everything the steps need to know; stored as the deployment's config snapshot."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    environment: str
+    script_name: str
+    source: Literal["repository", "generated", "inline"] = "repository"
+    repository: str | None = None
+    sha: str | None = None
+    #: Path of the main module in the repository (source="repository").
+    main_path: str | None = None
+    #: Name of the main module as uploaded (relative to the main module's directory).
+    main_module: str = GENERATED_MAIN
+    compatibility_date: str = GENERATED_COMPATIBILITY_DATE
+    compatibility_flags: list[str] = Field(default_factory=list)
+    durable_objects: list[DurableObjectSpec] = Field(default_factory=list)
+    container: ContainerSpec | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    health_check_path: str = "/"
+    health_check_timeout: float = 60.0
+    url: str | None = None
+    cost: CostConfig = Field(default_factory=CostConfig)
+    #: Modules supplied inline (source="inline"): name -> text. Used by tests and the demo.
+    inline_modules: dict[str, str] | None = None
+
+    def bindings(self) -> list[dict[str, Any]]:
+        """Worker metadata bindings: one per Durable Object class, one per var."""
+        out: list[dict[str, Any]] = [
+            {"type": "durable_object_namespace", "name": d.binding, "class_name": d.class_name}
+            for d in self.durable_objects
+        ]
+        for key, value in self.vars.items():
+            if isinstance(value, str):
+                out.append({"type": "plain_text", "name": key, "text": value})
+            else:
+                out.append({"type": "json", "name": key, "json": value})
+        return out
+
+    @property
+    def class_names(self) -> list[str]:
+        return [d.class_name for d in self.durable_objects]
+
+    def snapshot(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data.pop("inline_modules", None)
+        return data
+
+
+def _dos(items: list[Any] | None) -> list[DurableObjectSpec]:
+    out: list[DurableObjectSpec] = []
+    seen: set[str] = set()
+    for item in items or []:
+        class_name = item.class_name if hasattr(item, "class_name") else item["class_name"]
+        binding = (item.binding if hasattr(item, "binding") else item.get("binding")) or upper_snake(class_name)
+        if class_name in seen:
+            continue
+        seen.add(class_name)
+        out.append(DurableObjectSpec(class_name=class_name, binding=binding))
+    return out
+
+
+def _main_module_name(main_path: str) -> str:
+    return main_path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def resolve_repository_app(
+    app_config: RepoConfig,
+    environment: str,
+    *,
+    repository: str | None,
+    sha: str | None,
+    wrangler: dict[str, Any] | None = None,
+    policy: RepoConfig | None = None,
+) -> AppSpec:
+    """The AppSpec for `environment` from the config at the SHA (+ wrangler fallback).
+
+    `policy` (the default branch's config) supplies environment settings when given, so a pull
+    request cannot change where or how it is deployed.
+    """
+    env_config: EnvironmentConfig = (policy or app_config).environment(environment)
+    raw_app = app_config.app.model_dump(exclude_none=True)
+    if wrangler:
+        merged = merge_app_fields(raw_app, app_fields_from_wrangler(wrangler))
+        try:
+            app = AppConfig.model_validate(merged)
+        except ValidationError as exc:
+            raise validation_error(exc, "app (with wrangler fallback)") from None
+    else:
+        app = app_config.app
+    if not app.name:
+        raise FlareshipError("DEPLOY_001", "app.name is required (in .github/flareship.yml or wrangler config)",
+                             details={"field": "app.name"})
+    if not app.main:
+        raise FlareshipError("DEPLOY_001", "app.main is required (the Worker's main module)", details={"field": "app.main"})
+    if not app.compatibility_date:
+        raise FlareshipError("DEPLOY_001", "app.compatibility_date is required", details={"field": "app.compatibility_date"})
+    script = script_name_for(app.name, environment, env_config.script_name)
+    dos = _dos(app.durable_objects)
+    container = None
+    if app.container:
+        c = app.container
+        image = c.image.replace("{sha}", sha or "latest")
+        container = ContainerSpec(
+            image=image,
+            class_name=c.class_name,
+            instance_type=c.instance_type,
+            max_instances=c.max_instances,
+            application_name=container_app_name(script, c.class_name),
+        )
+        if c.class_name not in [d.class_name for d in dos]:
+            dos.insert(0, DurableObjectSpec(class_name=c.class_name, binding=upper_snake(c.class_name)))
+    return AppSpec(
+        name=app.name,
+        environment=environment,
+        script_name=script,
+        source="repository",
+        repository=repository,
+        sha=sha,
+        main_path=app.main,
+        main_module=_main_module_name(app.main),
+        compatibility_date=app.compatibility_date,
+        compatibility_flags=list(app.compatibility_flags or []),
+        durable_objects=dos,
+        container=container,
+        vars=dict(app.vars or {}),
+        health_check_path=env_config.health_check.path,
+        health_check_timeout=env_config.health_check.timeout_seconds,
+        url=env_config.url,
+        cost=(policy or app_config).cost,
+    )
+
+
+class SeedConfig(BaseModel):
+    """The seed's `/deploy/prepare` config object."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    appName: str
+    containerImage: str | None = None
+    durableObjects: list[str] | None = None
+    environmentVars: dict[str, Any] = Field(default_factory=dict)
+
+
+def resolve_seed_app(config: dict[str, Any], environment: str, policy: RepoConfig | None = None) -> AppSpec:
+    """AppSpec for a REST prepare: a generated Worker routing to the container's Durable Object."""
+    try:
+        seed = SeedConfig.model_validate(config)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "config." + ".".join(str(p) for p in first["loc"])
+        raise FlareshipError("DEPLOY_001", f"{field}: {first['msg']}", details={"field": field}) from None
+    if not SCRIPT_NAME.match(seed.appName) or len(seed.appName) > 54:
+        raise FlareshipError("DEPLOY_001", "config.appName must be lowercase letters, digits, '-' or '_'",
+                             details={"field": "config.appName"})
+    for key in seed.environmentVars:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise FlareshipError("DEPLOY_001", f"config.environmentVars: {key!r} is not a valid variable name",
+                                 details={"field": f"config.environmentVars.{key}"})
+    classes = list(seed.durableObjects or [])
+    for c in classes:
+        if not CLASS_NAME.match(c):
+            raise FlareshipError("DEPLOY_001", f"config.durableObjects: {c!r} is not a class name",
+                                 details={"field": "config.durableObjects"})
+    env_config = policy.environments.get(environment) if policy else None
+    env_config = env_config or EnvironmentConfig()
+    script = script_name_for(seed.appName, environment, env_config.script_name)
+    container = None
+    if seed.containerImage:
+        if any(ch.isspace() for ch in seed.containerImage):
+            raise FlareshipError("DEPLOY_001", "config.containerImage must not contain whitespace",
+                                 details={"field": "config.containerImage"})
+        class_name = classes[0] if classes else DEFAULT_CONTAINER_CLASS
+        if not classes:
+            classes = [class_name]
+        container = ContainerSpec(
+            image=seed.containerImage,
+            class_name=class_name,
+            application_name=container_app_name(script, class_name),
+        )
+    return AppSpec(
+        name=seed.appName,
+        environment=environment,
+        script_name=script,
+        source="generated",
+        main_module=GENERATED_MAIN,
+        compatibility_date=GENERATED_COMPATIBILITY_DATE,
+        durable_objects=_dos([{"class_name": c} for c in classes]),
+        container=container,
+        vars=dict(seed.environmentVars),
+        health_check_path=env_config.health_check.path,
+        health_check_timeout=env_config.health_check.timeout_seconds,
+        url=env_config.url,
+        cost=policy.cost if policy else CostConfig(),
+    )
+
+
+def generated_worker(spec: AppSpec) -> str:
+    """The Worker entry module for an image-only app: every request goes to the container's DO.
+
+    Only the container class is defined and exported; any other Durable Object class listed
+    would have no implementation, which the dependency check reports (424).
+    """
+    if spec.container is None:
+        return (
+            "// Generated by Flareship: no container configured.\n"
+            "export default {\n"
+            "  async fetch(request) {\n"
+            f"    return Response.json({{ app: {json.dumps(spec.name)}, ok: true }});\n"
+            "  },\n"
+            "};\n"
+        )
+    cls = spec.container.class_name
+    binding = next((d.binding for d in spec.durable_objects if d.class_name == cls), upper_snake(cls))
+    return f"""// Generated by Flareship: routes every request to the container's Durable Object.
+import {{ DurableObject }} from "cloudflare:workers";
+
+const PORT = {GENERATED_CONTAINER_PORT};
+
+export class {cls} extends DurableObject {{
+  constructor(ctx, env) {{
+    super(ctx, env);
+    this.ctx = ctx;
+  }}
+
+  async fetch(request) {{
+    const container = this.ctx.container;
+    if (!container.running) {{
+      container.start({{ enableInternet: true, env: {{}} }});
+    }}
+    const port = container.getTcpPort(PORT);
+    for (let attempt = 0; ; attempt++) {{
+      try {{
+        return await port.fetch(request.url, request);
+      }} catch (err) {{
+        if (attempt >= 20) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }}
+    }}
+  }}
+}}
+
+export default {{
+  async fetch(request, env) {{
+    const id = env.{binding}.idFromName("default");
+    return env.{binding}.get(id).fetch(request);
+  }},
+}};
+"""
