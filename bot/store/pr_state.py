@@ -1,0 +1,241 @@
+"""Pull-request workflow state: which command made which deployment, and which GitHub objects
+(check run, PR comment, GitHub deployment) mirror it.
+
+Every GitHub object is *claimed* in a row before it is created and its id recorded after, so a
+redelivered webhook or a restart finds the row and edits the object instead of creating a second
+one. A claim without an id means a crash between the two; the caller then looks the object up on
+GitHub once (recovery path only) rather than creating a duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from bot.store.base import JSON, UTCDateTime, dialect_insert, metadata, utcnow
+
+#: One row per handled trigger (a comment, a label, a merge+env, a button click).
+pr_commands = sa.Table(
+    "pr_commands",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("repository", sa.String(255), nullable=False),
+    sa.Column("pull_request", sa.Integer, nullable=True),
+    sa.Column("comment_id", sa.BigInteger, nullable=True),
+    sa.Column("environment", sa.String(64), nullable=True),
+    sa.Column("deployment_id", sa.String(40), nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),  # claimed | started | refused | done
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_pr_commands_deployment_id", "deployment_id"),
+)
+
+#: One `Deploy to <env>` check run per repository, head SHA and environment.
+pr_check_runs = sa.Table(
+    "pr_check_runs",
+    metadata,
+    sa.Column("repository", sa.String(255), primary_key=True),
+    sa.Column("head_sha", sa.String(64), primary_key=True),
+    sa.Column("environment", sa.String(64), primary_key=True),
+    sa.Column("check_run_id", sa.BigInteger, nullable=True),
+    sa.Column("deployment_id", sa.String(40), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+#: The one Flareship comment per pull request and the table it shows.
+pr_comments = sa.Table(
+    "pr_comments",
+    metadata,
+    sa.Column("repository", sa.String(255), primary_key=True),
+    sa.Column("pull_request", sa.Integer, primary_key=True),
+    sa.Column("comment_id", sa.BigInteger, nullable=True),
+    sa.Column("state", JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+#: The GitHub deployment mirroring each Flareship deployment.
+pr_github_deployments = sa.Table(
+    "pr_github_deployments",
+    metadata,
+    sa.Column("deployment_id", sa.String(40), primary_key=True),
+    sa.Column("repository", sa.String(255), nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("github_deployment_id", sa.BigInteger, nullable=True),
+    sa.Column("last_state", sa.String(16), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_pr_github_deployments_repository_environment", "repository", "environment"),
+)
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    key: str
+    repository: str
+    pull_request: int | None
+    comment_id: int | None
+    environment: str | None
+    deployment_id: str | None
+    outcome: str
+    created_at: datetime
+
+
+def _command(row) -> CommandRow | None:
+    if row is None:
+        return None
+    m = row._mapping
+    return CommandRow(m["key"], m["repository"], m["pull_request"], m["comment_id"], m["environment"],
+                      m["deployment_id"], m["outcome"], m["created_at"])
+
+
+class PullRequestState:
+    """Queries over the four tables; every method is one short transaction."""
+
+    def __init__(self, database):
+        self.db = database
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def claim_command(
+        self, key: str, *, repository: str, pull_request: int | None = None, comment_id: int | None = None,
+        environment: str | None = None,
+    ) -> tuple[CommandRow, bool]:
+        """Insert the trigger's row unless it exists; answers (row, True when this call created it)."""
+        now = utcnow()
+        async with self.db.begin() as conn:
+            insert = dialect_insert(conn)
+            result = await conn.execute(
+                insert(pr_commands)
+                .values(key=key, repository=repository, pull_request=pull_request, comment_id=comment_id,
+                        environment=environment, outcome="claimed", created_at=now, updated_at=now)
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+            created = result.rowcount == 1
+            row = (await conn.execute(sa.select(pr_commands).where(pr_commands.c.key == key))).first()
+        return _command(row), created
+
+    async def finish_command(self, key: str, *, outcome: str, deployment_id: str | None = None,
+                             environment: str | None = None) -> None:
+        values: dict[str, Any] = {"outcome": outcome, "updated_at": utcnow()}
+        if deployment_id is not None:
+            values["deployment_id"] = deployment_id
+        if environment is not None:
+            values["environment"] = environment
+        async with self.db.begin() as conn:
+            await conn.execute(sa.update(pr_commands).where(pr_commands.c.key == key).values(**values))
+
+    async def command_for_deployment(self, deployment_id: str) -> CommandRow | None:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(
+                sa.select(pr_commands).where(pr_commands.c.deployment_id == deployment_id)
+                .order_by(pr_commands.c.created_at).limit(1)
+            )).first()
+        return _command(row)
+
+    # -- check runs ----------------------------------------------------------------------
+
+    async def check_run(self, repository: str, head_sha: str, environment: str) -> tuple[bool, int | None]:
+        """(claimed?, check_run_id) for this repository, SHA and environment."""
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(pr_check_runs.c.check_run_id).where(
+                pr_check_runs.c.repository == repository, pr_check_runs.c.head_sha == head_sha,
+                pr_check_runs.c.environment == environment))).first()
+        return (row is not None, row[0] if row else None)
+
+    async def claim_check_run(self, repository: str, head_sha: str, environment: str, deployment_id: str) -> bool:
+        """True when this call claimed the (repository, SHA, environment) slot first."""
+        async with self.db.begin() as conn:
+            insert = dialect_insert(conn)
+            result = await conn.execute(
+                insert(pr_check_runs)
+                .values(repository=repository, head_sha=head_sha, environment=environment,
+                        deployment_id=deployment_id, updated_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["repository", "head_sha", "environment"])
+            )
+            return result.rowcount == 1
+
+    async def set_check_run(self, repository: str, head_sha: str, environment: str, *,
+                            check_run_id: int | None = None, deployment_id: str | None = None) -> None:
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if check_run_id is not None:
+            values["check_run_id"] = check_run_id
+        if deployment_id is not None:
+            values["deployment_id"] = deployment_id
+        async with self.db.begin() as conn:
+            await conn.execute(sa.update(pr_check_runs).where(
+                pr_check_runs.c.repository == repository, pr_check_runs.c.head_sha == head_sha,
+                pr_check_runs.c.environment == environment).values(**values))
+
+    # -- the PR comment ------------------------------------------------------------------
+
+    async def comment(self, repository: str, pull_request: int) -> tuple[bool, int | None, dict]:
+        """(claimed?, comment_id, state) of the pull request's Flareship comment."""
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(pr_comments.c.comment_id, pr_comments.c.state).where(
+                pr_comments.c.repository == repository, pr_comments.c.pull_request == pull_request))).first()
+        if row is None:
+            return False, None, {}
+        return True, row[0], dict(row[1] or {})
+
+    async def save_comment(self, repository: str, pull_request: int, *, state: dict,
+                           comment_id: int | None = None) -> None:
+        """Upsert the state (and the id once known); an existing id is never overwritten by None."""
+        now = utcnow()
+        async with self.db.begin() as conn:
+            insert = dialect_insert(conn)
+            stmt = insert(pr_comments).values(repository=repository, pull_request=pull_request,
+                                              comment_id=comment_id, state=state, updated_at=now)
+            update = {"state": state, "updated_at": now}
+            if comment_id is not None:
+                update["comment_id"] = comment_id
+            await conn.execute(stmt.on_conflict_do_update(
+                index_elements=["repository", "pull_request"], set_=update))
+
+    # -- GitHub deployments --------------------------------------------------------------
+
+    async def github_deployment(self, deployment_id: str) -> tuple[bool, int | None, str | None]:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(
+                pr_github_deployments.c.github_deployment_id, pr_github_deployments.c.last_state).where(
+                pr_github_deployments.c.deployment_id == deployment_id))).first()
+        return (row is not None, row[0] if row else None, row[1] if row else None)
+
+    async def claim_github_deployment(self, deployment_id: str, repository: str, environment: str) -> bool:
+        async with self.db.begin() as conn:
+            insert = dialect_insert(conn)
+            result = await conn.execute(
+                insert(pr_github_deployments)
+                .values(deployment_id=deployment_id, repository=repository, environment=environment,
+                        updated_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["deployment_id"])
+            )
+            return result.rowcount == 1
+
+    async def set_github_deployment(self, deployment_id: str, *, github_deployment_id: int | None = None,
+                                    last_state: str | None = None) -> None:
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        if github_deployment_id is not None:
+            values["github_deployment_id"] = github_deployment_id
+        if last_state is not None:
+            values["last_state"] = last_state
+        async with self.db.begin() as conn:
+            await conn.execute(sa.update(pr_github_deployments).where(
+                pr_github_deployments.c.deployment_id == deployment_id).values(**values))
+
+    async def previous_successful_github_deployment(
+        self, repository: str, environment: str, *, excluding: str
+    ) -> tuple[str, int] | None:
+        """The latest other GitHub deployment of this environment whose last state is success."""
+        async with self.db.connect() as conn:
+            row = (await conn.execute(
+                sa.select(pr_github_deployments.c.deployment_id, pr_github_deployments.c.github_deployment_id)
+                .where(pr_github_deployments.c.repository == repository,
+                       pr_github_deployments.c.environment == environment,
+                       pr_github_deployments.c.last_state == "success",
+                       pr_github_deployments.c.deployment_id != excluding,
+                       pr_github_deployments.c.github_deployment_id.is_not(None))
+                .order_by(pr_github_deployments.c.updated_at.desc()).limit(1)
+            )).first()
+        return (row[0], row[1]) if row else None
