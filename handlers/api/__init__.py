@@ -11,4 +11,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    from handlers.api import routes
+
     app.router.add_get("/healthz", healthz)
+    routes.setup(app)

@@ -1,0 +1,177 @@
+"""Background health probes of Cloudflare, GitHub and the container registry.
+
+Probes run on an interval in their own task with short timeouts; `/health/deployment` answers
+from the last results in memory, so it stays fast when a dependency hangs or is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("cloudflare", "github", "container_registry")
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class ProbeResult:
+    status: str = "unhealthy"
+    response_time_ms: int | None = None
+    last_check: str | None = None
+    issues: list[str] = field(default_factory=lambda: ["not checked yet"])
+
+    def as_json(self) -> dict:
+        return {
+            "status": self.status,
+            "responseTime": self.response_time_ms,
+            "lastCheck": self.last_check,
+            "issues": list(self.issues),
+        }
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One HTTP GET whose answer says the dependency is up (statuses in `ok` or below 500)."""
+
+    name: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Statuses that mean "reachable, but something about our access is wrong".
+    degraded_statuses: dict[int, str] = field(default_factory=dict)
+
+
+def classify(status: int | None, elapsed_ms: int, *, error: str | None, degraded_after_ms: int,
+             degraded_statuses: dict[int, str]) -> tuple[str, list[str]]:
+    """healthy / degraded / unhealthy from one probe's outcome (pure)."""
+    if error is not None:
+        return "unhealthy", [error]
+    assert status is not None
+    if status >= 500:
+        return "unhealthy", [f"HTTP {status} from the service"]
+    issues: list[str] = []
+    state = "healthy"
+    if status == 429:
+        state, issues = "degraded", ["Rate limited (HTTP 429)"]
+    elif status in degraded_statuses:
+        state, issues = "degraded", [degraded_statuses[status]]
+    if elapsed_ms > degraded_after_ms:
+        state = "degraded"
+        issues.append("High response times detected")
+    return state, issues
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        probes: list[Probe],
+        *,
+        interval: float = 30.0,
+        timeout: float = 5.0,
+        degraded_after_ms: int = 1000,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+        on_result: Callable[[str, ProbeResult], None] | None = None,
+    ):
+        self.probes = probes
+        self.interval = interval
+        self.timeout = timeout
+        self.degraded_after_ms = degraded_after_ms
+        self.results: dict[str, ProbeResult] = {p.name: ProbeResult() for p in probes}
+        self._session_factory = session_factory or (lambda: aiohttp.ClientSession())
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task | None = None
+        self._on_result = on_result
+
+    @classmethod
+    def from_settings(cls, settings, **kwargs) -> "HealthMonitor":
+        cf_headers = {}
+        if settings.cloudflare_api_token is not None:
+            cf_headers["Authorization"] = f"Bearer {settings.cloudflare_api_token.get_secret_value()}"
+        probes = [
+            Probe(
+                "cloudflare",
+                settings.cloudflare_api_url.rstrip("/") + "/user/tokens/verify",
+                cf_headers,
+                {401: "Cloudflare rejected the configured API token", 403: "Cloudflare rejected the configured API token"}
+                if cf_headers else {},
+            ),
+            Probe(
+                "github",
+                settings.github_api_url.rstrip("/") + "/rate_limit",
+                {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
+                {403: "GitHub refused the request (rate limit or access)"},
+            ),
+            Probe("container_registry", settings.container_registry_url.rstrip("/") + "/v2/"),
+        ]
+        return cls(probes, **kwargs)
+
+    async def probe(self, probe: Probe) -> ProbeResult:
+        assert self._session is not None
+        started = time.perf_counter()
+        status: int | None = None
+        error: str | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._session.get(probe.url, headers=probe.headers, allow_redirects=False) as resp:
+                    status = resp.status
+                    await resp.read()
+        except TimeoutError:
+            error = f"No answer within {self.timeout:g}s"
+        except aiohttp.ClientError as exc:
+            error = f"Unreachable: {type(exc).__name__}"
+        elapsed = int((time.perf_counter() - started) * 1000)
+        state, issues = classify(status, elapsed, error=error, degraded_after_ms=self.degraded_after_ms,
+                                 degraded_statuses=probe.degraded_statuses)
+        return ProbeResult(state, elapsed, _now_iso(), issues)
+
+    async def check_all(self) -> None:
+        results = await asyncio.gather(*(self.probe(p) for p in self.probes), return_exceptions=True)
+        for probe, result in zip(self.probes, results):
+            if isinstance(result, BaseException):
+                log.warning("health probe %s crashed: %r", probe.name, result)
+                result = ProbeResult("unhealthy", None, _now_iso(), ["probe failed"])
+            self.results[probe.name] = result
+            if self._on_result is not None:
+                self._on_result(probe.name, result)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the loop die
+                log.exception("health probes failed")
+            await asyncio.sleep(self.interval)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._session = self._session_factory()
+            self._task = asyncio.create_task(self._loop(), name="flareship-health")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def snapshot(self) -> dict:
+        services = {name: result.as_json() for name, result in self.results.items()}
+        healthy = all(r.status != "unhealthy" for r in self.results.values())
+        return {"healthy": healthy, "services": services}

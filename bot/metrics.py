@@ -1,0 +1,122 @@
+"""Prometheus metrics for one Flareship process, on its own registry (so tests and apps never share).
+
+Other parts call the small hooks (`webhook_delivery`, `github_call`, `cloudflare_call`,
+`rate_limit`); deployments and steps are counted by subscribing to the engine's events
+(`attach_engine`), and queue depth is read from the engine when `/metrics` is scraped.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+STEP_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.deployments = Counter(
+            "flareship_deployments", "Deployments that reached a final status",
+            ["environment", "outcome"], registry=r,
+        )
+        self.deployments_started = Counter(
+            "flareship_deployments_started", "Deployments that started running", ["environment"], registry=r,
+        )
+        self.step_duration = Histogram(
+            "flareship_step_duration_seconds", "Duration of deployment steps",
+            ["step", "outcome"], buckets=STEP_BUCKETS, registry=r,
+        )
+        self.webhooks = Counter(
+            "flareship_webhook_deliveries", "GitHub webhook deliveries", ["event", "outcome"], registry=r,
+        )
+        self.github_calls = Counter(
+            "flareship_github_requests", "Requests made to the GitHub API", ["method", "status"], registry=r,
+        )
+        self.github_errors = Counter(
+            "flareship_github_errors", "GitHub API requests that failed (status >= 400 or no answer)",
+            ["method", "status"], registry=r,
+        )
+        self.cloudflare_calls = Counter(
+            "flareship_cloudflare_requests", "Requests made to the Cloudflare API", ["method", "status"], registry=r,
+        )
+        self.cloudflare_errors = Counter(
+            "flareship_cloudflare_errors", "Cloudflare API requests that failed (status >= 400 or no answer)",
+            ["method", "status"], registry=r,
+        )
+        self.rate_limit_remaining = Gauge(
+            "flareship_rate_limit_remaining", "Requests left in the current rate-limit window",
+            ["service", "scope"], registry=r,
+        )
+        self.rate_limit_ratio = Gauge(
+            "flareship_rate_limit_headroom_ratio", "Fraction of the rate-limit window still available",
+            ["service", "scope"], registry=r,
+        )
+        self.queue_depth = Gauge("flareship_queue_depth", "Deployments waiting for their environment", registry=r)
+        self.active = Gauge("flareship_active_deployments", "Deployments running now", registry=r)
+        self.api_requests = Counter(
+            "flareship_api_requests", "REST API requests", ["operation", "status"], registry=r,
+        )
+        self.health = Gauge(
+            "flareship_dependency_up", "1 when a dependency's last probe was healthy, 0.5 degraded, 0 unhealthy",
+            ["service"], registry=r,
+        )
+        self._unsubscribe = None
+
+    # -- hooks other areas call ----------------------------------------------------------------
+
+    def webhook_delivery(self, event: str, outcome: str) -> None:
+        """outcome: accepted | duplicate | rejected | processed | failed."""
+        self.webhooks.labels(event or "unknown", outcome).inc()
+
+    def github_call(self, method: str, status: int | None) -> None:
+        label = str(status) if status is not None else "error"
+        self.github_calls.labels(method.upper(), label).inc()
+        if status is None or status >= 400:
+            self.github_errors.labels(method.upper(), label).inc()
+
+    def cloudflare_call(self, method: str, status: int | None) -> None:
+        label = str(status) if status is not None else "error"
+        self.cloudflare_calls.labels(method.upper(), label).inc()
+        if status is None or status >= 400:
+            self.cloudflare_errors.labels(method.upper(), label).inc()
+
+    def rate_limit(self, service: str, scope: str, remaining: float, limit: float | None = None) -> None:
+        self.rate_limit_remaining.labels(service, scope).set(remaining)
+        if limit:
+            self.rate_limit_ratio.labels(service, scope).set(max(0.0, min(1.0, remaining / limit)))
+
+    def deployment_counts(self, active: int, queued: int) -> None:
+        self.active.set(active)
+        self.queue_depth.set(queued)
+
+    def api_request(self, operation: str, status: int) -> None:
+        self.api_requests.labels(operation, str(status)).inc()
+
+    # -- engine events ---------------------------------------------------------------------------
+
+    async def on_engine_event(self, event) -> None:
+        deployment = event.deployment
+        if event.kind == "step" and event.step is not None and event.step.status in ("completed", "failed"):
+            if event.step.duration is not None:
+                self.step_duration.labels(event.step.name, event.step.status).observe(event.step.duration)
+        elif event.kind == "status":
+            if deployment.status == "in_progress":
+                self.deployments_started.labels(deployment.environment).inc()
+            elif deployment.is_final:
+                self.deployments.labels(deployment.environment, deployment.status).inc()
+
+    def attach_engine(self, engine) -> None:
+        if self._unsubscribe is None and engine is not None:
+            self._unsubscribe = engine.subscribe(self.on_engine_event)
+
+    def detach_engine(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,178 @@
+"""AuthController: GitHub installation tokens, Cloudflare token checks, API-token rotation and permissions."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import gidgethub
+from aiohttp import web
+
+from bot.api_auth import ACTIONS, ScopeError, allows
+from bot.errors import FlareshipError
+from bot.logs import register_secret
+from bot.services import SERVICES
+from bot.store.api_tokens import token_json
+from handlers.api import models
+from handlers.api.bodies import parse_body
+from handlers.api.deployments import engine_of
+from handlers.api.present import iso
+from handlers.api.security import authorize, caller, token_store
+from handlers.http import json_success
+
+log = logging.getLogger(__name__)
+
+_LEVELS = {"read": 1, "write": 2, "admin": 3}
+_REPO_ROLES = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
+
+
+def wider_permissions(requested: dict[str, str], installation: dict[str, str]) -> dict[str, dict]:
+    """Requested permissions the installation does not have at that level (pure)."""
+    wider = {}
+    for name, level in requested.items():
+        have = installation.get(name)
+        if have is None or _LEVELS.get(level, 99) > _LEVELS.get(have, 0):
+            wider[name] = {"requested": level, "installation": have}
+    return wider
+
+
+def _github(request: web.Request):
+    github = request.app[SERVICES].github
+    if github is None:
+        raise FlareshipError("SYS_002", "The GitHub App is not configured on this server")
+    return github
+
+
+def _github_error(exc: gidgethub.HTTPException, what: str) -> FlareshipError:
+    status = int(exc.status_code)
+    if status == 404:
+        return FlareshipError("SYS_005", f"{what} not found on GitHub")
+    if status in (401,):
+        return FlareshipError("AUTH_001")
+    if status == 403:
+        return FlareshipError("AUTH_002", f"GitHub refused access to {what}")
+    if status == 422:
+        return FlareshipError("SYS_006", f"GitHub rejected the request: {exc}", status=422)
+    return FlareshipError("SYS_002", f"GitHub answered {status}")
+
+
+async def generate_github_token(request: web.Request) -> web.Response:
+    """POST /auth/github-app/token (admin): an installation token, at most as wide as the installation."""
+    body = await parse_body(request, models.GitHubTokenRequest)
+    github = _github(request)
+    installation_id = int(body.installationId)
+    requested = body.permissions.as_dict() if body.permissions else {}
+    try:
+        granted = await github.installation_permissions(installation_id)
+    except gidgethub.HTTPException as exc:
+        raise _github_error(exc, f"installation {installation_id}") from None
+    wider = wider_permissions(requested, granted)
+    if wider:
+        names = ", ".join(f"{k}:{v['requested']} (installation has {v['installation'] or 'none'})" for k, v in wider.items())
+        raise FlareshipError(
+            "AUTH_006",
+            f"Requested permissions are wider than the installation's: {names}",
+            details={"permissions": wider},
+        )
+    try:
+        token = await github.installation_token(
+            installation_id, permissions=requested or None, repositories=body.repositories
+        )
+    except gidgethub.HTTPException as exc:
+        raise _github_error(exc, f"installation {installation_id}") from None
+    register_secret(token.token)
+    log.info("minted an installation token for installation %s (%s)", installation_id, caller(request).id)
+    return json_success({"token": token.token, "expiresAt": iso(token.expires_at), "permissions": dict(token.permissions)})
+
+
+async def verify_cloudflare_token(request: web.Request) -> web.Response:
+    """POST /auth/cloudflare/verify: is this Cloudflare token valid, with which scopes and accounts?"""
+    token = caller(request)
+    if not ("admin" in token.scopes or any(s.startswith("deploy:") for s in token.scopes)):
+        raise FlareshipError("AUTH_006", "Verifying Cloudflare tokens needs a deploy:<env> or admin scope",
+                             details={"requiredScope": "deploy:<env>"})
+    body = await parse_body(request, models.CloudflareVerifyRequest)
+    register_secret(body.apiToken)
+    result = await engine_of(request).verify_token(body.apiToken, body.requiredScopes)
+    return json_success(models.CloudflareVerifyResponse.model_validate(result).model_dump(mode="json"))
+
+
+async def refresh_tokens(request: web.Request) -> web.Response:
+    """POST /auth/tokens/refresh: rotate the caller's API token (new value, old one revoked)."""
+    body = await parse_body(request, models.RefreshTokensRequest, optional=True)
+    old = caller(request)
+    expires = timedelta(days=body.expiresInDays) if body.expiresInDays else None
+    new, plaintext = await token_store(request.app).rotate(old, expires_in=expires)
+    return json_success({"token": plaintext, "apiToken": token_json(new), "revokedId": old.id})
+
+
+async def _repository_permission(request: web.Request, repository: str, user: str) -> tuple[str, str]:
+    """(permission, role_name) of `user` on `repository`, through the App's installation."""
+    github = _github(request)
+    try:
+        app_client = github.app_client()
+        installation = await app_client.getitem(f"/repos/{repository}/installation")
+        client = await github.client(int(installation["id"]))
+        data = await client.getitem(f"/repos/{repository}/collaborators/{user}/permission")
+    except gidgethub.HTTPException as exc:
+        raise _github_error(exc, f"{user} on {repository}") from None
+    return data.get("permission", "none"), data.get("role_name") or data.get("permission", "none")
+
+
+async def validate_permissions(request: web.Request) -> web.Response:
+    """POST /auth/permissions/validate: what the caller's token may do on an environment, and
+    optionally whether a GitHub user's repository permission meets the environment's requirement."""
+    body = await parse_body(request, models.ValidatePermissionsRequest)
+    token = caller(request)
+    allowed = {action: allows(token.scopes, action, body.environment) for action in ACTIONS}
+    result: dict = {"environment": body.environment, "scopes": list(token.scopes), "allowed": allowed, "github": None}
+    if body.githubUser or body.repository:
+        if not (body.githubUser and body.repository):
+            raise FlareshipError("SYS_006", "githubUser and repository go together", status=422,
+                                 details={"field": "githubUser" if not body.githubUser else "repository",
+                                          "reason": "required with the other"})
+        authorize(request, "read")
+        required = body.requiredPermission or ("maintain" if body.environment == "production" else "write")
+        permission, role = await _repository_permission(request, body.repository, body.githubUser)
+        result["github"] = {
+            "user": body.githubUser,
+            "repository": body.repository,
+            "permission": role,
+            "required": required,
+            "allowed": _REPO_ROLES.get(role, 0) >= _REPO_ROLES[required],
+        }
+    return json_success(result)
+
+
+# -- token management (admin) ---------------------------------------------------------------------
+
+
+async def list_api_tokens(request: web.Request) -> web.Response:
+    """GET /auth/tokens (admin): every API token, without values."""
+    authorize(request, "admin")
+    tokens = await token_store(request.app).list()
+    return json_success({"tokens": [token_json(t) for t in tokens]})
+
+
+async def create_api_token(request: web.Request) -> web.Response:
+    """POST /auth/tokens (admin): a new API token, shown once."""
+    body = await parse_body(request, models.CreateTokenRequest)
+    try:
+        record, plaintext = await token_store(request.app).create(
+            name=body.name, scopes=body.scopes,
+            expires_in=timedelta(days=body.expiresInDays) if body.expiresInDays else None,
+        )
+    except ScopeError as exc:
+        raise FlareshipError("SYS_006", str(exc), status=422, details={"field": "scopes", "reason": str(exc)}) from None
+    return json_success({"token": plaintext, "apiToken": token_json(record)}, status=201)
+
+
+async def revoke_api_token(request: web.Request) -> web.Response:
+    """DELETE /auth/tokens/{tokenId} (admin): revoke a token."""
+    token_id = request.match_info["tokenId"]
+    store = token_store(request.app)
+    existing = await store.get(token_id)
+    if existing is None:
+        raise FlareshipError("SYS_005", f"No API token {token_id}")
+    await store.revoke(token_id)
+    return json_success({"apiToken": token_json(await store.get(token_id))})

@@ -1,0 +1,292 @@
+"""Every REST operation in one table: it registers the routes and generates `/openapi.json`.
+
+The OpenAPI document is built from the same pydantic models the handlers validate with, so the
+documentation cannot drift from the behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from bot.health import HealthMonitor
+from bot.services import SERVICES
+from handlers.api import auth, deployments, models, monitoring
+from handlers.api.security import authenticated, metrics_guard
+from handlers.api.state import API_STATE, ApiState
+from handlers.http import API_VERSION
+
+ID_PARAM = {
+    "name": "deploymentId", "in": "path", "required": True,
+    "schema": {"type": "string", "pattern": models.DEPLOYMENT_ID_PATTERN},
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    handler: object
+    operation_id: str
+    summary: str
+    tag: str
+    #: None: public; "read"/"admin": that scope up front; "token": any valid token (the handler checks more).
+    auth: str | None = "read"
+    request: type[BaseModel] | None = None
+    request_optional: bool = False
+    response: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    path_params: tuple[dict, ...] = ()
+    errors: tuple[int, ...] = ()
+    success_status: int = 200
+    #: "json" (enveloped), "sse", "text" (Prometheus), "bare-json".
+    kind: str = "json"
+    description: str = ""
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    # DeploymentController
+    Operation("POST", "/deploy/validate", deployments.validate_credentials, "validateCredentials",
+              "Validate deployment credentials before attempting deployment", "deployments", auth="token",
+              request=models.ValidateRequest, response=models.ValidateResponse, errors=(400, 401, 403, 413, 415, 422, 503)),
+    Operation("POST", "/deploy/prepare", deployments.prepare_deployment, "prepareDeployment",
+              "Prepare deployment with pre-flight checks", "deployments", auth="token",
+              request=models.PrepareRequest, response=models.PrepareResponse,
+              errors=(400, 401, 402, 403, 409, 413, 415, 422, 424, 503)),
+    Operation("POST", "/deploy", deployments.execute_deploy, "executeDeploy",
+              "Execute deployment with improved error handling", "deployments", auth="token",
+              request=models.DeployRequest, response=models.DeployResponse,
+              errors=(400, 401, 402, 403, 404, 409, 413, 415, 422, 424, 500, 503)),
+    Operation("GET", "/deployments", deployments.list_deployments, "listDeployments",
+              "List deployments, newest first", "deployments", query=deployments.ListQuery,
+              response=models.DeploymentList, errors=(401, 403, 422, 503)),
+    Operation("GET", "/deploy/{deploymentId}/status", deployments.get_deployment_status, "getDeploymentStatus",
+              "Get detailed deployment status", "deployments", response=models.StatusResponse,
+              path_params=(ID_PARAM,), errors=(401, 403, 404, 503)),
+    Operation("GET", "/deploy/{deploymentId}/logs", deployments.stream_deployment_logs, "streamLogs",
+              "Stream deployment logs (Server-Sent Events)", "deployments", path_params=(ID_PARAM,),
+              errors=(401, 403, 404, 503), kind="sse",
+              description="Replays stored lines, then streams new ones. Each event has `id: N` and "
+                          "`data: {timestamp, level, message}`; reconnect with `Last-Event-ID` to resume. "
+                          "Comments keep the connection alive; `event: end` carries the final status."),
+    Operation("POST", "/deploy/{deploymentId}/rollback", deployments.rollback_deployment, "rollbackDeployment",
+              "Roll the deployment's environment back to the release before it (or targetVersion)", "deployments",
+              auth="token", request=models.RollbackRequest, request_optional=True, response=models.RollbackResponse,
+              path_params=(ID_PARAM,), errors=(400, 401, 403, 404, 409, 413, 415, 422, 500, 503)),
+    Operation("POST", "/deploy/{deploymentId}/retry", deployments.retry_failed_step, "retryFailedStep",
+              "Retry a failed deployment from its failed step", "deployments", auth="token",
+              request=models.RetryRequest, request_optional=True, response=models.RetryResponse,
+              path_params=(ID_PARAM,), errors=(400, 401, 403, 404, 409, 413, 415, 422, 503)),
+    Operation("POST", "/deploy/{deploymentId}/cancel", deployments.cancel_deployment, "cancelDeployment",
+              "Cancel a queued or running deployment between steps", "deployments", auth="token",
+              response=models.CancelResponse, path_params=(ID_PARAM,), errors=(401, 403, 404, 409, 503)),
+    # AuthController
+    Operation("POST", "/auth/github-app/token", auth.generate_github_token, "generateGitHubToken",
+              "Generate an installation access token (admin; never wider than the installation)", "auth",
+              auth="admin", request=models.GitHubTokenRequest, response=models.GitHubTokenResponse,
+              errors=(400, 401, 403, 404, 413, 415, 422, 502, 503)),
+    Operation("POST", "/auth/cloudflare/verify", auth.verify_cloudflare_token, "verifyCloudflareToken",
+              "Verify a Cloudflare API token and its permissions", "auth", auth="token",
+              request=models.CloudflareVerifyRequest, response=models.CloudflareVerifyResponse,
+              errors=(400, 401, 403, 413, 415, 422, 503)),
+    Operation("POST", "/auth/tokens/refresh", auth.refresh_tokens, "refreshTokens",
+              "Rotate the caller's API token: a new value, the old one revoked", "auth", auth="token",
+              request=models.RefreshTokensRequest, request_optional=True, response=models.RefreshTokensResponse,
+              errors=(400, 401, 413, 415, 422, 503)),
+    Operation("POST", "/auth/permissions/validate", auth.validate_permissions, "validatePermissions",
+              "What the caller's token may do on an environment, and a GitHub user's repository permission",
+              "auth", auth="token", request=models.ValidatePermissionsRequest,
+              response=models.ValidatePermissionsResponse, errors=(400, 401, 403, 404, 413, 415, 422, 502, 503)),
+    Operation("GET", "/auth/tokens", auth.list_api_tokens, "listApiTokens", "List API tokens (admin)", "auth",
+              auth="admin", response=models.TokenList, errors=(401, 403, 503)),
+    Operation("POST", "/auth/tokens", auth.create_api_token, "createApiToken", "Create an API token (admin)", "auth",
+              auth="admin", request=models.CreateTokenRequest, response=models.CreatedToken, success_status=201,
+              errors=(400, 401, 403, 413, 415, 422, 503)),
+    Operation("DELETE", "/auth/tokens/{tokenId}", auth.revoke_api_token, "revokeApiToken", "Revoke an API token (admin)",
+              "auth", auth="admin", response=models.TokenOut,
+              path_params=({"name": "tokenId", "in": "path", "required": True, "schema": {"type": "string"}},),
+              errors=(401, 403, 404, 503)),
+    # MonitoringController
+    Operation("GET", "/health/deployment", monitoring.get_health_status, "getHealthStatus",
+              "Deployment system health (from background probes)", "monitoring", auth=None,
+              response=models.HealthResponse),
+    Operation("GET", "/metrics/deployments", monitoring.get_deployment_metrics, "getDeploymentMetrics",
+              "Deployment performance metrics", "monitoring", query=monitoring.WindowQuery,
+              response=models.DeploymentMetrics, errors=(401, 403, 422, 503)),
+    Operation("GET", "/metrics/errors", monitoring.get_error_metrics, "getErrorMetrics",
+              "Error rates and patterns", "monitoring", query=monitoring.WindowQuery,
+              response=models.ErrorMetrics, errors=(401, 403, 422, 503)),
+    Operation("GET", "/metrics/resources", monitoring.get_resource_usage, "getResourceUsage",
+              "Resource utilisation", "monitoring", response=models.ResourceUsage, errors=(401, 403)),
+    Operation("GET", "/metrics", monitoring.prometheus_metrics, "prometheusMetrics",
+              "Prometheus metrics (text; needs METRICS_TOKEN as bearer when set)", "monitoring", auth="metrics",
+              kind="text", errors=(401,)),
+)
+
+_ERROR_TEXT = {
+    400: "Malformed request or invalid configuration", 401: "Missing, invalid, expired or revoked credentials",
+    402: "Resource quota exceeded", 403: "Not allowed (token scope or permissions)", 404: "Not found",
+    409: "Conflict (busy, locked, or wrong state)", 413: "Request body larger than 1 MiB",
+    415: "Content-Type is not application/json", 422: "Validation failed (see details.field and details.reason)",
+    424: "Dependency check failed", 500: "Internal error", 502: "Upstream failure", 503: "Service temporarily unavailable",
+}
+
+
+def _envelope_schema(data_schema: dict) -> dict:
+    return {
+        "type": "object",
+        "required": ["success", "data", "metadata"],
+        "properties": {
+            "success": {"const": True},
+            "data": data_schema,
+            "metadata": {"$ref": "#/components/schemas/EnvelopeMetadata"},
+        },
+    }
+
+
+def _query_parameters(model: type[BaseModel], components: dict) -> list[dict]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        components.setdefault(name, sub)
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
+def openapi_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict:
+    """The OpenAPI 3.1 document for `operations`, schemas straight from the pydantic models."""
+    models_used: set[type[BaseModel]] = {models.ErrorEnvelope, models.EnvelopeMetadata}
+    for op in operations:
+        models_used.update(m for m in (op.request, op.response) if m is not None)
+    keys = [(m, "validation" if any(op.request is m for op in operations) else "serialization") for m in models_used]
+    keys.sort(key=lambda k: k[0].__name__)
+    refs, defs = models_json_schema(keys, ref_template="#/components/schemas/{model}")
+    components: dict = dict(defs.get("$defs", {}))
+    paths: dict = {}
+    for op in operations:
+        entry: dict = {
+            "operationId": op.operation_id,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "parameters": list(op.path_params),
+            "responses": {},
+        }
+        if op.description:
+            entry["description"] = op.description
+        if op.query is not None:
+            entry["parameters"] += _query_parameters(op.query, components)
+        if op.auth == "metrics":
+            entry["security"] = [{}, {"metricsToken": []}]
+        elif op.auth is None:
+            entry["security"] = []
+        else:
+            entry["security"] = [{"bearerAuth": []}]
+        if op.request is not None:
+            entry["requestBody"] = {
+                "required": not op.request_optional,
+                "content": {"application/json": {"schema": refs[(op.request, "validation")]}},
+            }
+        if op.kind == "json":
+            data_schema = refs[(op.response, "serialization")] if op.response else {}
+            entry["responses"][str(op.success_status)] = {
+                "description": "Success",
+                "content": {"application/json": {"schema": _envelope_schema(data_schema)}},
+            }
+        elif op.kind == "sse":
+            entry["responses"]["200"] = {
+                "description": "A stream of log events", "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        elif op.kind == "text":
+            entry["responses"]["200"] = {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        for status in op.errors:
+            entry["responses"][str(status)] = {
+                "description": _ERROR_TEXT.get(status, "Error"),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+            }
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    paths["/healthz"] = {"get": {
+        "operationId": "healthz", "summary": "Bare liveness check", "tags": ["monitoring"], "security": [],
+        "responses": {"200": {"description": "Alive", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"status": {"const": "ok"}}, "required": ["status"]}}}}},
+    }}
+    paths["/openapi.json"] = {"get": {
+        "operationId": "openapi", "summary": "This document", "tags": ["monitoring"], "security": [],
+        "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}},
+    }}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Flareship REST API",
+            "version": API_VERSION,
+            "description": "Deploy to Cloudflare through the same engine as the pull-request commands. "
+                           "Successes come in the `{success, data, metadata}` envelope, errors as `{error: {...}}`.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "tags": [{"name": "deployments"}, {"name": "auth"}, {"name": "monitoring"}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "A token from `flareship token create`"},
+                "metricsToken": {"type": "http", "scheme": "bearer", "description": "METRICS_TOKEN, when the operator set one"},
+            },
+        },
+    }
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_OPENAPI])
+
+
+_OPENAPI = web.AppKey("openapi_document", dict)
+
+
+async def _running_parts(app: web.Application):
+    """Health probes and the metrics' engine subscription live as long as the app."""
+    state = app[API_STATE]
+    settings = app[SERVICES].settings
+    state.health = HealthMonitor.from_settings(
+        settings, interval=state.health_interval, timeout=state.health_timeout,
+        degraded_after_ms=state.health_degraded_after_ms,
+        on_result=lambda name, r: state.metrics.health.labels(name).set(
+            {"healthy": 1.0, "degraded": 0.5}.get(r.status, 0.0)),
+    )
+    await state.health.start()
+    try:
+        yield
+    finally:
+        state.metrics.detach_engine()
+        await state.health.stop()
+
+
+def setup(app: web.Application) -> None:
+    """Register every operation (wrapped with its auth) plus /openapi.json."""
+    state = ApiState()
+    app[API_STATE] = state
+    app[_OPENAPI] = openapi_document()
+    settings = app[SERVICES].settings
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    for op in OPERATIONS:
+        handler = op.handler
+        if op.auth == "metrics":
+            handler = metrics_guard(handler, metrics_token=metrics_token)
+        elif op.auth is not None:
+            handler = authenticated(handler, action=None if op.auth == "token" else op.auth)
+        app.router.add_route(op.method, op.path, handler, name=op.operation_id)
+    app.router.add_get("/openapi.json", openapi_json, name="openapi")
+    app.cleanup_ctx.append(_running_parts)
+    app.on_startup.append(_attach_metrics)
+
+
+async def _attach_metrics(app: web.Application) -> None:
+    """on_startup runs after every cleanup_ctx, so the engine exists by now (when wired)."""
+    app[API_STATE].metrics.attach_engine(app[SERVICES].engine)
