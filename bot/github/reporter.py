@@ -1,0 +1,660 @@
+"""Keeps GitHub in sync with the engine: check runs, GitHub deployments, the PR comment, reactions.
+
+The top half is pure rendering (deployment -> check-run payload, comment state -> markdown),
+tested without a loop. The `Reporter` subscribes to engine events and writes to GitHub through
+one worker task per deployment, coalescing check-run updates to at most one write per
+`interval` seconds per check run and always flushing the final state. Every GitHub object is
+claimed in `bot.store.pr_state` before it is created, so a redelivery or a restart edits the
+object it made instead of making a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+from gidgethub import HTTPException
+
+from bot.store.pr_state import PullRequestState
+
+log = logging.getLogger(__name__)
+
+#: GitHub's limits on check-run output and actions (github-api.md).
+MAX_OUTPUT_CHARS = 65535
+MAX_TITLE_CHARS = 255
+MAX_ACTIONS = 3
+MAX_ACTION_LABEL, MAX_ACTION_DESCRIPTION, MAX_ACTION_IDENTIFIER = 20, 40, 20
+MAX_DEPLOYMENT_DESCRIPTION = 140
+LOG_LINES_KEPT = 60
+COMMENT_MARKER = "<!-- flareship:pr-comment -->"
+CHECK_NAME_PREFIX = "Deploy to "
+
+FINAL = frozenset({"completed", "failed", "rolled_back", "cancelled"})
+STEP_ICONS = {"pending": "⏳", "running": "🔄", "completed": "✅", "failed": "❌", "skipped": "⏭️"}
+STATUS_WORDS = {
+    "queued": "⏳ queued", "initiated": "⏳ queued", "in_progress": "🔄 deploying", "completed": "✅ live",
+    "failed": "❌ failed", "rolled_back": "↩️ failed, rolled back", "cancelled": "⛔ cancelled",
+}
+
+
+def check_run_name(environment: str) -> str:
+    return f"{CHECK_NAME_PREFIX}{environment}"
+
+
+def truncate(text: str, limit: int, *, keep: str = "end", marker: str = "\n… (truncated)") -> str:
+    """Cut `text` to `limit` characters at a line boundary, saying that it was cut."""
+    if len(text) <= limit:
+        return text
+    room = limit - len(marker)
+    if keep == "end":  # keep the newest lines (logs)
+        tail = text[-room:]
+        cut = tail.find("\n")
+        tail = tail[cut + 1:] if 0 <= cut < len(tail) - 1 else tail
+        return marker.strip("\n") + "\n" + tail if len(marker.strip("\n")) + 1 + len(tail) <= limit else tail[-limit:]
+    head = text[:room]
+    cut = head.rfind("\n")
+    head = head[:cut] if cut > 0 else head
+    return head + marker
+
+
+def _short(sha: str | None) -> str:
+    return sha[:7] if sha else "unknown"
+
+
+def _duration(step: Any) -> str:
+    if step.started_at and step.ended_at:
+        seconds = (step.ended_at - step.started_at).total_seconds()
+        return f"{seconds:.1f}s"
+    return ""
+
+
+def _cell(text: Any) -> str:
+    return str(text or "").replace("|", "\\|").replace("\n", " ")
+
+
+def conclusion_for(deployment: Any) -> str | None:
+    """The check-run conclusion of a final deployment (None while it runs)."""
+    status = deployment.status
+    if status == "completed":
+        return "neutral" if deployment.options.dry_run else "success"
+    if status in ("failed", "rolled_back"):
+        return "failure"
+    if status == "cancelled":
+        return "cancelled"
+    return None
+
+
+def github_status(deployment: Any) -> str:
+    status = deployment.status
+    if status in ("queued", "initiated"):
+        return "queued"
+    if status == "in_progress":
+        return "in_progress"
+    return "completed"
+
+
+def step_position(deployment: Any) -> tuple[int, Any | None]:
+    """(1-based index, step) of the step running, failed, or next."""
+    current = deployment.current_step
+    if current is None:
+        return len(deployment.steps), None
+    return deployment.steps.index(current) + 1, current
+
+
+def default_promote_target(deployment: Any) -> str | None:
+    return "production" if deployment.environment == "staging" else None
+
+
+def check_run_actions(deployment: Any, promote_target: str | None) -> list[dict[str, str]]:
+    """Buttons by final state: Retry (failed), Roll back (live), Promote (live on a pre-stage)."""
+    actions: list[dict[str, str]] = []
+    if deployment.kind == "deploy" and deployment.status in ("failed", "rolled_back"):
+        actions.append({"label": "Retry", "identifier": "retry",
+                        "description": f"Resume from the failed step on {deployment.environment}"})
+    if deployment.status == "completed" and not deployment.options.dry_run:
+        actions.append({"label": "Roll back", "identifier": "rollback",
+                        "description": f"Restore {deployment.environment}'s previous release"})
+        if deployment.kind == "deploy" and promote_target:
+            actions.append({"label": f"Promote to {promote_target}"[:MAX_ACTION_LABEL]
+                            if len(f"Promote to {promote_target}") <= MAX_ACTION_LABEL else "Promote",
+                            "identifier": "promote",
+                            "description": f"Deploy this commit to {promote_target}"})
+    return [
+        {"label": a["label"][:MAX_ACTION_LABEL], "identifier": a["identifier"][:MAX_ACTION_IDENTIFIER],
+         "description": a["description"][:MAX_ACTION_DESCRIPTION]}
+        for a in actions[:MAX_ACTIONS]
+    ]
+
+
+def check_run_title(deployment: Any, queue_position: int | None = None) -> str:
+    env = deployment.environment
+    total = len(deployment.steps)
+    n, step = step_position(deployment)
+    what = "Rollback of" if deployment.kind == "rollback" else "Deploy to"
+    status = deployment.status
+    if status in ("queued", "initiated"):
+        title = f"Queued: position {queue_position} for {env}" if queue_position else f"Queued for {env}"
+    elif status == "in_progress":
+        title = f"step {n}/{total}: {step.name if step else 'finishing'}"
+    elif status == "completed":
+        title = ("Dry run passed" if deployment.options.dry_run else
+                 f"Live on {env}" if deployment.kind == "deploy" else f"{env} rolled back")
+    elif status == "cancelled":
+        title = f"Cancelled: {deployment.reason}" if deployment.reason else "Cancelled"
+    else:
+        failed = f"step {n}/{total}: {step.name}" if step else "the last step"
+        title = f"{what} {env} failed at {failed}"
+        if status == "rolled_back":
+            title += " (rolled back)"
+    return title[:MAX_TITLE_CHARS]
+
+
+def check_run_summary(deployment: Any, queue_position: int | None = None) -> str:
+    env = deployment.environment
+    lines = []
+    url = (deployment.urls or {}).get(env) or next(iter((deployment.urls or {}).values()), None)
+    head = f"**{env}** · `{_short(deployment.sha)}` · deployment `{deployment.id}`"
+    if deployment.actor:
+        head += f" · by @{deployment.actor}"
+    head += f" · {deployment.trigger}"
+    lines.append(head)
+    if deployment.kind == "rollback":
+        target = deployment.rollback_target
+        lines.append("")
+        lines.append(f"Rolling back `{deployment.rollback_of}`"
+                     + (f" to release `{target.id}` (`{_short(target.sha)}`)" if target else ""))
+    if deployment.status in ("queued", "initiated"):
+        lines.append("")
+        lines.append(f"⏳ Waiting for {env}" + (f": position **{queue_position}** in the queue." if queue_position else "."))
+    if url and deployment.status == "completed":
+        lines.append("")
+        lines.append(f"🌐 {url}")
+    if deployment.error:
+        lines.append("")
+        where = f" at **{deployment.error.step}**" if deployment.error.step else ""
+        lines.append(f"**{deployment.error.code}**{where}: {deployment.error.message}")
+    if deployment.status == "rolled_back":
+        lines.append("")
+        lines.append(f"{env} was returned to its previous release.")
+    if deployment.reason and deployment.status == "cancelled":
+        lines.append("")
+        lines.append(deployment.reason)
+    lines += ["", "| # | Step | Status | Duration | Error |", "|---|---|---|---|---|"]
+    for i, step in enumerate(deployment.steps, 1):
+        error = f"{step.error_code}: {step.error}" if step.error_code and step.error else step.error
+        lines.append(f"| {i} | {_cell(step.name)} | {STEP_ICONS.get(step.status, '')} {step.status} | "
+                     f"{_duration(step)} | {_cell(error)[:500]} |")
+    return truncate("\n".join(lines), MAX_OUTPUT_CHARS, keep="start")
+
+
+def check_run_text(log_lines: list[Any]) -> str | None:
+    if not log_lines:
+        return None
+    body = "\n".join(
+        f"{line.timestamp.strftime('%H:%M:%S')} {line.level.upper():5} {line.message}" for line in log_lines
+    ).replace("```", "'''")
+    fence_room = MAX_OUTPUT_CHARS - len("```text\n\n```")
+    return "```text\n" + truncate(body, fence_room, keep="end") + "\n```"
+
+
+def render_check_run(
+    deployment: Any,
+    *,
+    details_url: str,
+    log_lines: list[Any] = (),
+    queue_position: int | None = None,
+    promote_target: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The check-run body (POST without head_sha/name handled by the caller) for a deployment."""
+    status = github_status(deployment)
+    output: dict[str, Any] = {
+        "title": check_run_title(deployment, queue_position),
+        "summary": check_run_summary(deployment, queue_position),
+    }
+    text = check_run_text(list(log_lines))
+    if text:
+        output["text"] = text
+    body: dict[str, Any] = {
+        "name": check_run_name(deployment.environment),
+        "status": status,
+        "external_id": deployment.id,
+        "details_url": details_url,
+        "output": output,
+    }
+    if deployment.started_at and status != "queued":
+        body["started_at"] = _iso(deployment.started_at)
+    if status == "completed":
+        body["conclusion"] = conclusion_for(deployment)
+        body["completed_at"] = _iso(deployment.ended_at or now or datetime.now(timezone.utc))
+        body["actions"] = check_run_actions(deployment, promote_target)
+    return body
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the PR comment ------------------------------------------------------------------------
+
+def comment_row(deployment: Any, *, details_url: str | None = None) -> dict[str, Any]:
+    """What the PR comment shows for an environment's latest deployment."""
+    env = deployment.environment
+    url = (deployment.urls or {}).get(env) or next(iter((deployment.urls or {}).values()), None)
+    when = deployment.ended_at or deployment.started_at or deployment.created_at
+    return {
+        "deployment_id": deployment.id,
+        "kind": deployment.kind,
+        "status": deployment.status,
+        "dry_run": bool(deployment.options.dry_run),
+        "sha": deployment.sha,
+        "url": url,
+        "details_url": details_url,
+        "when": _iso(when) if when else None,
+        "by": deployment.actor,
+        "error": f"{deployment.error.code}: {deployment.error.message}" if deployment.error else None,
+    }
+
+
+def render_comment(state: dict[str, Any]) -> str:
+    """The one Flareship comment: a table of each environment's latest deployment + the latest notice."""
+    lines = [COMMENT_MARKER, "### 🚀 Flareship", ""]
+    rows = state.get("environments") or {}
+    if rows:
+        lines += ["| Environment | Status | Commit | URL | When | By |", "|---|---|---|---|---|---|"]
+        for env in sorted(rows):
+            row = rows[env]
+            status = STATUS_WORDS.get(row.get("status"), row.get("status") or "")
+            if row.get("kind") == "rollback":
+                status += " (rollback)"
+            if row.get("dry_run"):
+                status += " (dry run)"
+            if row.get("details_url"):
+                status = f"[{status}]({row['details_url']})"
+            url = f"[{row['url']}]({row['url']})" if row.get("url") else ""
+            by = f"@{row['by']}" if row.get("by") else ""
+            lines.append(f"| **{_cell(env)}** | {status} | `{_short(row.get('sha'))}` | {url} | "
+                         f"{_cell(row.get('when'))} | {by} |")
+            if row.get("error") and row.get("status") in ("failed", "rolled_back"):
+                lines.append(f"| | ↳ {_cell(row['error'])[:300]} | | | | |")
+    else:
+        lines.append("_No deployments from this pull request yet._")
+    notice = state.get("notice")
+    if notice:
+        lines += ["", notice]
+    lines += ["", "<sub>Comment `/help` for the commands.</sub>"]
+    return truncate("\n".join(lines), MAX_OUTPUT_CHARS, keep="start")
+
+
+def _split_repo(repository: str) -> tuple[str, str]:
+    owner, _, name = repository.partition("/")
+    return owner, name
+
+
+class CommentWriter:
+    """Edits the pull request's one Flareship comment in place (creating it the first time)."""
+
+    def __init__(self, store: PullRequestState):
+        self.store = store
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+
+    async def update(
+        self, gh: Any, repository: str, pull_request: int, *,
+        row: dict[str, Any] | None = None, environment: str | None = None,
+        notice: str | None = None, clear_notice: bool = False,
+    ) -> int | None:
+        """Merge a row and/or a notice into the stored state and write the comment once."""
+        key = (repository, pull_request)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            claimed, comment_id, state = await self.store.comment(repository, pull_request)
+            state = dict(state)
+            envs = dict(state.get("environments") or {})
+            if row is not None and environment:
+                envs[environment] = row
+            state["environments"] = envs
+            if notice is not None:
+                state["notice"] = notice
+            elif clear_notice:
+                state.pop("notice", None)
+            await self.store.save_comment(repository, pull_request, state=state)
+            body = render_comment(state)
+            owner, name = _split_repo(repository)
+            if comment_id is None and claimed:
+                comment_id = await self._find(gh, owner, name, pull_request)  # recovery after a crash
+            if comment_id is not None:
+                try:
+                    await gh.patch("/repos/{owner}/{repo}/issues/comments/{comment_id}",
+                                   {"owner": owner, "repo": name, "comment_id": comment_id}, data={"body": body})
+                    return comment_id
+                except HTTPException as exc:
+                    if int(exc.status_code) != 404:
+                        raise
+                    # someone deleted the comment: write a new one
+            created = await gh.post("/repos/{owner}/{repo}/issues/{issue_number}/comments",
+                                    {"owner": owner, "repo": name, "issue_number": pull_request},
+                                    data={"body": body})
+            await self.store.save_comment(repository, pull_request, state=state, comment_id=int(created["id"]))
+            return int(created["id"])
+
+    @staticmethod
+    async def _find(gh: Any, owner: str, name: str, pull_request: int) -> int | None:
+        async for comment in gh.getiter("/repos/{owner}/{repo}/issues/{issue_number}/comments{?per_page}",
+                                        {"owner": owner, "repo": name, "issue_number": pull_request,
+                                         "per_page": 100}):
+            if COMMENT_MARKER in (comment.get("body") or ""):
+                return int(comment["id"])
+        return None
+
+
+async def react(gh: Any, repository: str, comment_id: int | None, content: str) -> None:
+    """Add a reaction to a comment (GitHub answers 200 when it is already there)."""
+    if not comment_id:
+        return
+    owner, name = _split_repo(repository)
+    try:
+        await gh.post("/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions",
+                      {"owner": owner, "repo": name, "comment_id": comment_id}, data={"content": content})
+    except HTTPException as exc:  # a deleted comment must not stop the deployment's reporting
+        log.warning("could not add %s reaction to comment %s: %s", content, comment_id, exc)
+
+
+# -- the reporter ----------------------------------------------------------------------------
+
+@dataclass
+class _Tracker:
+    deployment: Any
+    logs: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT))
+    dirty: bool = True
+    last_write: float | None = None
+    written_status: str | None = None  # last Flareship status handled for transitions
+    was_queued: bool = False
+    task: asyncio.Task | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+GitHubFactory = Callable[[int], Awaitable[Any]]
+
+
+class Reporter:
+    """Subscribes to the engine and mirrors each GitHub-triggered deployment on GitHub."""
+
+    def __init__(
+        self,
+        *,
+        engine: Any,
+        github: GitHubFactory,
+        store: PullRequestState,
+        public_url: str,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        promote_target: Callable[[Any], str | None] = default_promote_target,
+        details_url: Callable[[Any], str] | None = None,
+        head_sha: Callable[[Any], Awaitable[str | None]] | None = None,
+    ):
+        self.engine = engine
+        self.github = github
+        self.store = store
+        self.public_url = public_url.rstrip("/")
+        self.interval = interval
+        self.clock = clock
+        self.promote_target = promote_target
+        self.details_url = details_url or (lambda d: f"{self.public_url}/deployments/{quote(d.id)}")
+        self.comments = CommentWriter(store)
+        #: Answers a PR deployment's current head SHA (checked when a queued deployment starts).
+        self.head_sha = head_sha
+        self._trackers: dict[str, _Tracker] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        if self._unsubscribe is None:
+            self._unsubscribe = self.engine.subscribe(self.on_event)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self.drain()
+
+    async def drain(self, timeout: float = 30) -> None:
+        """Wait until every tracked deployment's GitHub state is written (tests, shutdown)."""
+        tasks = [t.task for t in self._trackers.values() if t.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    @staticmethod
+    def reports(deployment: Any) -> bool:
+        """Only deployments that came from GitHub (a repository, SHA and installation) are mirrored."""
+        return bool(deployment.repository and deployment.sha and deployment.installation_id)
+
+    async def on_event(self, event: Any) -> None:
+        deployment = event.deployment
+        if not self.reports(deployment):
+            return
+        tracker = self._trackers.get(deployment.id)
+        if tracker is None:
+            tracker = self._trackers[deployment.id] = _Tracker(deployment)
+        tracker.deployment = deployment
+        if event.kind == "log" and event.log is not None:
+            tracker.logs.append(event.log)
+        tracker.dirty = True
+        tracker.wake.set()
+        if tracker.task is None or tracker.task.done():
+            tracker.task = asyncio.get_running_loop().create_task(self._work(tracker))
+        if deployment.status in FINAL:
+            # Someone else's turn may have come: refresh queued check runs of the same environment.
+            for other in self._trackers.values():
+                d = other.deployment
+                if other is not tracker and d.status in ("queued", "initiated") and \
+                        d.environment == deployment.environment and d.target == deployment.target:
+                    other.dirty = True
+                    other.wake.set()
+                    if other.task is None or other.task.done():
+                        other.task = asyncio.get_running_loop().create_task(self._work(other))
+
+    async def _work(self, tracker: _Tracker) -> None:
+        try:
+            while True:
+                deployment = tracker.deployment
+                if tracker.written_status != deployment.status:
+                    previous, tracker.written_status = tracker.written_status, deployment.status
+                    await self._transition(tracker, previous, deployment)
+                    continue
+                if not tracker.dirty:
+                    break
+                if tracker.last_write is not None:
+                    wait = tracker.last_write + self.interval - self.clock()
+                    if wait > 0:
+                        tracker.wake.clear()
+                        await asyncio.sleep(wait)
+                        continue
+                tracker.dirty = False
+                await self._write_check_run(tracker, tracker.deployment)
+                tracker.last_write = self.clock()
+        except Exception:  # reporting must never break the engine; the next event retries
+            log.exception("reporting deployment %s to GitHub failed", tracker.deployment.id)
+        finally:
+            if tracker.deployment.status in FINAL and not tracker.dirty:
+                self._trackers.pop(tracker.deployment.id, None)
+
+    # -- transitions (GitHub deployment, comment, reactions) -----------------------------
+
+    async def _transition(self, tracker: _Tracker, previous: str | None, deployment: Any) -> None:
+        gh = await self.github(deployment.installation_id)
+        if deployment.status == "in_progress":
+            if tracker.was_queued and deployment.pull_request and self.head_sha is not None:
+                head = await self.head_sha(deployment)
+                if head and head != deployment.sha:
+                    await self._cancel_moved_head(deployment, head)
+                    return
+            await self._github_deployment(gh, deployment, "in_progress")
+        elif deployment.status in FINAL:
+            if deployment.status != "cancelled" or (await self.store.github_deployment(deployment.id))[0]:
+                state = {"completed": "success", "failed": "failure", "rolled_back": "failure",
+                         "cancelled": "error"}[deployment.status]
+                await self._github_deployment(gh, deployment, state)
+            await self._final_feedback(gh, deployment)
+
+    async def _cancel_moved_head(self, deployment: Any, head: str) -> None:
+        log.info("PR head moved from %s to %s before %s started; cancelling", deployment.sha, head, deployment.id)
+        try:
+            await self.engine.cancel(deployment.id)
+        except Exception as exc:  # already finished: nothing to stop
+            log.warning("could not cancel %s after the head moved: %s", deployment.id, exc)
+
+    async def _final_feedback(self, gh: Any, deployment: Any) -> None:
+        command = await self.store.command_for_deployment(deployment.id)
+        if deployment.pull_request:
+            await self.comments.update(
+                gh, deployment.repository, deployment.pull_request, environment=deployment.environment,
+                row=comment_row(deployment, details_url=self.details_url(deployment)),
+            )
+        if command is not None and command.comment_id:
+            content = "rocket" if deployment.status == "completed" else "confused"
+            await react(gh, deployment.repository, command.comment_id, content)
+
+    async def _github_deployment(self, gh: Any, deployment: Any, state: str) -> None:
+        owner, name = _split_repo(deployment.repository)
+        claimed, gh_id, last_state = await self.store.github_deployment(deployment.id)
+        if last_state == state:
+            return  # already written (redelivered event, restart)
+        if gh_id is None:
+            if not claimed:
+                await self.store.claim_github_deployment(deployment.id, deployment.repository, deployment.environment)
+            else:
+                gh_id = await self._find_github_deployment(gh, owner, name, deployment)
+            if gh_id is None:
+                gh_id = await self._create_github_deployment(gh, owner, name, deployment)
+                if gh_id is None:
+                    return
+            await self.store.set_github_deployment(deployment.id, github_deployment_id=gh_id)
+        env = deployment.environment
+        url = (deployment.urls or {}).get(env) or next(iter((deployment.urls or {}).values()), None)
+        description = {
+            "in_progress": f"Deploying {_short(deployment.sha)} to {env}",
+            "success": f"{_short(deployment.sha)} is live on {env}",
+            "failure": (f"Failed: {deployment.error.code}" if deployment.error else "Failed")
+                       + (" (rolled back)" if deployment.status == "rolled_back" else ""),
+            "error": deployment.reason or "Cancelled",
+        }[state]
+        body: dict[str, Any] = {
+            "state": state,
+            "log_url": self.details_url(deployment),
+            "description": description[:MAX_DEPLOYMENT_DESCRIPTION],
+            "environment": env,
+            "auto_inactive": True,
+        }
+        if url and state == "success":
+            body["environment_url"] = url
+        await gh.post("/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
+                      {"owner": owner, "repo": name, "deployment_id": gh_id}, data=body)
+        await self.store.set_github_deployment(deployment.id, last_state=state)
+        if state == "success" and env == "production":
+            # auto_inactive skips production environments: retire the previous one by hand.
+            previous = await self.store.previous_successful_github_deployment(
+                deployment.repository, env, excluding=deployment.id)
+            if previous is not None:
+                await gh.post("/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
+                              {"owner": owner, "repo": name, "deployment_id": previous[1]},
+                              data={"state": "inactive", "description": f"Superseded by {deployment.id}"})
+                await self.store.set_github_deployment(previous[0], last_state="inactive")
+
+    async def _create_github_deployment(self, gh: Any, owner: str, name: str, deployment: Any) -> int | None:
+        env = deployment.environment
+        ref = deployment.sha
+        description = (f"Rollback of {deployment.rollback_of}" if deployment.kind == "rollback"
+                       else f"Flareship {deployment.trigger} by {deployment.actor or 'unknown'}")
+        data = {
+            "ref": ref,
+            "task": "deploy",
+            "environment": env,
+            "auto_merge": False,
+            "required_contexts": [],
+            "production_environment": env == "production",
+            "transient_environment": env.startswith(("preview", "pr-")),
+            "description": description[:MAX_DEPLOYMENT_DESCRIPTION],
+            "payload": {"flareship_deployment_id": deployment.id, "kind": deployment.kind,
+                        "pull_request": deployment.pull_request},
+        }
+        created = await gh.post("/repos/{owner}/{repo}/deployments", {"owner": owner, "repo": name}, data=data)
+        if not isinstance(created, dict) or "id" not in created:
+            log.warning("GitHub created no deployment for %s: %s", deployment.id, created)
+            return None
+        return int(created["id"])
+
+    @staticmethod
+    async def _find_github_deployment(gh: Any, owner: str, name: str, deployment: Any) -> int | None:
+        async for item in gh.getiter("/repos/{owner}/{repo}/deployments{?sha,environment}",
+                                     {"owner": owner, "repo": name, "sha": deployment.sha,
+                                      "environment": deployment.environment}):
+            payload = item.get("payload") or {}
+            if isinstance(payload, dict) and payload.get("flareship_deployment_id") == deployment.id:
+                return int(item["id"])
+        return None
+
+    # -- the check run --------------------------------------------------------------------
+
+    async def _check_run_sha(self, deployment: Any) -> str:
+        """Rollbacks report on the check run of the deployment they roll back."""
+        if deployment.kind == "rollback" and deployment.rollback_of:
+            try:
+                return (await self.engine.get(deployment.rollback_of)).sha or deployment.sha
+            except Exception:
+                return deployment.sha
+        return deployment.sha
+
+    async def _write_check_run(self, tracker: _Tracker, deployment: Any) -> None:
+        gh = await self.github(deployment.installation_id)
+        owner, name = _split_repo(deployment.repository)
+        repository, env = deployment.repository, deployment.environment
+        sha = await self._check_run_sha(deployment)
+        position = None
+        if deployment.status in ("queued", "initiated"):
+            try:
+                position = await self.engine.queue_position(deployment.id)
+            except Exception:
+                position = None
+            if position is not None and position > 1:
+                tracker.was_queued = True  # it waits behind another: check the PR head when it starts
+        body = render_check_run(
+            deployment, details_url=self.details_url(deployment), log_lines=list(tracker.logs),
+            queue_position=position, promote_target=self.promote_target(deployment),
+        )
+        claimed, check_run_id = await self.store.check_run(repository, sha, env)
+        if check_run_id is None:
+            if not claimed:
+                await self.store.claim_check_run(repository, sha, env, deployment.id)
+            else:
+                check_run_id = await self._find_check_run(gh, owner, name, sha, env)
+        if check_run_id is None:
+            created = await gh.post("/repos/{owner}/{repo}/check-runs", {"owner": owner, "repo": name},
+                                    data={**body, "head_sha": sha})
+            await self.store.set_check_run(repository, sha, env, check_run_id=int(created["id"]),
+                                           deployment_id=deployment.id)
+            return
+        await gh.patch("/repos/{owner}/{repo}/check-runs/{check_run_id}",
+                       {"owner": owner, "repo": name, "check_run_id": check_run_id}, data=body)
+        await self.store.set_check_run(repository, sha, env, deployment_id=deployment.id)
+
+    @staticmethod
+    async def _find_check_run(gh: Any, owner: str, name: str, sha: str, env: str) -> int | None:
+        data = await gh.getitem("/repos/{owner}/{repo}/commits/{ref}/check-runs{?check_name,filter}",
+                                {"owner": owner, "repo": name, "ref": sha, "check_name": check_run_name(env),
+                                 "filter": "latest"})
+        runs = data.get("check_runs") or []
+        return int(runs[0]["id"]) if runs else None
+
+    # -- used by handlers -----------------------------------------------------------------
+
+    async def report_refusal(self, gh: Any, repository: str, pull_request: int | None, reason: str) -> None:
+        if pull_request:
+            await self.comments.update(gh, repository, pull_request, notice=f"😕 {reason}")
