@@ -1,0 +1,1 @@
+"""Simulated GitHub and Cloudflare servers: part of the product, used by tests and `flareship demo`."""
