@@ -35,6 +35,27 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.logs import configure_logging
+    from bot.store.db import Database
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> str | None:
+        database = Database.from_settings(settings)
+        try:
+            await database.migrate(args.revision)
+            return await database.current_revision()
+        finally:
+            await database.close()
+
+    print(f"database schema at revision {asyncio.run(run())}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flareship", description="Ship pull requests to Cloudflare.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run Flareship end to end against the simulated GitHub and Cloudflare")
     demo.set_defaults(func=_demo)
+
+    migrate = commands.add_parser("migrate", help="apply the database schema migrations (also done on start-up)")
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.set_defaults(func=_migrate)
     return parser
 
 

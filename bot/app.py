@@ -5,8 +5,10 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from bot.dispatcher import DISPATCHER, Dispatcher, start_dispatcher, stop_dispatcher
 from bot.services import SERVICES, Services
 from bot.settings import Settings
+from bot.store.db import Database
 from handlers import api, webhooks
 from handlers.http import correlation_middleware, error_middleware
 
@@ -25,6 +27,17 @@ async def _http_session(app: web.Application):
         yield
 
 
+async def _store(app: web.Application):
+    """Open the database and bring its schema up to date before anything uses it."""
+    database = Database.from_settings(app[SETTINGS])
+    try:
+        await database.migrate()
+        app[SERVICES].database = database
+        yield
+    finally:
+        await database.close()
+
+
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[correlation_middleware, error_middleware],
@@ -33,6 +46,10 @@ def init_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SERVICES] = Services(settings=settings)
     app.cleanup_ctx.append(_http_session)
+    app.cleanup_ctx.append(_store)
+    app[DISPATCHER] = Dispatcher(app[SERVICES], webhooks.router)
+    app.on_startup.append(start_dispatcher)
+    app.on_shutdown.append(stop_dispatcher)
     webhooks.setup(app)
     api.setup(app)
     return app

@@ -1,0 +1,194 @@
+"""The webhook dispatcher: runs stored deliveries through the handlers' router, in order, once each.
+
+The intake stores and acknowledges; this background task does the work afterwards, so a slow or
+failing handler never delays GitHub's 2xx and never loses an event. A handler exception marks
+that delivery failed (with its error) and the dispatcher moves on. On start it picks up what a
+previous process stored and did not finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from gidgethub import routing, sansio
+
+from bot.logs import correlated
+from bot.services import Services
+from bot.store import deliveries
+
+if TYPE_CHECKING:
+    from bot.store.deliveries import StoredDelivery
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WebhookContext:
+    """What a webhook handler gets beside the event: the services and who the delivery is about."""
+
+    services: Services
+    delivery_id: str
+    installation_id: int | None = None
+    repository: str | None = None  # "owner/name"
+    _github: Any = field(default=None, init=False, repr=False)
+
+    async def github(self):
+        """The installation-authenticated GitHub client for this delivery (created on first use)."""
+        if self._github is None:
+            if self.services.github is None:
+                raise RuntimeError("the GitHub App is not configured (services.github is not set)")
+            if self.installation_id is None:
+                raise RuntimeError(f"delivery {self.delivery_id} names no installation")
+            self._github = await self.services.github.client(self.installation_id)
+        return self._github
+
+
+class Dispatcher:
+    """One background task that claims stored deliveries oldest first and dispatches each."""
+
+    def __init__(
+        self,
+        services: Services,
+        router: routing.Router,
+        *,
+        poll_interval: float = 2.0,
+        batch_size: int = 50,
+        handler_timeout: float = 120.0,
+        flush_interval: float = 0.25,
+    ):
+        self.services = services
+        self.router = router
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self.handler_timeout = handler_timeout
+        self.flush_interval = flush_interval
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self.processed = 0
+        self.failed = 0
+
+    @property
+    def database(self):
+        if self.services.database is None:
+            raise RuntimeError("the dispatcher needs services.database")
+        return self.services.database
+
+    def wake(self) -> None:
+        """Called by the intake after storing: look for work now rather than at the next poll."""
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        requeued = await deliveries.requeue_interrupted(self.database)
+        if requeued:
+            log.info("resuming %d webhook deliveries interrupted by the previous process", requeued)
+        self._stopping = False
+        self._wakeup.set()  # pending rows from before the restart
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-dispatcher")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Let the running handler finish (up to `timeout`), give unstarted claims back, end the task."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except asyncio.TimeoutError:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                handled = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook dispatcher could not read the store; retrying")
+                handled = 0
+            if handled == 0 and not self._stopping:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+                self._wakeup.clear()
+
+    async def run_once(self) -> int:
+        """Claim one batch and handle it; returns how many deliveries were handled."""
+        claimed = await deliveries.claim_pending(self.database, self.batch_size)
+        done: list[int] = []
+        failed: list[tuple[int, str]] = []
+        last_flush = time.monotonic()
+        handled = 0
+        try:
+            for delivery in claimed:
+                if self._stopping:
+                    break
+                error = await self.handle(delivery)
+                handled += 1
+                if error is None:
+                    done.append(delivery.id)
+                else:
+                    failed.append((delivery.id, error))
+                if time.monotonic() - last_flush >= self.flush_interval:
+                    await self._flush(done, failed)
+                    last_flush = time.monotonic()
+        finally:
+            await asyncio.shield(self._flush(done, failed))
+            unstarted = [d.id for d in claimed[handled:]]
+            if unstarted:
+                await asyncio.shield(deliveries.release(self.database, unstarted))
+        return handled
+
+    async def _flush(self, done: list[int], failed: list[tuple[int, str]]) -> None:
+        if done or failed:
+            await deliveries.record_outcomes(self.database, done, failed)
+            self.processed += len(done)
+            self.failed += len(failed)
+            done.clear()
+            failed.clear()
+
+    async def handle(self, delivery: "StoredDelivery") -> str | None:
+        """Dispatch one delivery; returns None when every handler succeeded, else the error text."""
+        with correlated(delivery.delivery_id):
+            ctx = WebhookContext(
+                services=self.services,
+                delivery_id=delivery.delivery_id,
+                installation_id=delivery.installation_id,
+                repository=delivery.repository,
+            )
+            try:
+                event = sansio.Event(json.loads(delivery.payload), event=delivery.event, delivery_id=delivery.delivery_id)
+                await asyncio.wait_for(self.router.dispatch(event, ctx), self.handler_timeout)
+            except asyncio.TimeoutError:
+                log.error("webhook %s %s timed out after %ss", delivery.event, delivery.delivery_id, self.handler_timeout)
+                return f"handler timed out after {self.handler_timeout}s"
+            except Exception as exc:
+                log.exception("webhook %s %s failed (attempt %d)", delivery.event, delivery.delivery_id, delivery.attempts)
+                return f"{type(exc).__name__}: {exc}"
+            log.debug("webhook %s.%s %s handled", delivery.event, delivery.action, delivery.delivery_id)
+            return None
+
+
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+
+
+async def start_dispatcher(app: web.Application) -> None:
+    """`on_startup` hook: runs after every cleanup_ctx, so GitHub, the engine and the store are ready."""
+    await app[DISPATCHER].start()
+
+
+async def stop_dispatcher(app: web.Application) -> None:
+    """`on_shutdown` hook: stops before the store and the HTTP session close."""
+    await app[DISPATCHER].stop()

@@ -1,0 +1,140 @@
+"""`POST /webhooks/github`: verify, store durably, acknowledge. The handlers run later, off the request.
+
+Order matters: the body is read with a hard cap (413 before buffering more than 25 MiB), the
+signature is checked with gidgethub's sansio layer and the secret always passed (401), the
+content is decoded (415 / 400), and only then is the delivery written (group commit) and 202 sent.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from gidgethub import BadRequest, ValidationFailure, sansio
+
+from bot.dispatcher import DISPATCHER
+from bot.errors import FlareshipError
+from bot.services import SERVICES
+from bot.store.base import utcnow
+from bot.store.deliveries import DeliveryWriter, NewDelivery
+from handlers.http import json_success
+
+log = logging.getLogger(__name__)
+
+#: GitHub caps payloads at 25 MB; anything larger is not from GitHub.
+MAX_WEBHOOK_BYTES = 25 * 1024 * 1024
+_DECODABLE = ("application/json", "application/x-www-form-urlencoded")
+
+DELIVERY_WRITER = web.AppKey("delivery_writer", DeliveryWriter)
+WEBHOOK_SECRET = web.AppKey("webhook_secret", str)
+
+
+def _too_large() -> FlareshipError:
+    return FlareshipError("SYS_006", f"Webhook body exceeds {MAX_WEBHOOK_BYTES} bytes", status=413)
+
+
+async def read_capped(request: web.Request, limit: int = MAX_WEBHOOK_BYTES) -> bytes:
+    """The raw body, refusing (413) as soon as it is known to exceed `limit`: by Content-Length
+    first, then by counting while streaming, so at most `limit` bytes are ever held."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_event(headers, body: bytes, secret: str, content_type: str) -> sansio.Event:
+    """Verify and decode a webhook (pure): FlareshipError 401 / 415 / 400 for what GitHub never sends."""
+    try:
+        event = sansio.Event.from_http(headers, body, secret=secret)
+    except ValidationFailure:
+        raise FlareshipError("AUTH_007", "Webhook signature (X-Hub-Signature-256) is missing or invalid", status=401) from None
+    except BadRequest:
+        if content_type in _DECODABLE:
+            raise FlareshipError("SYS_006", "Webhook body is not valid JSON", status=400) from None
+        raise FlareshipError(
+            "SYS_006", "Webhook content type must be application/json or application/x-www-form-urlencoded", status=415
+        ) from None
+    except KeyError as exc:
+        raise FlareshipError("SYS_006", f"Webhook is missing the {exc.args[0]} header", status=400) from None
+    if not isinstance(event.data, dict):
+        raise FlareshipError("SYS_006", "Webhook body must be a JSON object", status=400)
+    if not event.delivery_id or len(event.delivery_id) > 100:
+        raise FlareshipError("SYS_006", "X-GitHub-Delivery must be a non-empty id of at most 100 characters", status=400)
+    return event
+
+
+def delivery_from_event(event: sansio.Event, body: bytes, content_type: str) -> NewDelivery:
+    """What the store keeps of a verified webhook (pure)."""
+    data = event.data
+    installation = data.get("installation") if isinstance(data.get("installation"), dict) else {}
+    repository = data.get("repository") if isinstance(data.get("repository"), dict) else {}
+    action = data.get("action")
+    installation_id = installation.get("id")
+    payload = body.decode("utf-8") if content_type == "application/json" else None
+    if payload is None:
+        import json
+
+        payload = json.dumps(data)
+    return NewDelivery(
+        delivery_id=event.delivery_id,
+        event=event.event,
+        action=action if isinstance(action, str) else None,
+        installation_id=installation_id if isinstance(installation_id, int) else None,
+        repository=repository.get("full_name") if isinstance(repository.get("full_name"), str) else None,
+        payload=payload,
+        received_at=utcnow(),
+    )
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    body = await read_capped(request)
+    secret = request.app.get(WEBHOOK_SECRET)
+    if not secret:
+        raise FlareshipError("SYS_002", "GITHUB_WEBHOOK_SECRET is not configured; webhooks cannot be verified", status=503)
+    content_type = request.content_type
+    event = parse_event(request.headers, body, secret, content_type)
+    if event.event == "ping":
+        log.info("ping from GitHub (hook %s)", (event.data.get("hook") or {}).get("id", "?"))
+        return json_success({"deliveryId": event.delivery_id, "event": "ping", "status": "pong"})
+    delivery = delivery_from_event(event, body, content_type)
+    try:
+        is_new = await request.app[DELIVERY_WRITER].store(delivery)
+    except Exception:
+        raise FlareshipError("SYS_002", "The delivery could not be stored; it was not accepted", status=503) from None
+    if not is_new:
+        log.info("webhook %s %s is a repeat; acknowledged, not processed again", event.event, event.delivery_id)
+        return json_success({"deliveryId": event.delivery_id, "event": event.event, "status": "duplicate"})
+    return json_success({"deliveryId": event.delivery_id, "event": event.event, "status": "queued"}, status=202)
+
+
+async def _delivery_writer(app: web.Application):
+    """Start the group-commit writer on the database the store's start-up opened; flush it on exit."""
+    writer = app[DELIVERY_WRITER]
+    writer.database = app[SERVICES].database
+    dispatcher = app.get(DISPATCHER)
+    if dispatcher is not None:
+        writer.on_stored = dispatcher.wake
+    writer.start()
+    try:
+        yield
+    finally:
+        await writer.stop()
+
+
+def setup(app: web.Application) -> None:
+    """Register the route; the writer starts after the database is opened (cleanup_ctx order)."""
+    settings = app[SERVICES].settings
+    secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else ""
+    app[WEBHOOK_SECRET] = secret
+    app[DELIVERY_WRITER] = DeliveryWriter(None)
+    app.cleanup_ctx.append(_delivery_writer)
+    app.router.add_post("/webhooks/github", receive_webhook)
