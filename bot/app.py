@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.dispatcher import DISPATCHER, Dispatcher, start_dispatcher, stop_dispatcher
+from bot.github.app import GitHubApp
 from bot.services import SERVICES, Services
 from bot.settings import Settings
 from bot.store.db import Database
@@ -27,6 +28,14 @@ async def _http_session(app: web.Application):
         yield
 
 
+async def _github(app: web.Application):
+    """The GitHub App (JWT, installation tokens, clients) on the shared session, when configured."""
+    settings = app[SETTINGS]
+    if settings.github_app_id and (settings.github_private_key or settings.github_private_key_path):
+        app[SERVICES].github = GitHubApp.from_settings(app[HTTP_SESSION], settings)
+    yield
+
+
 async def _store(app: web.Application):
     """Open the database and bring its schema up to date before anything uses it."""
     database = Database.from_settings(app[SETTINGS])
@@ -46,6 +55,7 @@ def init_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SERVICES] = Services(settings=settings)
     app.cleanup_ctx.append(_http_session)
+    app.cleanup_ctx.append(_github)
     app.cleanup_ctx.append(_store)
     app[DISPATCHER] = Dispatcher(app[SERVICES], webhooks.router)
     app.on_startup.append(start_dispatcher)
