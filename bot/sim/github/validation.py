@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from jsonschema.exceptions import best_match
 from multidict import CIMultiDict, MultiDict
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
@@ -79,8 +80,15 @@ def _describe(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
     current: BaseException | None = error
     while current is not None:
         for schema_error in getattr(current, "schema_errors", None) or []:
+            if schema_error.context:
+                # oneOf/anyOf: report the branch that came closest, as GitHub names the real field.
+                schema_error = best_match(schema_error.context)
             field = "/".join(str(p) for p in schema_error.path) or None
             code = "missing_field" if schema_error.validator == "required" else "invalid"
+            if schema_error.validator == "required":
+                missing = next((name for name in schema_error.validator_value
+                                if isinstance(schema_error.instance, dict) and name not in schema_error.instance), None)
+                field = "/".join(filter(None, [field, missing]))
             items.append({"resource": "Request", "field": field, "code": code, "message": schema_error.message})
             messages.append(f"For '{field or 'body'}', {schema_error.message}.")
         current = current.__cause__
