@@ -102,7 +102,8 @@ async def prepare_deployment(request: web.Request) -> web.Response:
     """POST /deploy/prepare: pre-flight checks and a cost estimate; records an initiated deployment."""
     body = await parse_body(request, models.PrepareRequest)
     authorize(request, "prepare", body.environment)
-    deployment = await engine_of(request).prepare(_prepare_request(request, body))
+    prepare = _prepare_request(request, body)
+    deployment = await engine_of(request).prepare(prepare)
     return json_success(prepare_json(deployment))
 
 
@@ -110,6 +111,7 @@ async def execute_deploy(request: web.Request) -> web.Response:
     """POST /deploy: start a prepared deployment (or prepare and start one) and return at once."""
     body = await parse_body(request, models.DeployRequest)
     authorize(request, "deploy", body.environment)
+    prepare = None if body.deploymentId is not None else _prepare_request(request, body)
     engine = engine_of(request)
     o = body.options
     options = DeployOptions(dry_run=o.dryRun, rollback_on_failure=o.rollbackOnFailure, max_retries=o.maxRetries)
@@ -128,7 +130,7 @@ async def execute_deploy(request: web.Request) -> web.Response:
             )
         deployment = await engine.deploy(body.deploymentId, options)
     else:
-        deployment = await engine.request_deploy(_prepare_request(request, body), options)
+        deployment = await engine.request_deploy(prepare, options)
     live = None
     if deployment.previous_release is None and not deployment.is_final:
         live = await engine.live_release(deployment.target, deployment.environment)

@@ -1,0 +1,74 @@
+"""Bad input always gets the error envelope with the right status: 400, 404, 405, 413, 415, 422."""
+
+from __future__ import annotations
+
+import json
+
+
+async def test_malformed_json_is_400(api):
+    token = await api.token("admin")
+    resp, body = await api.call("POST", "/deploy/validate", token=token, data=b"{not json",
+                                headers={"Content-Type": "application/json"})
+    assert resp.status == 400 and body["error"]["code"] == "SYS_006"
+    assert "Malformed JSON" in body["error"]["message"]
+    assert body["error"]["details"]["correlationId"] == resp.headers["X-Correlation-ID"]
+
+
+async def test_wrong_content_type_is_415(api):
+    token = await api.token("admin")
+    resp, body = await api.call("POST", "/deploy/prepare", token=token, data=b"environment=staging",
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status == 415 and body["error"]["code"] == "SYS_006"
+
+
+async def test_body_over_one_mebibyte_is_413(api):
+    token = await api.token("admin")
+    big = json.dumps({"environment": "staging", "config": {"appName": "x", "environmentVars": {"k": "v" * (1024 * 1024)}}})
+    resp, body = await api.call("POST", "/deploy/prepare", token=token, data=big.encode(),
+                                headers={"Content-Type": "application/json"})
+    assert resp.status == 413 and body["error"]["code"] == "SYS_006"
+
+
+async def test_validation_errors_are_422_naming_the_field(api):
+    token = await api.token("admin")
+    cases = [
+        ("/deploy/validate", {"environment": "staging", "credentials": {"cloudflareApiToken": "t", "accountId": "NOT-HEX"}},
+         "credentials.accountId"),
+        ("/deploy/validate", {"credentials": {"cloudflareApiToken": "t", "accountId": "a" * 32}}, "environment"),
+        ("/deploy", {"environment": "staging", "options": {"maxRetries": 99}}, "options.maxRetries"),
+        ("/deploy", {"environment": "staging", "options": {"dryRun": "maybe"}}, "options.dryRun"),
+        ("/deploy/prepare", {"environment": "staging", "config": {"appName": "ok", "durableObjects": "Counter"}},
+         "config.durableObjects"),
+        ("/deploy/prepare", {"environment": "staging", "typo": 1}, "typo"),
+        ("/deploy/prepare", {"environment": "staging"}, "config"),
+        ("/auth/github-app/token", {"installationId": "abc"}, "installationId"),
+        ("/auth/github-app/token", {"installationId": "1", "permissions": {"contents": "everything"}}, "permissions.contents"),
+        ("/auth/cloudflare/verify", {"requiredScopes": []}, "apiToken"),
+        ("/deploy/validate", [1, 2], "body"),
+    ]
+    for path, payload, field in cases:
+        resp, body = await api.call("POST", path, token=token, json=payload)
+        assert resp.status == 422, (path, payload, body)
+        err = body["error"]
+        assert err["code"] == "SYS_006" and err["details"]["field"] == field, (path, err)
+        assert err["details"]["reason"]
+
+
+async def test_unknown_route_and_method_are_enveloped(api):
+    resp, body = await api.call("GET", "/deploy/nope/nope")
+    assert resp.status == 404 and body["error"]["code"] == "SYS_005"
+    resp, body = await api.call("DELETE", "/deploy/validate")
+    assert resp.status == 405 and body["error"]["code"] == "SYS_006"
+
+
+async def test_query_parameters_are_validated(api):
+    token = await api.token("read")
+    resp, body = await api.call("GET", "/deployments?limit=0", token=token)
+    assert resp.status == 422 and body["error"]["details"]["field"] == "limit"
+    resp, body = await api.call("GET", "/metrics/errors?window=abc", token=token)
+    assert resp.status == 422 and body["error"]["details"]["field"] == "window"
+
+
+async def test_correlation_id_is_echoed(api):
+    resp, body = await api.call("GET", "/health/deployment", headers={"X-Correlation-ID": "abc-123"})
+    assert resp.headers["X-Correlation-ID"] == "abc-123" == body["metadata"]["correlationId"]
