@@ -47,6 +47,22 @@ async def _store(app: web.Application):
         await database.close()
 
 
+async def _engine(app: web.Application):
+    """The deploy engine (Cloudflare clients + runner); resumes in-flight deployments on start."""
+    from bot.cloudflare import CloudflareClients
+    from bot.engine import Engine
+
+    cloudflare = CloudflareClients(app[SETTINGS])
+    engine = Engine(app[SERVICES], cloudflare=cloudflare)
+    app[SERVICES].engine = engine
+    await engine.start()
+    try:
+        yield
+    finally:
+        await engine.stop()
+        await cloudflare.aclose()
+
+
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[correlation_middleware, error_middleware],
@@ -57,6 +73,7 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(_github)
     app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_engine)
     app[DISPATCHER] = Dispatcher(app[SERVICES], webhooks.router)
     app.on_startup.append(start_dispatcher)
     app.on_shutdown.append(stop_dispatcher)

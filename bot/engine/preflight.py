@@ -1,0 +1,166 @@
+"""Pre-flight checks: resources (409), quotas and plan (402), dependencies (424).
+
+The decisions are pure functions over facts; `gather_facts` is the only part that talks to
+Cloudflare and the registry, so the same checks run in `prepare` and in the pipeline's steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from bot.cloudflare.errors import CloudflareAPIError, CloudflareError, PermissionDenied, QuotaExceeded
+from bot.engine.appspec import AppSpec
+from bot.engine.cost import PRICING
+from bot.errors import FlareshipError
+
+#: Worker scripts per account (cloudflare-api.md §2: 10037).
+WORKER_LIMITS = {"free": 100, "paid": 500}
+
+
+@dataclass
+class Facts:
+    """What pre-flight learned from Cloudflare, the registry, the source and Flareship's records."""
+
+    script_exists: bool = False
+    worker_count: int = 0
+    workers_plan: str = "unknown"  # free | paid | unknown
+    containers_limits: dict | None = None
+    containers_error: str | None = None
+    image_digest: str | None = None
+    image_error: str | None = None
+    exported_classes: set[str] | None = None
+    other_owners: set[str] = field(default_factory=set)
+    busy_with: str | None = None
+    lock: dict | None = None
+
+
+@dataclass
+class Problem:
+    check: str  # resources | quotas | dependencies
+    code: str
+    message: str
+    field: str | None = None
+
+
+def compatibility_problem(value: str, today: date) -> str | None:
+    try:
+        parsed = date.fromisoformat(value)
+    except (TypeError, ValueError):
+        return f"compatibility_date {value!r} is not a valid date (YYYY-MM-DD)"
+    if parsed > today:
+        return f"compatibility_date {value} is in the future (today is {today.isoformat()})"
+    if parsed < date(2021, 11, 3):
+        return f"compatibility_date {value} is before ES modules were supported (2021-11-03)"
+    return None
+
+
+def instance_problem(instance_type: str, max_instances: int, limits: dict | None) -> str | None:
+    spec = PRICING.instance_types.get(instance_type)
+    if spec is None:
+        return f"unknown instance type {instance_type!r}"
+    if not limits:
+        return None
+    vcpu = limits.get("vcpu_per_deployment")
+    mem = limits.get("memory_mib_per_deployment")
+    disk = limits.get("disk_mb_per_deployment")
+    if vcpu is not None and spec.vcpu > float(vcpu):
+        return f"instance type {instance_type} needs {spec.vcpu} vCPU; the account allows {vcpu} per container"
+    if mem is not None and spec.memory_gib * 1024 > float(mem):
+        return f"instance type {instance_type} needs {int(spec.memory_gib * 1024)} MiB; the account allows {mem} MiB"
+    if disk is not None and spec.disk_gb * 1000 > float(disk):
+        return f"instance type {instance_type} needs {int(spec.disk_gb * 1000)} MB disk; the account allows {disk} MB"
+    total_vcpu = limits.get("total_vcpu")
+    if total_vcpu is not None and spec.vcpu * max_instances > float(total_vcpu):
+        return (f"max_instances {max_instances} x {spec.vcpu} vCPU exceeds the account's total of {total_vcpu} vCPU")
+    total_mem = limits.get("total_memory_mib")
+    if total_mem is not None and spec.memory_gib * 1024 * max_instances > float(total_mem):
+        return (f"max_instances {max_instances} x {int(spec.memory_gib * 1024)} MiB exceeds the account's "
+                f"total of {total_mem} MiB")
+    return None
+
+
+def evaluate(spec: AppSpec, facts: Facts, today: date) -> tuple[dict[str, str], list[Problem]]:
+    """Pure: the three check results and every problem found."""
+    problems: list[Problem] = []
+    if facts.lock:
+        who = facts.lock.get("actor")
+        why = facts.lock.get("reason") or "no reason given"
+        when = facts.lock.get("created_at")
+        problems.append(Problem("resources", "DEPLOY_009",
+                                f"{spec.environment} is locked by {who} since {when}: {why}"))
+    if facts.busy_with:
+        problems.append(Problem("resources", "DEPLOY_009",
+                                f"deployment {facts.busy_with} is already in progress for {spec.environment}"))
+    if facts.other_owners:
+        owners = ", ".join(sorted(facts.other_owners))
+        problems.append(Problem("resources", "DEPLOY_012",
+                                f"Worker {spec.script_name} is already deployed by Flareship for {owners}",
+                                field="app.name"))
+    limit = WORKER_LIMITS.get(facts.workers_plan)
+    if not facts.script_exists and limit is not None and facts.worker_count >= limit:
+        problems.append(Problem("quotas", "DEPLOY_002",
+                                f"the account has {facts.worker_count} Workers, the {facts.workers_plan} plan's limit is {limit}"))
+    if spec.container is not None:
+        if facts.workers_plan == "free" or facts.containers_error == "plan":
+            problems.append(Problem("quotas", "DEPLOY_002", "Containers need the Workers Paid plan"))
+        else:
+            issue = instance_problem(spec.container.instance_type, spec.container.max_instances, facts.containers_limits)
+            if issue:
+                problems.append(Problem("quotas", "DEPLOY_002", issue, field="app.container.instance_type"))
+        if facts.image_error or not facts.image_digest:
+            problems.append(Problem("dependencies", "DEPLOY_011",
+                                    f"image {spec.container.image} does not resolve to a digest: "
+                                    f"{facts.image_error or 'not found'}", field="app.container.image"))
+    date_issue = compatibility_problem(spec.compatibility_date, today)
+    if date_issue:
+        problems.append(Problem("dependencies", "DEPLOY_011", date_issue, field="app.compatibility_date"))
+    if facts.exported_classes is not None:
+        missing = [c for c in spec.class_names if c not in facts.exported_classes]
+        if missing:
+            problems.append(Problem("dependencies", "DEPLOY_011",
+                                    f"Durable Object class(es) {', '.join(missing)} not exported by the main module "
+                                    f"{spec.main_module}", field="app.durable_objects"))
+    checks = {name: "pass" for name in ("resources", "quotas", "dependencies")}
+    for p in problems:
+        checks[p.check] = "fail"
+    return checks, problems
+
+
+def raise_first(checks: dict[str, str], problems: list[Problem], *, step: str | None = None) -> None:
+    """Raise the first problem (resources, then quotas, then dependencies) with every check listed."""
+    if not problems:
+        return
+    order = {"resources": 0, "quotas": 1, "dependencies": 2}
+    first = sorted(problems, key=lambda p: order[p.check])[0]
+    details = {"checks": checks, "problems": [{"check": p.check, "code": p.code, "message": p.message,
+                                                 **({"field": p.field} if p.field else {})} for p in problems]}
+    if first.field:
+        details["field"] = first.field
+    raise FlareshipError(first.code, first.message, step=step, details=details)
+
+
+async def cloudflare_facts(spec: AppSpec, client, account_id: str, facts: Facts) -> Facts:
+    """Scripts (count, existence) and the Workers plan / container limits, from Cloudflare."""
+    try:
+        scripts = await client.list_scripts(account_id)
+    except CloudflareError as exc:
+        raise exc.to_flareship("Checking resources and quotas") from None
+    names = {s.get("id") or s.get("name") for s in scripts or []}
+    facts.script_exists = spec.script_name in names
+    facts.worker_count = len(names)
+    try:
+        facts.containers_limits = (await client.containers_account(account_id) or {}).get("limits") or {}
+        facts.workers_plan = "paid"
+    except QuotaExceeded:
+        facts.workers_plan = "free"
+        facts.containers_error = "plan"
+    except PermissionDenied:
+        facts.containers_error = "permission"
+    except CloudflareAPIError as exc:
+        if exc.status == 402:
+            facts.containers_error = "plan"
+            facts.workers_plan = "free"
+        else:
+            facts.containers_error = exc.public_message()
+    return facts

@@ -1,0 +1,480 @@
+"""The 8 pipeline steps (and the restore steps of a rollback), each idempotent.
+
+Every step looks before it creates, sends the same content when repeated, and keeps what it
+learned in `ctx.state` (persisted by the runner after each step), so re-running a step after a
+crash converges instead of duplicating. A step returns "completed" or "skipped", or raises
+FlareshipError with its catalogue code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlparse
+
+import httpx
+
+from bot.cloudflare.errors import (
+    AuthenticationError,
+    CloudflareError,
+    Conflict,
+    PermissionDenied,
+    TokenInactive,
+)
+from bot.cloudflare.workers import WorkerModule, sqlite_migration
+from bot.engine import images
+from bot.engine.appspec import AppSpec
+from bot.engine.model import STEP_NAMES, Deployment, Release
+from bot.engine.preflight import Facts, cloudflare_facts, evaluate, raise_first
+from bot.engine.source import Module, RepoSource, main_module_exports, modules_for
+from bot.errors import FlareshipError
+
+(VALIDATE, AUTHENTICATE, RESOURCES, CONTAINER, DURABLE_OBJECTS, WORKER, ROUTES, HEALTH) = STEP_NAMES
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass
+class StepContext:
+    deployment: Deployment
+    spec: AppSpec
+    state: dict[str, Any]
+    client: Any  # CloudflareClient
+    clients: Any  # CloudflareClients
+    account_id: str
+    settings: Any
+    http: httpx.AsyncClient
+    log: Callable[..., Awaitable[None]]
+    load_source: Callable[[], Awaitable[RepoSource | None]]
+    today: date
+    dry_run: bool = False
+    health_interval: float = 1.0
+    other_owners: Callable[[], Awaitable[set[str]]] | None = None
+    _modules: list[Module] | None = field(default=None, repr=False)
+
+    async def modules(self) -> list[Module]:
+        if self._modules is None:
+            source = await self.load_source() if self.spec.source == "repository" else None
+            self._modules = modules_for(self.spec, source)
+        return self._modules
+
+
+def cloudflare_failure(exc: CloudflareError, step: str) -> FlareshipError:
+    return exc.to_flareship(step)
+
+
+# -- 1. Validating configuration ----------------------------------------------------------------
+
+async def validate_configuration(ctx: StepContext) -> str:
+    spec = ctx.spec
+    modules = await ctx.modules()
+    await ctx.log(f"{len(modules)} module(s); main module {spec.main_module}; "
+                  f"compatibility date {spec.compatibility_date}")
+    facts = Facts(exported_classes=main_module_exports(modules), image_digest="-" if spec.container else None)
+    checks, problems = evaluate(spec, facts, ctx.today)
+    problems = [p for p in problems if p.check == "dependencies"]
+    raise_first(checks, problems, step=VALIDATE)
+    if spec.durable_objects:
+        await ctx.log("Durable Objects: " + ", ".join(f"{d.class_name} as {d.binding}" for d in spec.durable_objects))
+    return "completed"
+
+
+# -- 2. Authenticating with Cloudflare ----------------------------------------------------------
+
+async def authenticate(ctx: StepContext) -> str:
+    try:
+        info = await ctx.client.verify_token(ctx.account_id)
+        report = await ctx.client.probe_permissions(ctx.account_id)
+    except TokenInactive as exc:
+        code = "AUTH_005" if exc.token_status == "expired" else "AUTH_003"
+        raise FlareshipError(code, f"The Cloudflare token is {exc.token_status}", step=AUTHENTICATE) from None
+    except AuthenticationError as exc:
+        raise FlareshipError("AUTH_003", exc.public_message(), step=AUTHENTICATE) from None
+    except CloudflareError as exc:
+        raise cloudflare_failure(exc, AUTHENTICATE) from None
+    needed = ["workers", "subdomain"]
+    if ctx.spec.durable_objects:
+        needed.append("durableObjects")
+    if ctx.spec.container:
+        needed.append("containers")
+    missing = [report.missing[n] for n in needed if n in report.missing]
+    if missing:
+        raise FlareshipError("AUTH_004", "The Cloudflare token lacks: " + ", ".join(sorted(set(missing))),
+                             step=AUTHENTICATE, details={"missingPermissions": sorted(set(missing))})
+    ctx.state["token_kind"] = info.kind
+    await ctx.log(f"{info.kind} token verified; permissions: "
+                  + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in sorted(report.granted.items())))
+    return "completed"
+
+
+# -- 3. Checking resources and quotas -----------------------------------------------------------
+
+async def check_resources(ctx: StepContext) -> str:
+    facts = await cloudflare_facts(ctx.spec, ctx.client, ctx.account_id, Facts(image_digest="-"))
+    if ctx.other_owners is not None:
+        facts.other_owners = await ctx.other_owners()
+    checks, problems = evaluate(ctx.spec, facts, ctx.today)
+    problems = [p for p in problems if p.check in ("resources", "quotas")]
+    raise_first(checks, problems, step=RESOURCES)
+    ctx.state["script_existed"] = facts.script_exists
+    await ctx.log(f"Worker {ctx.spec.script_name} {'exists' if facts.script_exists else 'is new'}; "
+                  f"{facts.worker_count} Worker(s) on the account; Workers plan {facts.workers_plan}")
+    return "completed"
+
+
+# -- 4. Uploading container ---------------------------------------------------------------------
+
+async def upload_container(ctx: StepContext) -> str:
+    container = ctx.spec.container
+    if container is None:
+        await ctx.log("No container configured")
+        return "skipped"
+    if ctx.state.get("image"):
+        await ctx.log(f"Image already in the account's registry: {ctx.state['image']}")
+        return "completed"
+    target = images.registry_target(ctx.settings.container_registry_url)
+    source = images.parse_image(container.image, step=CONTAINER)
+    try:
+        registry = await images.registry_client_for(ctx.client, ctx.clients, ctx.account_id, target)
+        if ctx.dry_run:
+            pinned = await images.resolve_digest(registry, source, target)
+            await ctx.log(f"Dry run: {container.image} resolves to {pinned.digest}; nothing copied")
+            return "completed"
+        pinned = await images.ensure_in_registry(registry, source, target, ctx.account_id)
+    except CloudflareError as exc:
+        raise cloudflare_failure(exc, CONTAINER) from None
+    ctx.state["image"] = images.configuration_image(pinned)
+    ctx.state["image_digest"] = pinned.digest
+    await ctx.log(f"Image {container.image} pinned as {ctx.state['image']}")
+    return "completed"
+
+
+# -- 5. Deploying Durable Objects ---------------------------------------------------------------
+
+def next_migration_tag(current: str | None) -> str:
+    """`v1`, `v2`, ... continuing whatever number the current tag ends with."""
+    if not current:
+        return "v1"
+    m = re.search(r"(\d+)$", current)
+    return f"v{int(m.group(1)) + 1}" if m else f"{current}-v2"
+
+
+async def _existing_classes(ctx: StepContext) -> set[str]:
+    namespaces = await ctx.client.list_durable_object_namespaces(ctx.account_id)
+    return {ns.get("class") for ns in namespaces if ns.get("script") == ctx.spec.script_name and ns.get("class")}
+
+
+async def _upload(ctx: StepContext, *, migrations: dict | None) -> dict:
+    spec = ctx.spec
+    modules = [WorkerModule(m.name, m.content, m.content_type) for m in await ctx.modules()]
+    containers = [{"class_name": spec.container.class_name}] if spec.container else []
+    message = f"Flareship {ctx.deployment.id}"
+    if ctx.deployment.sha:
+        message = f"{ctx.deployment.sha[:12]} via Flareship"
+    return await ctx.client.upload_worker(
+        ctx.account_id, spec.script_name, modules,
+        main_module=spec.main_module, compatibility_date=spec.compatibility_date,
+        compatibility_flags=spec.compatibility_flags, bindings=spec.bindings(), migrations=migrations,
+        containers=containers, annotations={"workers/message": message[:100], "workers/tag": ctx.deployment.id},
+    )
+
+
+async def deploy_durable_objects(ctx: StepContext) -> str:
+    spec = ctx.spec
+    if not spec.durable_objects:
+        await ctx.log("No Durable Objects configured")
+        return "skipped"
+    try:
+        exists, tag = await ctx.client.script_state(ctx.account_id, spec.script_name)
+        known = await _existing_classes(ctx) if exists else set()
+        new_classes = [c for c in spec.class_names if c not in known]
+        ctx.state["migration_tag_before"] = tag
+        if new_classes:
+            new_tag = next_migration_tag(tag)
+            if ctx.dry_run:
+                await ctx.log(f"Dry run: would create {', '.join(new_classes)} (migration {tag or 'none'} -> {new_tag})")
+                return "completed"
+            await ctx.log(f"New Durable Object class(es) {', '.join(new_classes)}: migration {tag or 'none'} -> {new_tag}")
+            result = await _upload(ctx, migrations=sqlite_migration(tag, new_tag, new_classes))
+            ctx.state["version_id"] = result.get("deployment_id") or result.get("id")
+            ctx.state["migration_tag"] = result.get("migration_tag") or new_tag
+            ctx.state["uploaded_in_migration"] = True
+        else:
+            ctx.state["migration_tag"] = tag
+            await ctx.log(f"Durable Object classes exist (migration tag {tag or 'none'})")
+        if spec.container is None:
+            return "completed"
+        if ctx.dry_run:
+            await ctx.log(f"Dry run: would update container application {spec.container.application_name}")
+            return "completed"
+        version_id = ctx.state.get("version_id") or await ctx.client.deployed_version(ctx.account_id, spec.script_name)
+        namespace_ids = await ctx.client.durable_object_namespace_ids(ctx.account_id, spec.script_name, version_id) \
+            if version_id else {}
+        namespace_id = namespace_ids.get(spec.container.class_name)
+        if not namespace_id:
+            raise FlareshipError("DEPLOY_004", f"no Durable Object namespace found for {spec.container.class_name}",
+                                 step=DURABLE_OBJECTS)
+        existing = await ctx.client.find_application(ctx.account_id, spec.container.application_name)
+        if existing is not None and "container_image_before" not in ctx.state:
+            ctx.state["container_image_before"] = (existing.get("configuration") or {}).get("image")
+        result = await ctx.client.deploy_application(
+            ctx.account_id, name=spec.container.application_name, image=ctx.state["image"],
+            namespace_id=namespace_id, instance_type=spec.container.instance_type,
+            max_instances=spec.container.max_instances, description=f"Flareship {ctx.deployment.id}",
+        )
+    except CloudflareError as exc:
+        raise cloudflare_failure(exc, DURABLE_OBJECTS) from None
+    ctx.state["container_app_id"] = result.application.get("id")
+    what = "created" if result.created else ("updated, rollout started" if result.changed else "unchanged")
+    await ctx.log(f"Container application {spec.container.application_name} {what}")
+    return "completed"
+
+
+# -- 6. Uploading Worker version ----------------------------------------------------------------
+
+async def upload_worker_version(ctx: StepContext) -> str:
+    if ctx.dry_run:
+        await ctx.log(f"Dry run: would upload {len(await ctx.modules())} module(s) to {ctx.spec.script_name}")
+        return "skipped"
+    try:
+        if ctx.state.get("uploaded_in_migration") and ctx.state.get("version_id"):
+            await ctx.log(f"Version {ctx.state['version_id']} was uploaded with the migration")
+        else:
+            result = await _upload(ctx, migrations=None)
+            ctx.state["version_id"] = result.get("deployment_id") or result.get("id")
+            if result.get("migration_tag"):
+                ctx.state["migration_tag"] = result["migration_tag"]
+            await ctx.log(f"Uploaded version {ctx.state['version_id']}")
+        live = await ctx.client.deployed_version(ctx.account_id, ctx.spec.script_name)
+        if live != ctx.state["version_id"]:
+            await ctx.client.create_deployment(ctx.account_id, ctx.spec.script_name, ctx.state["version_id"],
+                                               message=f"Flareship {ctx.deployment.id}")
+    except CloudflareError as exc:
+        raise cloudflare_failure(exc, WORKER) from None
+    await ctx.log(f"Version {ctx.state['version_id']} deployed at 100%")
+    return "completed"
+
+
+# -- 7. Configuring routes and DNS --------------------------------------------------------------
+
+async def _zone_for(ctx: StepContext, hostname: str) -> str | None:
+    labels = hostname.split(".")
+    for i in range(len(labels) - 1):
+        name = ".".join(labels[i:])
+        zones = await ctx.client.call("GET", "/zones", params={"name": name})
+        if zones:
+            return zones[0]["id"]
+    return None
+
+
+def workers_url(template: str, script: str, subdomain: str) -> str:
+    return template.format(script=script, subdomain=subdomain)
+
+
+async def configure_routes(ctx: StepContext) -> str:
+    spec = ctx.spec
+    if ctx.dry_run:
+        await ctx.log("Dry run: routes unchanged")
+        return "skipped"
+    try:
+        subdomain = await ctx.client.ensure_account_subdomain(ctx.account_id, f"flareship-{ctx.account_id[:8]}")
+        await ctx.client.enable_script_subdomain(ctx.account_id, spec.script_name)
+        ctx.state["subdomain"] = subdomain
+        url = workers_url(ctx.settings.workers_url_template, spec.script_name, subdomain)
+        if spec.url:
+            host = urlparse(spec.url).hostname or ""
+            if host not in LOOPBACK and not host.endswith(".workers.dev"):
+                zone_id = await _zone_for(ctx, host)
+                if zone_id is None:
+                    raise FlareshipError("DEPLOY_005", f"no Cloudflare zone on the account serves {host}",
+                                         step=ROUTES)
+                await ctx.client.attach_domain(ctx.account_id, host, spec.script_name, zone_id)
+                await ctx.log(f"Custom domain {host} -> {spec.script_name}")
+            url = spec.url
+    except CloudflareError as exc:
+        raise cloudflare_failure(exc, ROUTES) from None
+    ctx.state["url"] = url
+    await ctx.log(f"Reachable at {url}")
+    return "completed"
+
+
+# -- 8. Health check ----------------------------------------------------------------------------
+
+async def probe_health(ctx: StepContext, url: str, path: str, timeout: float, *, step: str = HEALTH) -> None:
+    target = url.rstrip("/") + path
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    attempts = 0
+    while True:
+        attempts += 1
+        remaining = deadline - time.monotonic()
+        try:
+            response = await ctx.http.get(target, timeout=max(0.5, min(10.0, remaining)))
+            if 200 <= response.status_code < 400:
+                await ctx.log(f"Healthy: GET {target} -> {response.status_code} (attempt {attempts})")
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        if time.monotonic() + ctx.health_interval > deadline:
+            raise FlareshipError("DEPLOY_006", f"{target} not healthy after {timeout:g}s ({attempts} probes; last: {last})",
+                                 step=step)
+        await asyncio.sleep(ctx.health_interval)
+
+
+async def health_check(ctx: StepContext) -> str:
+    if ctx.dry_run:
+        await ctx.log("Dry run: no health check")
+        return "skipped"
+    url = ctx.state.get("url")
+    if not url:
+        raise FlareshipError("DEPLOY_006", "no URL to probe", step=HEALTH)
+    await probe_health(ctx, url, ctx.spec.health_check_path, ctx.spec.health_check_timeout)
+    return "completed"
+
+
+PIPELINE: dict[str, Callable[[StepContext], Awaitable[str]]] = {
+    VALIDATE: validate_configuration,
+    AUTHENTICATE: authenticate,
+    RESOURCES: check_resources,
+    CONTAINER: upload_container,
+    DURABLE_OBJECTS: deploy_durable_objects,
+    WORKER: upload_worker_version,
+    ROUTES: configure_routes,
+    HEALTH: health_check,
+}
+
+
+# -- Rollback: return the environment to a release -----------------------------------------------
+
+def migration_guard(target: Release, live_tag: str | None) -> str | None:
+    """Why restoring `target` is refused (None when allowed): it would cross a DO migration."""
+    if (target.migration_tag or None) != (live_tag or None):
+        return (f"release {target.id} was deployed at Durable Object migration tag {target.migration_tag or 'none'}, "
+                f"the live Worker is at {live_tag or 'none'}; restoring it would cross a migration, "
+                "which Cloudflare cannot undo")
+    return None
+
+
+async def restore_container(ctx: StepContext, target: Release) -> None:
+    if not (target.image and target.container_app_id):
+        return
+    app = await ctx.client.get_application(ctx.account_id, target.container_app_id)
+    current = app.get("configuration") or {}
+    configuration = {**{k: v for k, v in current.items() if k in ("instance_type", "observability")},
+                     "image": target.image}
+    if current.get("image") != target.image:
+        app = await ctx.client.patch_application(ctx.account_id, target.container_app_id,
+                                                 {"configuration": configuration})
+    await ctx.client.create_rollout(ctx.account_id, target.container_app_id, configuration,
+                                    description=f"Flareship rollback to {target.id}",
+                                    max_instances=int(app.get("max_instances") or 1))
+    await ctx.log(f"Container image restored to {target.image}")
+
+
+async def restore_worker(ctx: StepContext, target: Release) -> None:
+    if not target.version_id:
+        raise FlareshipError("DEPLOY_007", f"release {target.id} has no Worker version")
+    live = await ctx.client.deployed_version(ctx.account_id, target.script_name)
+    if live != target.version_id:
+        try:
+            await ctx.client.create_deployment(ctx.account_id, target.script_name, target.version_id,
+                                               message=f"Rollback to {target.id}")
+        except Conflict as exc:
+            if 10220 not in exc.codes:
+                raise
+            await ctx.client.create_deployment(ctx.account_id, target.script_name, target.version_id,
+                                               message=f"Rollback to {target.id}", force=True)
+    await ctx.log(f"Worker version {target.version_id} deployed at 100%")
+
+
+async def restore_release(ctx: StepContext, target: Release, *, check_guard: bool = True) -> None:
+    """Container image, then Worker version, of `target` (DEPLOY_007 on any failure)."""
+    try:
+        if check_guard:
+            _exists, live_tag = await ctx.client.script_state(ctx.account_id, target.script_name)
+            reason = migration_guard(target, live_tag)
+            if reason:
+                raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason}", status=409)
+        await restore_container(ctx, target)
+        await restore_worker(ctx, target)
+    except CloudflareError as exc:
+        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.public_message()}") from None
+    except FlareshipError as exc:
+        if exc.code == "DEPLOY_007":
+            raise
+        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.message}") from None
+
+
+# Rollback deployments run the same 8 named steps; most have nothing to do.
+
+async def rollback_validate(ctx: StepContext) -> str:
+    target = ctx.deployment.rollback_target
+    if target is None:
+        raise FlareshipError("DEPLOY_007", "no release to roll back to", step=VALIDATE)
+    try:
+        _exists, live_tag = await ctx.client.script_state(ctx.account_id, target.script_name)
+    except CloudflareError as exc:
+        raise cloudflare_failure(exc, VALIDATE) from None
+    reason = migration_guard(target, live_tag)
+    if reason:
+        raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason}", step=VALIDATE, status=409)
+    await ctx.log(f"Restoring release {target.id} (version {target.version_id}, image {target.image or 'none'})")
+    return "completed"
+
+
+async def rollback_skip(ctx: StepContext) -> str:
+    return "skipped"
+
+
+async def rollback_container(ctx: StepContext) -> str:
+    target = ctx.deployment.rollback_target
+    if not (target and target.image and target.container_app_id):
+        return "skipped"
+    try:
+        await restore_container(ctx, target)
+    except CloudflareError as exc:
+        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.public_message()}", step=DURABLE_OBJECTS) from None
+    return "completed"
+
+
+async def rollback_worker(ctx: StepContext) -> str:
+    target = ctx.deployment.rollback_target
+    try:
+        await restore_worker(ctx, target)
+    except CloudflareError as exc:
+        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.public_message()}", step=WORKER) from None
+    except FlareshipError as exc:
+        raise FlareshipError("DEPLOY_007", exc.message, step=WORKER) from None
+    ctx.state["version_id"] = target.version_id
+    ctx.state["image"] = target.image
+    ctx.state["image_digest"] = target.image_digest
+    ctx.state["container_app_id"] = target.container_app_id
+    ctx.state["migration_tag"] = target.migration_tag
+    return "completed"
+
+
+async def rollback_url(ctx: StepContext) -> str:
+    try:
+        subdomain = await ctx.client.get_account_subdomain(ctx.account_id)
+    except CloudflareError as exc:
+        raise cloudflare_failure(exc, ROUTES) from None
+    url = ctx.spec.url or workers_url(ctx.settings.workers_url_template, ctx.spec.script_name, subdomain or "")
+    ctx.state["url"] = url
+    return "skipped"
+
+
+ROLLBACK_PIPELINE: dict[str, Callable[[StepContext], Awaitable[str]]] = {
+    VALIDATE: rollback_validate,
+    AUTHENTICATE: authenticate,
+    RESOURCES: rollback_skip,
+    CONTAINER: rollback_skip,
+    DURABLE_OBJECTS: rollback_container,
+    WORKER: rollback_worker,
+    ROUTES: rollback_url,
+    HEALTH: health_check,
+}
