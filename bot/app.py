@@ -63,6 +63,14 @@ async def _engine(app: web.Application):
         await cloudflare.aclose()
 
 
+async def _pr_workflows(app: web.Application):
+    """The PR reporter: mirrors engine events on GitHub (check runs, GitHub deployments, the PR comment)."""
+    from bot.github.reporter import running_reporter
+
+    async with running_reporter(app[SERVICES]):
+        yield
+
+
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[correlation_middleware, error_middleware],
@@ -74,6 +82,7 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_github)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_engine)
+    app.cleanup_ctx.append(_pr_workflows)
     app[DISPATCHER] = Dispatcher(app[SERVICES], webhooks.router)
     app.on_startup.append(start_dispatcher)
     app.on_shutdown.append(stop_dispatcher)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported for type checkers only; each part is optional unti
 
     from bot.engine import Engine
     from bot.github.app import GitHubApp
+    from bot.github.reporter import Reporter
     from bot.store.db import Database
 
 
@@ -28,6 +29,7 @@ class Services:
     http: "aiohttp.ClientSession | None" = None
     github: "GitHubApp | None" = None
     engine: "Engine | None" = None
+    reporter: "Reporter | None" = None  # PR workflows: check runs, GitHub deployments, the PR comment
 
 
 #: How handlers reach the parts: `request.app[SERVICES]` (defined here, not in bot.app, so that

@@ -11,6 +11,7 @@ object it made instead of making a second one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -411,6 +412,8 @@ class Reporter:
         #: Answers a PR deployment's current head SHA (checked when a queued deployment starts).
         self.head_sha = head_sha
         self._trackers: dict[str, _Tracker] = {}
+        #: Why a deployment was cancelled, when Flareship cancelled it (the head moved).
+        self.cancel_notes: dict[str, str] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -436,10 +439,17 @@ class Reporter:
         """Only deployments that came from GitHub (a repository, SHA and installation) are mirrored."""
         return bool(deployment.repository and deployment.sha and deployment.installation_id)
 
+    def note_cancel(self, deployment_id: str, reason: str) -> None:
+        self.cancel_notes[deployment_id] = reason
+
     async def on_event(self, event: Any) -> None:
         deployment = event.deployment
         if not self.reports(deployment):
             return
+        if deployment.status == "initiated" and deployment.id not in self._trackers:
+            return  # prepared only (/prepare): nothing is deploying yet
+        if deployment.status == "cancelled" and deployment.id in self.cancel_notes:
+            deployment = deployment.model_copy(update={"reason": self.cancel_notes[deployment.id]})
         tracker = self._trackers.get(deployment.id)
         if tracker is None:
             tracker = self._trackers[deployment.id] = _Tracker(deployment)
@@ -451,6 +461,7 @@ class Reporter:
         if tracker.task is None or tracker.task.done():
             tracker.task = asyncio.get_running_loop().create_task(self._work(tracker))
         if deployment.status in FINAL:
+            self.cancel_notes.pop(deployment.id, None)
             # Someone else's turn may have come: refresh queued check runs of the same environment.
             for other in self._trackers.values():
                 d = other.deployment
@@ -505,6 +516,8 @@ class Reporter:
             await self._final_feedback(gh, deployment)
 
     async def _cancel_moved_head(self, deployment: Any, head: str) -> None:
+        self.note_cancel(deployment.id, f"The pull request's head moved from `{_short(deployment.sha)}` to "
+                                        f"`{_short(head)}` before this deploy started; nothing was deployed.")
         log.info("PR head moved from %s to %s before %s started; cancelling", deployment.sha, head, deployment.id)
         try:
             await self.engine.cancel(deployment.id)
@@ -658,3 +671,35 @@ class Reporter:
     async def report_refusal(self, gh: Any, repository: str, pull_request: int | None, reason: str) -> None:
         if pull_request:
             await self.comments.update(gh, repository, pull_request, notice=f"😕 {reason}")
+
+
+async def pull_request_head(github: GitHubFactory, deployment: Any) -> str | None:
+    """The PR's current head SHA (an ETag-cached read), for the head-moved check at start."""
+    gh = await github(deployment.installation_id)
+    owner, name = _split_repo(deployment.repository)
+    data = await gh.getitem("/repos/{owner}/{repo}/pulls/{pull_number}",
+                            {"owner": owner, "repo": name, "pull_number": deployment.pull_request})
+    if deployment.trigger == "merge" or data.get("merged"):
+        return None  # a merge commit is not the PR head
+    return (data.get("head") or {}).get("sha")
+
+
+@contextlib.asynccontextmanager
+async def running_reporter(services: Any, *, interval: float = 1.0):
+    """Build, subscribe and finally drain the reporter for a running app (composition root)."""
+    if services.engine is None or services.github is None or services.database is None:
+        log.warning("PR reporting is off: the engine, the GitHub App and the database are all needed")
+        yield None
+        return
+    github = services.github.client
+    reporter = Reporter(
+        engine=services.engine, github=github, store=PullRequestState(services.database),
+        public_url=services.settings.public_url, interval=interval,
+        head_sha=lambda deployment: pull_request_head(github, deployment),
+    )
+    services.reporter = reporter
+    reporter.start()
+    try:
+        yield reporter
+    finally:
+        await reporter.stop()

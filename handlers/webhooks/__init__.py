@@ -5,10 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 from gidgethub import routing
 
-from handlers.webhooks import installations, intake
+from handlers.webhooks import check_runs, comments, head_moves, installations, intake, labels, merges
 
 #: Every concern module exports a `router`; they are merged here, in one place.
-router = routing.Router(installations.router)
+router = routing.Router(
+    installations.router,
+    comments.router,
+    labels.router,
+    merges.router,
+    head_moves.router,
+    check_runs.router,
+)
 
 
 def setup(app: web.Application) -> None:
