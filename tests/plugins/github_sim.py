@@ -13,6 +13,7 @@ import pytest
 from bot.github.app import GitHubApp
 from bot.github.client import RetryPolicy
 from bot.sim.github import GitHubSimServer, start_github_sim
+from bot.sim.github.state import generate_private_key
 
 #: The installation and repository `seed_repo` creates unless told otherwise.
 INSTALLATION_ID = 4242
@@ -48,9 +49,16 @@ def seed_repo(server: GitHubSimServer, full_name: str = REPOSITORY, *, installat
     return sha
 
 
+@pytest.fixture(scope="session")
+def github_app_key() -> str:
+    """One App key pair per test session: key generation is slow, and every key is a secret
+    the log redactor has to carry from then on."""
+    return generate_private_key()
+
+
 @pytest.fixture
-async def github_sim():
-    server = await start_github_sim()
+async def github_sim(github_app_key):
+    server = await start_github_sim(private_key=github_app_key)
     try:
         yield server
     finally:
@@ -58,9 +66,9 @@ async def github_sim():
 
 
 @pytest.fixture
-async def github_sim_ghes():
+async def github_sim_ghes(github_app_key):
     """The simulated GitHub served under `/api/v3`, like GitHub Enterprise Server."""
-    server = await start_github_sim(prefix="/api/v3")
+    server = await start_github_sim(prefix="/api/v3", private_key=github_app_key)
     try:
         yield server
     finally:

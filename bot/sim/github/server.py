@@ -378,9 +378,9 @@ class GitHubSimServer:
 
 
 async def start_github_sim(host: str = "127.0.0.1", port: int = 0, prefix: str = "",
-                           sim: GitHubSim | None = None) -> GitHubSimServer:
+                           sim: GitHubSim | None = None, *, private_key: str | None = None) -> GitHubSimServer:
     """Start the simulated GitHub on `host:port` (0 = any free port); close it with `.close()`."""
-    sim = sim or GitHubSim()
+    sim = sim or GitHubSim(private_key=private_key)
     prefix = ("/" + prefix.strip("/")) if prefix.strip("/") else ""
     runner = web.AppRunner(make_app(sim, prefix=prefix), access_log=None)
     await runner.setup()

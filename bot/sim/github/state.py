@@ -193,18 +193,25 @@ class LoggedRequest:
     time: float
 
 
+def generate_private_key() -> str:
+    """A new RSA key pair for the simulated App, as GitHub generates one (PEM, PKCS#1)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption()).decode()
+
+
 class GitHubSim:
     """The simulated GitHub's state (see module docstring)."""
 
-    def __init__(self, *, app_id: int = 1, app_slug: str = "flareship", clock: Callable[[], float] = time.time):
+    def __init__(self, *, app_id: int = 1, app_slug: str = "flareship", clock: Callable[[], float] = time.time,
+                 private_key: str | None = None):
+        """`private_key` (PEM) lets a test session reuse one key; by default a fresh pair is generated."""
         self.app_id = app_id
         self.app_slug = app_slug
         self.clock = clock
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.app_private_key = self._key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        ).decode()
-        self.app_public_key = self._key.public_key().public_bytes(
+        self.app_private_key = private_key or generate_private_key()
+        key = serialization.load_pem_private_key(self.app_private_key.encode(), password=None)
+        self.app_public_key = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()
         self.installations: dict[int, Installation] = {}
