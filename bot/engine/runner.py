@@ -266,6 +266,9 @@ class Engine:
     async def _resolve_spec(self, req: PrepareRequest) -> tuple[AppSpec, RepoSource | None]:
         if req.app is not None:
             spec = req.app if isinstance(req.app, AppSpec) else AppSpec.model_validate(req.app)
+            if spec.environment != req.environment:
+                raise FlareshipError("DEPLOY_001", f"the app was resolved for {spec.environment!r}, "
+                                     f"not {req.environment!r}", details={"field": "environment"})
             return spec, None
         if req.config is not None:
             return resolve_seed_app(req.config, req.environment, req.repo_config), None

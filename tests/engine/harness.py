@@ -1,0 +1,125 @@
+"""Engine test harness: the simulated Cloudflare (API + Workers + account registry) and a source
+registry on loopback, plus an Engine wired to them. Shared by the engine tests, the crash-test
+child process and the benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from bot.cloudflare import CloudflareClients
+from bot.engine import Engine
+from bot.services import Services
+from bot.settings import Settings
+from bot.sim.cloudflare.app import make_app
+from bot.sim.cloudflare.state import CloudflareSim
+from bot.sim.registry import RunningRegistry, build_test_image, seed_image, start_registry
+
+ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
+TOKEN = "sim-deploy-token-0123456789abcdef"
+
+APP_MODULE = """
+import { DurableObject } from "cloudflare:workers";
+export class AppContainer extends DurableObject {}
+export class Counter extends DurableObject {}
+export default { async fetch() { return new Response("ok"); } };
+"""
+
+
+@dataclass
+class SimEnv:
+    sim: CloudflareSim
+    runner: web.AppRunner
+    port: int
+    source_registry: RunningRegistry
+    images: dict[str, str] = field(default_factory=dict)  # "repo:tag" -> digest
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base}/client/v4"
+
+    @property
+    def workers_url_template(self) -> str:
+        return self.base + "/__workers/{subdomain}/{script}"
+
+    def image(self, name: str = "acme/app", tag: str = "1") -> str:
+        return f"{self.source_registry.host}/{name}:{tag}"
+
+    def add_image(self, name: str = "acme/app", tag: str = "1", seed: str | None = None) -> str:
+        digest = seed_image(self.source_registry.state, name, tag, build_test_image(seed or f"{name}:{tag}",
+                                                                                    layer_bytes=256))
+        self.images[f"{name}:{tag}"] = digest
+        return self.image(name, tag)
+
+    def settings(self, database_url: str, **overrides) -> Settings:
+        values = dict(
+            cloudflare_api_url=self.api_url,
+            cloudflare_api_token=TOKEN,
+            cloudflare_account_id=ACCOUNT_ID,
+            container_registry_url=self.base,
+            workers_url_template=self.workers_url_template,
+            database_url=database_url,
+            environment_overrides={},
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.source_registry.close()
+
+
+async def start_sim_env(*, plan: str = "paid", port: int = 0, validate_requests: bool = True) -> SimEnv:
+    """Simulated Cloudflare on loopback whose own registry is CONTAINER_REGISTRY_URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    bound = sock.getsockname()[1]
+    sim = CloudflareSim(registry_host=f"127.0.0.1:{bound}")
+    sim.validate_requests = validate_requests
+    sim.add_account(ACCOUNT_ID, name="Acme", plan=plan)
+    sim.add_token(TOKEN, account_ids=[ACCOUNT_ID])
+    app = make_app(sim)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.SockSite(runner, sock, shutdown_timeout=0.5)
+    await site.start()
+    source = await start_registry()
+    env = SimEnv(sim, runner, bound, source)
+    env.add_image()
+    return env
+
+
+def make_engine(settings: Settings, database, *, github=None, lease_seconds: float = 5,
+                heartbeat_seconds: float = 1, clock=None, holder: str | None = None,
+                fast: bool = True) -> tuple[Engine, CloudflareClients]:
+    services = Services(settings=settings, database=database, github=github)
+    options = {"backoff_base": 0.01, "jitter": 0.01} if fast else {}
+    clients = CloudflareClients(settings, client_options=options)
+    engine = Engine(services, cloudflare=clients, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
+                    clock=clock, poll_seconds=0.05, health_interval=0.05, holder=holder)
+    services.engine = engine
+    # Fresh versions are hidden for a read or two in the simulator: retry quickly in tests.
+    return engine, clients
+
+
+async def wait_final(engine: Engine, deployment_id: str, timeout: float = 20.0):
+    """Poll until the deployment reaches a final status (tests only)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        d = await engine.get(deployment_id)
+        if d.is_final:
+            return d
+        if loop.time() > deadline:
+            raise AssertionError(f"deployment {deployment_id} still {d.status}: "
+                                 + ", ".join(f"{s.name}={s.status}" for s in d.steps))
+        await asyncio.sleep(0.02)
