@@ -134,15 +134,19 @@ class HealthMonitor:
                                  degraded_statuses=probe.degraded_statuses)
         return ProbeResult(state, elapsed, _now_iso(), issues)
 
+    async def _check(self, probe: Probe) -> None:
+        try:
+            result = await self.probe(probe)
+        except Exception as exc:  # a probe must never take the others down
+            log.warning("health probe %s crashed: %r", probe.name, exc)
+            result = ProbeResult("unhealthy", None, _now_iso(), ["probe failed"])
+        self.results[probe.name] = result
+        if self._on_result is not None:
+            self._on_result(probe.name, result)
+
     async def check_all(self) -> None:
-        results = await asyncio.gather(*(self.probe(p) for p in self.probes), return_exceptions=True)
-        for probe, result in zip(self.probes, results):
-            if isinstance(result, BaseException):
-                log.warning("health probe %s crashed: %r", probe.name, result)
-                result = ProbeResult("unhealthy", None, _now_iso(), ["probe failed"])
-            self.results[probe.name] = result
-            if self._on_result is not None:
-                self._on_result(probe.name, result)
+        """Probe every dependency concurrently; each result is published as soon as it is known."""
+        await asyncio.gather(*(self._check(p) for p in self.probes))
 
     async def _loop(self) -> None:
         while True:

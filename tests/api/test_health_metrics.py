@@ -1,0 +1,157 @@
+"""Health probes (healthy/degraded/unhealthy, never hanging) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.health import HealthMonitor, Probe, classify
+from bot.metrics import Metrics
+
+
+def test_classify_is_pure():
+    assert classify(200, 10, error=None, degraded_after_ms=100, degraded_statuses={}) == ("healthy", [])
+    assert classify(401, 10, error=None, degraded_after_ms=100, degraded_statuses={}) == ("healthy", [])
+    assert classify(200, 500, error=None, degraded_after_ms=100, degraded_statuses={})[0] == "degraded"
+    assert classify(429, 10, error=None, degraded_after_ms=100, degraded_statuses={})[0] == "degraded"
+    assert classify(401, 10, error=None, degraded_after_ms=100, degraded_statuses={401: "token"}) == ("degraded", ["token"])
+    assert classify(503, 10, error=None, degraded_after_ms=100, degraded_statuses={})[0] == "unhealthy"
+    assert classify(None, 10, error="down", degraded_after_ms=100, degraded_statuses={}) == ("unhealthy", ["down"])
+
+
+async def _server(handler) -> TestServer:
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_probes_classify_real_servers():
+    release = asyncio.Event()
+
+    async def ok(request):
+        return web.json_response({"ok": True})
+
+    async def slow(request):
+        await asyncio.sleep(0.3)
+        return web.json_response({})
+
+    async def hang(request):
+        await release.wait()
+        return web.json_response({})
+
+    async def broken(request):
+        return web.json_response({}, status=500)
+
+    servers = [await _server(h) for h in (ok, slow, hang, broken)]
+    try:
+        probes = [Probe(name, str(s.make_url("/v2/"))) for name, s in zip(("ok", "slow", "hang", "broken"), servers)]
+        probes.append(Probe("dead", "http://127.0.0.1:9/v2/"))
+        monitor = HealthMonitor(probes, interval=60, timeout=0.5, degraded_after_ms=150)
+        await monitor.start()
+        try:
+            started = time.perf_counter()
+            await monitor.check_all()
+            assert time.perf_counter() - started < 2
+            status = {name: r.status for name, r in monitor.results.items()}
+            assert status == {"ok": "healthy", "slow": "degraded", "hang": "unhealthy", "broken": "unhealthy", "dead": "unhealthy"}
+            assert "High response times detected" in monitor.results["slow"].issues
+            assert monitor.results["hang"].issues == ["No answer within 0.5s"]
+            assert monitor.results["ok"].last_check and monitor.results["ok"].response_time_ms < 500
+            assert monitor.snapshot()["healthy"] is False
+        finally:
+            await monitor.stop()
+    finally:
+        release.set()
+        for s in servers:
+            await s.close()
+
+
+async def test_health_endpoint_answers_from_memory_with_a_hanging_dependency(make_api):
+    release = asyncio.Event()
+
+    async def hang(request):
+        await release.wait()
+        return web.json_response({})
+
+    server = await _server(hang)
+    try:
+        api = await make_api(cloudflare_api_url=str(server.make_url("/client/v4")),
+                             container_registry_url=str(server.make_url("")))
+        for _ in range(3):
+            started = time.perf_counter()
+            resp, body = await api.call("GET", "/health/deployment")
+            assert time.perf_counter() - started < 0.5
+            assert resp.status == 200 and body["success"] is True
+            data = body["data"]
+            assert set(data["services"]) == {"cloudflare", "github", "container_registry"}
+            for service in data["services"].values():
+                assert service["status"] in ("healthy", "degraded", "unhealthy")
+                assert {"responseTime", "lastCheck", "issues"} <= set(service)
+            assert data["activeDeployments"] >= 0 and data["queuedDeployments"] >= 0
+        # GitHub points at a closed port: once probed it is unhealthy, and overall health is false.
+        for _ in range(50):
+            resp, body = await api.call("GET", "/health/deployment")
+            if body["data"]["services"]["github"]["lastCheck"]:
+                break
+            await asyncio.sleep(0.05)
+        assert body["data"]["services"]["github"]["status"] == "unhealthy"
+        assert body["data"]["healthy"] is False
+    finally:
+        release.set()
+        await server.close()
+
+
+def _samples(text: str) -> dict[tuple, float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_metrics_hooks_render_prometheus_text():
+    metrics = Metrics()
+    other = Metrics()
+    metrics.webhook_delivery("issue_comment", "accepted")
+    metrics.webhook_delivery("issue_comment", "accepted")
+    metrics.github_call("GET", 200)
+    metrics.github_call("POST", 502)
+    metrics.cloudflare_call("PUT", None)
+    metrics.rate_limit("github", "installation:1", 4500, 5000)
+    metrics.deployment_counts(1, 3)
+    samples = _samples(metrics.render().decode())
+    assert samples[("flareship_webhook_deliveries_total", (("event", "issue_comment"), ("outcome", "accepted")))] == 2
+    assert samples[("flareship_github_errors_total", (("method", "POST"), ("status", "502")))] == 1
+    assert ("flareship_github_errors_total", (("method", "GET"), ("status", "200"))) not in samples
+    assert samples[("flareship_cloudflare_errors_total", (("method", "PUT"), ("status", "error")))] == 1
+    assert samples[("flareship_rate_limit_headroom_ratio", (("scope", "installation:1"), ("service", "github")))] == 0.9
+    assert samples[("flareship_queue_depth", ())] == 3
+    # Registries are per instance: another app's metrics are untouched.
+    assert ("flareship_queue_depth", ()) in _samples(other.render().decode())
+    assert _samples(other.render().decode())[("flareship_queue_depth", ())] == 0
+
+
+async def test_metrics_endpoint_open_or_guarded_by_metrics_token(make_api):
+    api = await make_api()
+    resp = await api.client.get("/metrics")
+    text = await resp.text()
+    assert resp.status == 200 and resp.content_type == "text/plain"
+    assert "flareship_queue_depth" in text and "flareship_deployments_total" in text or "flareship_deployments" in text
+    guarded = await make_api(metrics_token="metrics-secret-123")
+    resp = await guarded.client.get("/metrics")
+    assert resp.status == 401 and (await resp.json())["error"]["code"] == "AUTH_007"
+    resp = await guarded.client.get("/metrics", headers={"Authorization": "Bearer metrics-secret-123"})
+    assert resp.status == 200
+
+
+async def test_monitoring_endpoints_need_read(api):
+    token = await api.token("read")
+    resp, body = await api.call("GET", "/metrics/resources", token=token)
+    assert resp.status == 200
+    assert body["data"]["process"]["rssBytes"] > 0 and body["data"]["eventLoop"]["tasks"] >= 1
