@@ -1,0 +1,17 @@
+"""`CloudflareClient`: one token's view of the Cloudflare API, composed of one module per concern.
+
+Transport (envelope, budget, retries) lives in `transport.py`; the operations in `accounts.py`,
+`workers.py` and `containers.py`. Nothing here imports the 100 MB `cloudflare` SDK (see
+cloudflare-api.md §15).
+"""
+
+from __future__ import annotations
+
+from bot.cloudflare.accounts import AccountsAPI
+from bot.cloudflare.containers import ContainersAPI
+from bot.cloudflare.transport import CloudflareTransport
+from bot.cloudflare.workers import WorkersAPI
+
+
+class CloudflareClient(AccountsAPI, WorkersAPI, ContainersAPI, CloudflareTransport):
+    """`CloudflareClient(http, *, base_url, api_token, budget=None, sleep=asyncio.sleep, ...)`."""

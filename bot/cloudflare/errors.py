@@ -1,0 +1,232 @@
+"""Typed Cloudflare errors, keyed by Cloudflare's own codes, and their mapping onto Flareship's catalogue.
+
+The client turns every failed call into one of these; the engine calls `.to_flareship(step)` so
+the same failure reads the same way in a check run, a comment and the REST envelope. Messages
+carry Cloudflare's text (redacted) and codes, never the request's token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.errors import FlareshipError
+from bot.logs import redact
+
+#: Pipeline step -> the catalogue code a Cloudflare failure in that step becomes.
+STEP_CODES: dict[str, str] = {
+    "Validating configuration": "DEPLOY_001",
+    "Authenticating with Cloudflare": "AUTH_003",
+    "Checking resources and quotas": "DEPLOY_002",
+    "Uploading container": "DEPLOY_003",
+    "Deploying Durable Objects": "DEPLOY_004",
+    "Uploading Worker version": "DEPLOY_008",
+    "Configuring routes and DNS": "DEPLOY_005",
+    "Health check": "DEPLOY_006",
+    "Rolling back": "DEPLOY_007",
+}
+
+#: Cloudflare codes that mean "the credentials are not accepted at all".
+AUTH_CODES = {1000, 6003, 6111, 6103, 9106, 10001}
+#: Codes that mean "valid token, but not allowed here".
+PERMISSION_CODES = {9109, 10000, 10015, 10023}
+#: Codes that mean "not found".
+NOT_FOUND_CODES = {7003, 10007, 10090, 10092, 100146}
+#: Plan limits.
+QUOTA_CODES = {10075, 10037, 100103}
+
+
+class CloudflareError(Exception):
+    """Base of everything the Cloudflare client raises."""
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        code = STEP_CODES.get(step or "", "SYS_001")
+        return FlareshipError(code, self.public_message(), step=step, details=self.details())
+
+    def public_message(self) -> str:
+        return redact(str(self))
+
+    def details(self) -> dict[str, Any]:
+        return {}
+
+
+class CloudflareAPIError(CloudflareError):
+    """Cloudflare answered with a failure envelope: `status` and `errors: [{code, message}]`."""
+
+    def __init__(self, status: int, errors: list[dict[str, Any]] | None = None, *, method: str = "", path: str = ""):
+        self.status = status
+        self.errors = [
+            {"code": _as_int(e.get("code")), "message": redact(str(e.get("message", "")))}
+            for e in (errors or [])
+            if isinstance(e, dict)
+        ]
+        self.method = method
+        self.path = path
+        first = self.errors[0] if self.errors else {"code": None, "message": f"HTTP {status}"}
+        where = f" ({method} {path})" if method else ""
+        super().__init__(f"Cloudflare error {first['code']}: {first['message']} [HTTP {status}]{where}")
+
+    @property
+    def code(self) -> int | None:
+        """Cloudflare's code of the first error (`errors[0].code`)."""
+        return self.errors[0]["code"] if self.errors else None
+
+    @property
+    def codes(self) -> set[int]:
+        return {e["code"] for e in self.errors if e["code"] is not None}
+
+    def details(self) -> dict[str, Any]:
+        return {"cloudflare": {"status": self.status, "errors": self.errors}}
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        code = STEP_CODES.get(step or "", "SYS_001")
+        if code == "AUTH_003":  # a non-auth failure while authenticating is Cloudflare misbehaving
+            code = "SYS_002" if self.status >= 500 else "AUTH_003"
+        return FlareshipError(code, self.public_message(), step=step, details=self.details())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, errors={self.errors!r})"
+
+
+class AuthenticationError(CloudflareAPIError):
+    """The token is not accepted (invalid, disabled, expired, malformed header)."""
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        return FlareshipError("AUTH_003", self.public_message(), step=step, details=self.details())
+
+
+class PermissionDenied(CloudflareAPIError):
+    """The token is valid but lacks a permission (or the account); `permission` names it when known."""
+
+    def __init__(self, status, errors=None, *, method="", path="", permission: str | None = None):
+        super().__init__(status, errors, method=method, path=path)
+        self.permission = permission
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        msg = self.public_message()
+        if self.permission:
+            msg = f"The Cloudflare token lacks the '{self.permission}' permission ({msg})"
+        details = self.details()
+        if self.permission:
+            details["missingPermission"] = self.permission
+        return FlareshipError("AUTH_004", msg, step=step, details=details)
+
+
+class NotFound(CloudflareAPIError):
+    """404 / 7003 / 10007 ...: the object (or the account id) does not exist."""
+
+
+class QuotaExceeded(CloudflareAPIError):
+    """10075 (needs Workers Paid), 10037 (too many Workers), 100103 (tag limit)."""
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        return FlareshipError("DEPLOY_002", self.public_message(), step=step, status=402, details=self.details())
+
+
+class ValidationFailed(CloudflareAPIError):
+    """Cloudflare refused the content (10021 script error, 10027 too large, 10079 migration tag ...)."""
+
+
+class Conflict(CloudflareAPIError):
+    """The request clashes with current state (10220 rollback blocked, 10031 subdomain taken, 409)."""
+
+
+class RateLimited(CloudflareAPIError):
+    """429 / 971. `retry_after` in seconds (Cloudflare blocks the token for 5 minutes)."""
+
+    def __init__(self, status=429, errors=None, *, method="", path="", retry_after: float | None = None):
+        super().__init__(status, errors or [{"code": 971, "message": "rate limited"}], method=method, path=path)
+        self.retry_after = retry_after
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        return FlareshipError("SYS_003", self.public_message(), step=step, details=self.details(),
+                              retry_after=self.retry_after)
+
+
+class ServerError(CloudflareAPIError):
+    """5xx from Cloudflare."""
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        return FlareshipError("SYS_002", self.public_message(), step=step, details=self.details())
+
+
+class BudgetExhausted(CloudflareError):
+    """Flareship's own request budget for this token is spent; waiting would take too long."""
+
+    def __init__(self, wait_seconds: float):
+        self.retry_after = wait_seconds
+        super().__init__(f"Cloudflare request budget for this token is spent; retry in {wait_seconds:.0f} s")
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        return FlareshipError("SYS_003", str(self), step=step, retry_after=self.retry_after)
+
+
+class TransportError(CloudflareError):
+    """The request never got an answer: connection refused/reset, protocol error."""
+
+    def __init__(self, message: str, *, method: str = "", path: str = ""):
+        self.method = method
+        self.path = path
+        super().__init__(redact(f"{message} ({method} {path})" if method else message))
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        return FlareshipError("SYS_002", f"Cloudflare unreachable: {self.public_message()}", step=step)
+
+
+class TimeoutError_(TransportError):
+    """No answer within the client's timeout."""
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        return FlareshipError("SYS_004", f"Cloudflare did not answer in time: {self.public_message()}", step=step)
+
+
+# A readable public name; the trailing underscore avoids shadowing the builtin inside this module.
+CloudflareTimeout = TimeoutError_
+
+
+class TokenInactive(AuthenticationError):
+    """Verification succeeded but the token is not usable: status disabled/expired, or past expires_on."""
+
+    def __init__(self, token_status: str, *, expires_on: str | None = None):
+        self.token_status = token_status
+        self.expires_on = expires_on
+        super().__init__(401, [{"code": 1000, "message": f"API token is {token_status}"}])
+
+
+class UnexpectedResponse(CloudflareError):
+    """Cloudflare answered something that is not an envelope (HTML error page, bad JSON)."""
+
+    def __init__(self, status: int, snippet: str, *, method: str = "", path: str = ""):
+        self.status = status
+        super().__init__(redact(f"unexpected response HTTP {status} from {method} {path}: {snippet[:200]}"))
+
+    def to_flareship(self, step: str | None = None) -> FlareshipError:
+        return FlareshipError("SYS_002" if self.status >= 500 else "SYS_001", self.public_message(), step=step)
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(status: int, errors: list[dict[str, Any]], *, method: str = "", path: str = "",
+             retry_after: float | None = None) -> CloudflareAPIError:
+    """Pick the typed exception for a failure envelope (pure)."""
+    codes = {_as_int(e.get("code")) for e in errors if isinstance(e, dict)}
+    kw = {"method": method, "path": path}
+    if status == 429 or 971 in codes:
+        return RateLimited(status, errors, retry_after=retry_after, **kw)
+    if codes & QUOTA_CODES:
+        return QuotaExceeded(status, errors, **kw)
+    if status == 401 or codes & AUTH_CODES:
+        return AuthenticationError(status, errors, **kw)
+    if codes & PERMISSION_CODES or status == 403:
+        return PermissionDenied(status, errors, **kw)
+    if status >= 500:
+        return ServerError(status, errors, **kw)
+    if status == 404 or codes & NOT_FOUND_CODES:
+        return NotFound(status, errors, **kw)
+    if status == 409 or codes & {10220, 10031}:
+        return Conflict(status, errors, **kw)
+    return ValidationFailed(status, errors, **kw)

@@ -1,0 +1,14 @@
+"""Simulated Cloudflare API (Workers, Durable Objects, Containers) with served Workers and a registry."""
+
+from bot.sim.cloudflare.app import make_app
+from bot.sim.cloudflare.server import CloudflareSimServer, start_cloudflare_sim
+from bot.sim.cloudflare.state import (
+    DEPLOY_PERMISSIONS,
+    FULL_PERMISSIONS,
+    PERMISSIONS,
+    CloudflareSim,
+    SimError,
+)
+
+__all__ = ["CloudflareSim", "CloudflareSimServer", "DEPLOY_PERMISSIONS", "FULL_PERMISSIONS", "PERMISSIONS",
+           "SimError", "make_app", "start_cloudflare_sim"]

@@ -1,0 +1,476 @@
+"""HTTP face of the simulated Cloudflare: the API under /client/v4, deployed Workers under
+/__workers/{subdomain}/{script}/..., and a built-in OCI registry under /v2/.
+
+One middleware does what every API call shares: latency, fault injection, auth header parsing,
+OpenAPI validation against the two Cloudflare spec files, the envelope and the request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+
+from aiohttp import web
+
+from bot.sim.cloudflare.faults import FaultInjector
+from bot.sim.cloudflare.state import CloudflareSim, Module, SimError
+from bot.sim.cloudflare.validation import PREFIX, SpecViolation, validate_request
+from bot.sim.registry import RegistryState, make_registry_routes
+
+log = logging.getLogger("flareship.sim.cloudflare")
+
+SIM = web.AppKey("cloudflare_sim", CloudflareSim)
+REGISTRY = web.AppKey("cloudflare_sim_registry", RegistryState)
+
+
+def envelope(result, *, result_info=None, messages=None, status: int = 200, headers=None) -> web.Response:
+    body = {"success": True, "errors": [], "messages": messages or [], "result": result}
+    if result_info is not None:
+        body["result_info"] = result_info
+    return web.json_response(body, status=status, headers=headers)
+
+
+def failure(status: int, code: int, message: str, headers=None) -> web.Response:
+    return web.json_response({"success": False, "errors": [{"code": code, "message": message}], "messages": [],
+                              "result": None}, status=status, headers=headers)
+
+
+def _api_path(request: web.Request) -> str | None:
+    path = request.path
+    return path[len(PREFIX):] if path.startswith(PREFIX + "/") else None
+
+
+def _reset(request: web.Request) -> web.Response:
+    """Drop the connection without an answer (the client sees a reset / disconnect)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    raise asyncio.CancelledError  # aiohttp ends the handler quietly on a closed connection
+
+
+@web.middleware
+async def cloudflare_middleware(request: web.Request, handler):
+    api_path = _api_path(request)
+    if api_path is None:
+        return await handler(request)
+    sim: CloudflareSim = request.app[SIM]
+    faults: FaultInjector = sim.faults
+    delay = faults.latency_for(request.method, api_path)
+    if delay:
+        await asyncio.sleep(delay)
+    status = 500
+    try:
+        fault = faults.take(request.method, api_path)
+        if fault is not None and not fault.after:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.reset:
+                status = 0
+                return _reset(request)
+            if fault.status or fault.error_code is not None:
+                status, code, message, headers = fault.error()
+                return failure(status, code, message, headers)
+            status = 504
+            return failure(504, 10013, "Gateway timeout (injected)")
+        try:
+            await _prepare(request, api_path)
+            response = await handler(request)
+        except SimError as exc:
+            response = failure(exc.status, exc.code, exc.message, exc.headers)
+        except SpecViolation as exc:
+            response = failure(400, 6007, f"Request does not match the Cloudflare API: {exc.reason}")
+        except web.HTTPNotFound:
+            response = failure(404, 7000, "No route for that URI")
+        except web.HTTPMethodNotAllowed:
+            response = failure(405, 7001, "Method not allowed for this route")
+        status = response.status
+        if fault is not None:  # after=True: the work is done, the answer is lost
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.reset:
+                status = 0
+                return _reset(request)
+            if fault.status or fault.error_code is not None:
+                status, code, message, headers = fault.error()
+                return failure(status, code, message, headers)
+        return response
+    finally:
+        sim.requests.append((request.method, api_path, status))
+
+
+async def _prepare(request: web.Request, api_path: str) -> None:
+    """Read the body once (JSON or multipart) and check the request against the spec."""
+    sim: CloudflareSim = request.app[SIM]
+    body: bytes | None = None
+    metadata = None
+    if request.content_type.startswith("multipart/"):
+        parts: dict[str, Module] = {}
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            data = bytes(await part.read(decode=False))
+            name = part.name or ""
+            if name in parts:
+                raise SimError(400, 10021, f"duplicate part {name!r}")
+            parts[name] = Module(name, part.headers.get("Content-Type", "application/octet-stream").split(";")[0],
+                                 data)
+        meta_part = parts.pop("metadata", None)
+        if meta_part is None:
+            raise SimError(400, 10021, "multipart upload without a metadata part")
+        try:
+            metadata = json.loads(meta_part.content)
+        except ValueError:
+            raise SimError(400, 10021, "metadata part is not JSON") from None
+        request["metadata"] = metadata
+        request["modules"] = parts
+    elif request.can_read_body:
+        body = await request.read()
+        if body:
+            try:
+                request["json"] = json.loads(body)
+            except ValueError:
+                raise SimError(400, 6007, "Malformed JSON in request body") from None
+    if sim.validate_requests:
+        validate_request(host_url=f"{request.scheme}://{request.host}", path=request.path, method=request.method,
+                         query=request.query, headers=request.headers, content_type=request.content_type or "",
+                         body=body, metadata=metadata)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _token(request: web.Request):
+    return request.app[SIM].authenticate(request.headers.get("Authorization"))
+
+
+def _account(request: web.Request, permission: str | None):
+    sim = request.app[SIM]
+    token = _token(request)
+    return sim.account_for(token, request.match_info["account_id"], permission)
+
+
+def _paged(request: web.Request, items: list) -> web.Response:
+    try:
+        page = max(1, int(request.query.get("page", 1)))
+        per_page = max(1, min(1000, int(request.query.get("per_page", 1000))))
+    except ValueError:
+        raise SimError(400, 1001, "page and per_page must be integers") from None
+    chunk = items[(page - 1) * per_page: page * per_page]
+    total_pages = max(1, -(-len(items) // per_page))
+    return envelope(chunk, result_info={"page": page, "per_page": per_page, "count": len(chunk),
+                                        "total_count": len(items), "total_pages": total_pages})
+
+
+def _body(request: web.Request) -> dict:
+    body = request.get("json")
+    if not isinstance(body, dict):
+        raise SimError(400, 6007, "a JSON object body is required")
+    return body
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+routes = web.RouteTableDef()
+P = PREFIX
+A = P + "/accounts/{account_id}"
+S = A + "/workers/scripts/{script_name}"
+
+
+@routes.get(P + "/user/tokens/verify")
+async def verify_user_token(request):
+    sim = request.app[SIM]
+    return envelope(sim.verify_user_token(_token(request)),
+                    messages=[{"code": 10000, "message": "This API Token is valid and active", "type": None}])
+
+
+@routes.get(A + "/tokens/verify")
+async def verify_account_token(request):
+    sim = request.app[SIM]
+    return envelope(sim.verify_account_token(_token(request), request.match_info["account_id"]),
+                    messages=[{"code": 10000, "message": "This API Token is valid and active", "type": None}])
+
+
+@routes.get(P + "/accounts")
+async def list_accounts(request):
+    sim = request.app[SIM]
+    token = _token(request)
+    return _paged(request, [sim.account_public(sim.accounts[a]) for a in sorted(token.account_ids)
+                            if a in sim.accounts])
+
+
+@routes.get(A)
+async def get_account(request):
+    return envelope(request.app[SIM].account_public(_account(request, "account_settings:read")))
+
+
+@routes.get(P + "/accounts/{account_id}/subscriptions")
+async def subscriptions(request):
+    return envelope(_account(request, "billing:read").subscriptions)
+
+
+@routes.get(A + "/workers/account-settings")
+async def account_settings(request):
+    _account(request, "workers_scripts:read")
+    return envelope({"default_usage_model": "standard", "green_compute": False})
+
+
+@routes.get(A + "/workers/scripts")
+async def list_scripts(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:read")
+    return envelope([s.public() for (acc, _), s in sorted(sim.scripts.items()) if acc == account.id])
+
+
+@routes.put(S)
+async def upload_script(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:edit")
+    if "metadata" not in request:
+        raise SimError(400, 10021, "a module Worker is uploaded as multipart/form-data with a metadata part")
+    return envelope(sim.upload_script(account, request.match_info["script_name"], request["metadata"],
+                                      request["modules"]))
+
+
+@routes.get(S)
+async def get_script(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:read")
+    script = sim._script(account.id, request.match_info["script_name"])
+    version = script.version(script.live_version_id() or "")
+    main = version.modules.get(version.metadata.get("main_module")) if version else None
+    return web.Response(body=main.content if main else b"", content_type="application/javascript")
+
+
+@routes.delete(S)
+async def delete_script(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:edit")
+    sim.delete_script(account, request.match_info["script_name"])
+    return envelope(None)
+
+
+@routes.get(A + "/workers/services/{script_name}")
+async def get_service(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:read")
+    return envelope(sim.get_service(account, request.match_info["script_name"]))
+
+
+@routes.get(S + "/versions")
+async def list_versions(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:read")
+    return envelope(sim.list_versions(account, request.match_info["script_name"]))
+
+
+@routes.get(S + "/versions/{version_id}")
+async def get_version(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:read")
+    return envelope(sim.get_version(account, request.match_info["script_name"], request.match_info["version_id"]))
+
+
+@routes.get(S + "/deployments")
+async def list_deployments(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:read")
+    return envelope(sim.list_deployments(account, request.match_info["script_name"]))
+
+
+@routes.post(S + "/deployments")
+async def create_deployment(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:edit")
+    force = request.query.get("force", "false").lower() == "true"
+    return envelope(sim.create_deployment(account, request.match_info["script_name"], _body(request), force=force))
+
+
+@routes.get(A + "/workers/subdomain")
+async def get_subdomain(request):
+    sim = request.app[SIM]
+    return envelope(sim.get_account_subdomain(_account(request, "workers_scripts:read")))
+
+
+@routes.put(A + "/workers/subdomain")
+async def put_subdomain(request):
+    sim = request.app[SIM]
+    return envelope(sim.put_account_subdomain(_account(request, "workers_scripts:edit"), _body(request)))
+
+
+@routes.get(S + "/subdomain")
+async def get_script_subdomain(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:read")
+    return envelope(sim.script_subdomain(account, request.match_info["script_name"]))
+
+
+@routes.post(S + "/subdomain")
+async def post_script_subdomain(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:edit")
+    return envelope(sim.script_subdomain(account, request.match_info["script_name"], _body(request)))
+
+
+@routes.get(P + "/zones/{zone_id}/workers/routes")
+async def list_routes(request):
+    sim = request.app[SIM]
+    return envelope([{k: v for k, v in r.items() if k != "zone_id"}
+                     for r in sim.list_routes(_token(request), request.match_info["zone_id"])])
+
+
+@routes.post(P + "/zones/{zone_id}/workers/routes")
+async def create_route(request):
+    sim = request.app[SIM]
+    return envelope(sim.create_route(_token(request), request.match_info["zone_id"], _body(request)))
+
+
+@routes.put(P + "/zones/{zone_id}/workers/routes/{route_id}")
+async def update_route(request):
+    sim = request.app[SIM]
+    return envelope(sim.update_route(_token(request), request.match_info["zone_id"], request.match_info["route_id"],
+                                     _body(request)))
+
+
+@routes.get(A + "/workers/domains")
+async def list_domains(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:read")
+    q = request.query
+    return envelope([d for d in sim.domains.values() if sim.zones.get(d["zone_id"], {}).get("account_id") == account.id
+                     and (not q.get("hostname") or d["hostname"] == q["hostname"])
+                     and (not q.get("service") or d["service"] == q["service"])])
+
+
+@routes.put(A + "/workers/domains")
+async def put_domain(request):
+    sim = request.app[SIM]
+    return envelope(sim.put_domain(_account(request, "workers_routes:edit"), _body(request)))
+
+
+@routes.get(A + "/workers/durable_objects/namespaces")
+async def list_namespaces(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:read")
+    return _paged(request, [ns.public() for ns in sim.namespaces.values() if ns.account_id == account.id])
+
+
+C = A + "/containers"
+
+
+@routes.get(C + "/me")
+async def containers_me(request):
+    sim = request.app[SIM]
+    return envelope(sim.containers_me(_account(request, "containers:read")))
+
+
+@routes.post(C + "/registries/{domain}/credentials")
+async def registry_credentials(request):
+    sim = request.app[SIM]
+    account = _account(request, "containers:edit")
+    return envelope(sim.registry_credentials(account, request.match_info["domain"], _body(request)))
+
+
+@routes.get(C + "/applications")
+async def list_applications(request):
+    sim = request.app[SIM]
+    account = _account(request, "containers:read")
+    return envelope(sim.list_applications(account, request.query.get("name")))
+
+
+@routes.post(C + "/applications")
+async def create_application(request):
+    sim = request.app[SIM]
+    return envelope(sim.create_application(_account(request, "containers:edit"), _body(request)))
+
+
+@routes.get(C + "/applications/{application_id}")
+async def get_application(request):
+    sim = request.app[SIM]
+    return envelope(sim._application(_account(request, "containers:read"), request.match_info["application_id"]))
+
+
+@routes.patch(C + "/applications/{application_id}")
+async def patch_application(request):
+    sim = request.app[SIM]
+    return envelope(sim.patch_application(_account(request, "containers:edit"), request.match_info["application_id"],
+                                          _body(request)))
+
+
+@routes.delete(C + "/applications/{application_id}")
+async def delete_application(request):
+    sim = request.app[SIM]
+    return envelope(sim.delete_application(_account(request, "containers:edit"),
+                                           request.match_info["application_id"]))
+
+
+@routes.post(C + "/applications/{application_id}/rollouts")
+async def create_rollout(request):
+    sim = request.app[SIM]
+    return envelope(sim.create_rollout(_account(request, "containers:edit"), request.match_info["application_id"],
+                                       _body(request)))
+
+
+@routes.get(C + "/applications/{application_id}/rollouts/{rollout_id}")
+async def get_rollout(request):
+    sim = request.app[SIM]
+    return envelope(sim.get_rollout(_account(request, "containers:read"), request.match_info["application_id"],
+                                    request.match_info["rollout_id"]))
+
+
+@routes.route("*", P + "/{tail:.*}")
+async def unknown_route(request):
+    raise SimError(404, 7000, "No route for that URI")
+
+
+# -- deployed Workers -------------------------------------------------------------------------
+
+
+async def serve_worker(request: web.Request) -> web.Response:
+    """What `https://{script}.{subdomain}.workers.dev/...` would answer, for the deployed version."""
+    sim = request.app[SIM]
+    served = sim.find_served(request.match_info["subdomain"], request.match_info["script"])
+    if served is None:
+        return web.Response(status=404, text="There is nothing here yet")
+    script, version = served
+    health = sim.health_of(script.name, version.id)
+    if health == "slow":
+        await asyncio.sleep(sim.slow_seconds)
+    body = {"script": script.name, "version_id": version.id, "version_number": version.number,
+            "path": "/" + request.match_info.get("tail", ""), "status": health}
+    return web.json_response(body, status=500 if health == "failing" else 200)
+
+
+def _registry_authorizer(sim: CloudflareSim):
+    def authorize(request: web.Request, action: str, repository: str) -> bool:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        if user != "v1":
+            return False
+        if not repository:  # GET /v2/: any valid credential
+            return password in sim.registry_passwords
+        return sim.check_registry_password(password, action, repository)
+
+    return authorize
+
+
+def make_app(sim: CloudflareSim, *, registry: RegistryState | None = None) -> web.Application:
+    """The simulator's aiohttp application (API + Workers + registry)."""
+    if sim.faults is None:
+        sim.faults = FaultInjector()
+    app = web.Application(middlewares=[cloudflare_middleware], client_max_size=64 * 1024 * 1024)
+    app[SIM] = sim
+    app[REGISTRY] = registry or RegistryState()
+    app.router.add_route("*", "/__workers/{subdomain}/{script}", serve_worker)
+    app.router.add_route("*", "/__workers/{subdomain}/{script}/{tail:.*}", serve_worker)
+    app.add_routes(make_registry_routes(app[REGISTRY], _registry_authorizer(sim)))
+    app.add_routes(routes)
+    return app
