@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply the database schema migrations (also done on start-up)")
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
     migrate.set_defaults(func=_migrate)
+
+    from bot.token_cli import add_parser as add_token_parser
+
+    add_token_parser(commands)
     return parser
 
 
