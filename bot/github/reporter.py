@@ -375,7 +375,8 @@ class _Tracker:
     logs: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT))
     dirty: bool = True
     last_write: float | None = None
-    written_status: str | None = None  # last Flareship status handled for transitions
+    seen_status: str | None = None  # last Flareship status seen (transitions are never coalesced)
+    transitions: deque = field(default_factory=deque)  # (previous status, deployment snapshot)
     was_queued: bool = False
     task: asyncio.Task | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -454,6 +455,9 @@ class Reporter:
         if tracker is None:
             tracker = self._trackers[deployment.id] = _Tracker(deployment)
         tracker.deployment = deployment
+        if deployment.status != tracker.seen_status:
+            tracker.transitions.append((tracker.seen_status, deployment))
+            tracker.seen_status = deployment.status
         if event.kind == "log" and event.log is not None:
             tracker.logs.append(event.log)
         tracker.dirty = True
@@ -475,10 +479,9 @@ class Reporter:
     async def _work(self, tracker: _Tracker) -> None:
         try:
             while True:
-                deployment = tracker.deployment
-                if tracker.written_status != deployment.status:
-                    previous, tracker.written_status = tracker.written_status, deployment.status
-                    await self._transition(tracker, previous, deployment)
+                if tracker.transitions:
+                    previous, snapshot = tracker.transitions.popleft()
+                    await self._transition(tracker, previous, snapshot)
                     continue
                 if not tracker.dirty:
                     break
@@ -494,7 +497,7 @@ class Reporter:
         except Exception:  # reporting must never break the engine; the next event retries
             log.exception("reporting deployment %s to GitHub failed", tracker.deployment.id)
         finally:
-            if tracker.deployment.status in FINAL and not tracker.dirty:
+            if tracker.deployment.status in FINAL and not tracker.dirty and not tracker.transitions:
                 self._trackers.pop(tracker.deployment.id, None)
 
     # -- transitions (GitHub deployment, comment, reactions) -----------------------------
@@ -636,7 +639,7 @@ class Reporter:
                 position = await self.engine.queue_position(deployment.id)
             except Exception:
                 position = None
-            if position is not None and position > 1:
+            if position is not None and position >= 1:
                 tracker.was_queued = True  # it waits behind another: check the PR head when it starts
         body = render_check_run(
             deployment, details_url=self.details_url(deployment), log_lines=list(tracker.logs),
