@@ -151,7 +151,7 @@ def rate_limit_wait(exc: HTTPException, *, attempt: int, now: float, policy: Ret
         if isinstance(exc, RateLimitExceeded):
             return max(0.0, exc.rate_limit.reset_datetime.timestamp() - now) + 1.0
         return max(0.0, float(reset) - now) + 1.0
-    message = " ".join(str(a) for a in exc.args[1:]).lower() if len(exc.args) > 1 else ""
+    message = " ".join(str(a) for a in exc.args).lower()
     if status == 429 or "secondary rate limit" in message or "abuse" in message:
         return policy.secondary_default_wait * (2 ** (attempt - 1))
     return None  # a plain 403: permission denied, not a limit

@@ -7,6 +7,7 @@ Tests and the demo arrange a scenario by calling the `add_*`/`set_*` methods dir
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import secrets
 import time
@@ -200,6 +201,13 @@ def generate_private_key() -> str:
                              serialization.NoEncryption()).decode()
 
 
+@functools.lru_cache(maxsize=8)
+def public_key_pem(private_pem: str) -> str:
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
 class GitHubSim:
     """The simulated GitHub's state (see module docstring)."""
 
@@ -210,10 +218,7 @@ class GitHubSim:
         self.app_slug = app_slug
         self.clock = clock
         self.app_private_key = private_key or generate_private_key()
-        key = serialization.load_pem_private_key(self.app_private_key.encode(), password=None)
-        self.app_public_key = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        self.app_public_key = public_key_pem(self.app_private_key)
         self.installations: dict[int, Installation] = {}
         self.tokens: dict[str, IssuedToken] = {}
         self.repos: dict[str, Repository] = {}
