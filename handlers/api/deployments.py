@@ -6,6 +6,7 @@ Handlers only translate HTTP to engine calls (the same ones the PR commands use)
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timezone
 
 from aiohttp import web
@@ -166,7 +167,7 @@ async def rollback_deployment(request: web.Request) -> web.Response:
     )
     target = rollback.rollback_target.id if rollback.rollback_target else body.targetVersion
     medians = await _medians(engine, deployment.environment)
-    estimate = round(sum(medians.values())) if medians else DEFAULT_ROLLBACK_SECONDS
+    estimate = max(1, math.ceil(sum(medians.values()))) if medians else DEFAULT_ROLLBACK_SECONDS
     return json_success(
         {"rollbackId": rollback.id, "status": rollback.status, "targetVersion": target, "estimatedTime": estimate}
     )

@@ -48,3 +48,62 @@ async def make_api(make_flareship_client):
 @pytest.fixture
 async def api(make_api) -> ApiClient:
     return await make_api()
+
+
+@pytest.fixture
+async def sim_env():
+    """The engine area's harness: simulated Cloudflare (API, served Workers, account registry) +
+    a source registry holding `acme/app:1`."""
+    from tests.engine.harness import start_sim_env
+
+    env = await start_sim_env()
+    try:
+        yield env
+    finally:
+        await env.close()
+
+
+def cloudflare_settings(env) -> dict:
+    from pydantic import SecretStr
+
+    from tests.engine.harness import ACCOUNT_ID, TOKEN
+
+    return {
+        "cloudflare_api_url": env.api_url,
+        "cloudflare_api_token": SecretStr(TOKEN),
+        "cloudflare_account_id": ACCOUNT_ID,
+        "container_registry_url": env.base,
+        "workers_url_template": env.workers_url_template,
+        "environment_overrides": {},
+    }
+
+
+@pytest.fixture
+async def deploy_api(make_api, sim_env) -> ApiClient:
+    """The real app wired to the simulated Cloudflare; fast SSE polling for tests."""
+    from handlers.api.state import API_STATE
+    from handlers.api.sse import SSESettings
+
+    api = await make_api(**cloudflare_settings(sim_env))
+    api.app[API_STATE].sse = SSESettings(poll_interval=0.05, keepalive_interval=0.3, write_timeout=5)
+    api.sim_env = sim_env
+    return api
+
+
+def app_config(env, name: str = "shop", **extra) -> dict:
+    return {"appName": name, "containerImage": env.image(), "durableObjects": ["AppContainer"],
+            "environmentVars": {"MODE": "test"}, **extra}
+
+
+async def wait_final(api: ApiClient, token: str, deployment_id: str, timeout: float = 30.0) -> dict:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        resp, body = await api.call("GET", f"/deploy/{deployment_id}/status", token=token)
+        assert resp.status == 200, body
+        if body["data"]["status"] in ("completed", "failed", "rolled_back", "cancelled"):
+            return body["data"]
+        assert loop.time() < deadline, body
+        await asyncio.sleep(0.05)
