@@ -41,7 +41,14 @@ from bot.engine.model import (
 )
 from bot.engine.preflight import Facts, cloudflare_facts, evaluate, raise_first
 from bot.engine.source import RepoSource, load_repository, main_module_exports, modules_for
-from bot.engine.steps import PIPELINE, ROLLBACK_PIPELINE, StepContext, migration_guard, restore_release
+from bot.engine.steps import (
+    PIPELINE,
+    ROLLBACK_PIPELINE,
+    StepContext,
+    cloudflare_failure,
+    migration_guard,
+    restore_release,
+)
 from bot.errors import FlareshipError
 from bot.logs import correlated, new_correlation_id, redact, register_secret
 from bot.store.deployments import DeploymentStore
@@ -742,7 +749,7 @@ class Engine:
                     await self._step_failed(d, state, ctx, step, exc)
                     return
                 except CloudflareError as exc:
-                    await self._step_failed(d, state, ctx, step, exc.to_flareship(step.name))
+                    await self._step_failed(d, state, ctx, step, cloudflare_failure(exc, step.name))
                     return
                 except (asyncio.CancelledError, _LeaseLost):
                     raise

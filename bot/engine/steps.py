@@ -28,7 +28,7 @@ from bot.cloudflare.errors import (
 from bot.cloudflare.workers import WorkerModule, sqlite_migration
 from bot.engine import images
 from bot.engine.appspec import AppSpec
-from bot.engine.model import STEP_NAMES, Deployment, Release
+from bot.engine.model import STEP_ERROR_CODES, STEP_NAMES, Deployment, Release
 from bot.engine.preflight import Facts, cloudflare_facts, evaluate, raise_first
 from bot.engine.source import Module, RepoSource, main_module_exports, modules_for
 from bot.errors import FlareshipError
@@ -64,7 +64,13 @@ class StepContext:
 
 
 def cloudflare_failure(exc: CloudflareError, step: str) -> FlareshipError:
-    return exc.to_flareship(step)
+    """The client's mapping, except that a generic outage/timeout reads as the step's own failure."""
+    error = exc.to_flareship(step)
+    if error.code in ("SYS_001", "SYS_002", "SYS_004") and step != AUTHENTICATE:
+        details = dict(error.details)
+        details["cause"] = error.code
+        return FlareshipError(STEP_ERROR_CODES[step], error.message, step=step, details=details)
+    return error
 
 
 # -- 1. Validating configuration ----------------------------------------------------------------

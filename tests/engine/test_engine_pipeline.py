@@ -18,8 +18,9 @@ def inline_app(env, name="shop", environment="staging", *, image=True, classes=(
         container = ContainerSpec(image=env.image() if image is True else image, class_name="AppContainer",
                                   instance_type="basic", max_instances=2,
                                   application_name=container_app_name(script, "AppContainer"))
+    kw.setdefault("compatibility_date", "2025-09-01")
     return AppSpec(name=name, environment=environment, script_name=script, source="inline",
-                   main_module="index.js", compatibility_date="2025-09-01",
+                   main_module="index.js",
                    durable_objects=[DurableObjectSpec(class_name=c, binding=c.upper()) for c in classes],
                    container=container, vars={"MODE": "test", "LIMIT": 3}, health_check_timeout=2,
                    inline_modules={"index.js": module}, **kw)
