@@ -14,6 +14,7 @@ from gidgethub import BadRequest, ValidationFailure, sansio
 
 from bot.dispatcher import DISPATCHER
 from bot.errors import FlareshipError
+from bot.logs import register_secret
 from bot.services import SERVICES
 from bot.store.base import utcnow
 from bot.store.deliveries import DeliveryWriter, NewDelivery
@@ -134,6 +135,7 @@ def setup(app: web.Application) -> None:
     """Register the route; the writer starts after the database is opened (cleanup_ctx order)."""
     settings = app[SERVICES].settings
     secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else ""
+    register_secret(secret)
     app[WEBHOOK_SECRET] = secret
     app[DELIVERY_WRITER] = DeliveryWriter(None)
     app.cleanup_ctx.append(_delivery_writer)

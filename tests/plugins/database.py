@@ -2,8 +2,10 @@
 
 - `database_backend`: "sqlite" or "postgresql" (parametrized; PostgreSQL tests carry the
   `postgres` mark).
-- `database_url`: a fresh, migrated database for this test (a copy of a template migrated once
-  per session, so it is fast).
+- `database_url`: a migrated database holding no rows for this test. SQLite: a copy of a file
+  migrated once per session. PostgreSQL: one database migrated once per session and emptied
+  (TRUNCATE ... RESTART IDENTITY) before each test, which costs milliseconds where CREATE DATABASE
+  costs a second; tests must not change its schema (use `empty_database_url` for that).
 - `empty_database_url`: a fresh database with no schema at all (migration tests).
 - `database`: a `bot.store.db.Database` on `database_url`, closed after the test.
 
@@ -30,7 +32,7 @@ import pytest
 
 from bot.store.db import Database
 
-TEMPLATE_DB = "flareship_template"
+SHARED_DB = "flareship_test"
 _counter = itertools.count()
 
 
@@ -56,7 +58,7 @@ class PostgresServer:
     data: str
     pg_ctl: str
     run_as: list[str]
-    template_ready: bool = False
+    shared_ready: bool = False
 
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://postgres@{self.host}:{self.port}/{database}"
@@ -127,14 +129,28 @@ def postgres_server():
         server.stop()
 
 
-async def _pg_admin(server: PostgresServer, statement: str) -> None:
+async def _pg_admin(server: PostgresServer, statement: str, database: str = "postgres") -> None:
     import asyncpg
 
-    conn = await asyncpg.connect(host=server.host, port=server.port, user="postgres", database="postgres")
+    conn = await asyncpg.connect(host=server.host, port=server.port, user="postgres", database=database)
     try:
         await conn.execute(statement)
     finally:
         await conn.close()
+
+
+_TRUNCATE_ALL = """
+SET lock_timeout = '10s';
+DO $$
+DECLARE tables text;
+BEGIN
+  SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') INTO tables
+    FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version';
+  IF tables IS NOT NULL THEN
+    EXECUTE 'TRUNCATE ' || tables || ' RESTART IDENTITY CASCADE';
+  END IF;
+END $$;
+"""
 
 
 async def _migrate(url: str) -> None:
@@ -182,13 +198,13 @@ async def database_url(database_backend, tmp_path, request) -> str:
         shutil.copyfile(template["path"], path)
         return f"sqlite+aiosqlite:///{path}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    if not server.template_ready:
-        await _pg_admin(server, f'CREATE DATABASE "{TEMPLATE_DB}" TEMPLATE template0')
-        await _migrate(server.url(TEMPLATE_DB))
-        server.template_ready = True
-    name = f"test_{os.getpid()}_{next(_counter)}"
-    await _pg_admin(server, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
-    return server.url(name)
+    if not server.shared_ready:
+        await _pg_admin(server, f'CREATE DATABASE "{SHARED_DB}" TEMPLATE template0')
+        await _migrate(server.url(SHARED_DB))
+        server.shared_ready = True
+    else:
+        await _pg_admin(server, _TRUNCATE_ALL, database=SHARED_DB)
+    return server.url(SHARED_DB)
 
 
 @pytest.fixture

@@ -1,0 +1,104 @@
+"""Delivery storage: dedupe, group commit, claiming in order, outcomes, UTC times (both databases)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bot.store import deliveries
+from bot.store.base import utcnow
+from bot.store.deliveries import DeliveryWriter, NewDelivery
+
+
+def make(delivery_id: str, event: str = "push", **kw) -> NewDelivery:
+    values = dict(action=None, installation_id=7, repository="acme/app", payload="{}", received_at=utcnow())
+    values.update(kw)
+    return NewDelivery(delivery_id=delivery_id, event=event, **values)
+
+
+async def test_insert_reports_new_and_repeated_ids(database):
+    async with database.begin() as conn:
+        assert await deliveries.insert_deliveries(conn, [make("a"), make("b"), make("a")]) == [True, True, False]
+    async with database.begin() as conn:
+        assert await deliveries.insert_deliveries(conn, [make("b"), make("c")]) == [False, True]
+    assert (await deliveries.count_by_status(database))["pending"] == 3
+
+
+async def test_group_commit_writes_concurrent_deliveries_in_few_transactions(database):
+    woken = []
+    writer = DeliveryWriter(database, on_stored=lambda: woken.append(1))
+    writer.start()
+    try:
+        results = await asyncio.gather(*(writer.store(make(f"g{i}")) for i in range(200)))
+        assert results == [True] * 200
+        assert writer.written == 200
+        assert writer.batches < 20, "concurrent deliveries should share commits"
+        assert await writer.store(make("g0")) is False
+        assert woken
+    finally:
+        await writer.stop()
+    assert (await deliveries.count_by_status(database))["pending"] == 200
+
+
+async def test_writer_stop_flushes_what_is_waiting(database):
+    writer = DeliveryWriter(database)
+    writer.start()
+    pending = [asyncio.ensure_future(writer.store(make(f"s{i}"))) for i in range(5)]
+    await asyncio.sleep(0)
+    await writer.stop()
+    assert [await p for p in pending] == [True] * 5
+    with pytest.raises(RuntimeError):
+        await writer.store(make("late"))
+
+
+async def test_claim_takes_oldest_first_and_counts_attempts(database):
+    async with database.begin() as conn:
+        await deliveries.insert_deliveries(conn, [make(f"c{i}") for i in range(5)])
+    first = await deliveries.claim_pending(database, 2)
+    assert [d.delivery_id for d in first] == ["c0", "c1"]
+    assert all(d.status == "processing" and d.attempts == 1 for d in first)
+    second = await deliveries.claim_pending(database, 10)
+    assert [d.delivery_id for d in second] == ["c2", "c3", "c4"]
+    assert await deliveries.claim_pending(database, 10) == []
+
+    await deliveries.record_outcomes(database, [first[0].id], [(first[1].id, "KeyError: 'x'")])
+    done, failed = await deliveries.get_delivery(database, "c0"), await deliveries.get_delivery(database, "c1")
+    assert done.status == "done" and done.processed_at is not None and done.last_error is None
+    assert failed.status == "failed" and failed.last_error == "KeyError: 'x'"
+
+    assert await deliveries.requeue_interrupted(database) == 3
+    assert await deliveries.redeliver(database, "c1") is True
+    again = await deliveries.claim_pending(database, 10)
+    assert [d.delivery_id for d in again] == ["c1", "c2", "c3", "c4"]
+    assert again[0].attempts == 2
+
+
+async def test_error_text_is_redacted_and_truncated(database):
+    from bot.logs import register_secret
+
+    secret = "ghs_" + "S3cr3tInstallationToken0123456789"
+    register_secret(secret)
+    async with database.begin() as conn:
+        await deliveries.insert_deliveries(conn, [make("e1")])
+    [claimed] = await deliveries.claim_pending(database, 1)
+    await deliveries.record_outcomes(database, [], [(claimed.id, f"boom {secret} " + "x" * 10_000)])
+    stored = await deliveries.get_delivery(database, "e1")
+    assert secret not in stored.last_error
+    assert len(stored.last_error) <= deliveries.MAX_ERROR_CHARS
+
+
+async def test_times_come_back_as_utc(database):
+    local = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone(timedelta(hours=2)))
+    async with database.begin() as conn:
+        await deliveries.insert_deliveries(conn, [make("t1", received_at=local)])
+    stored = await deliveries.get_delivery(database, "t1")
+    assert stored.received_at == local
+    assert stored.received_at.utcoffset() == timedelta(0)
+
+
+async def test_naive_times_are_refused(database):
+    with pytest.raises(Exception, match="timezone-aware"):
+        async with database.begin() as conn:
+            await deliveries.insert_deliveries(conn, [make("n1", received_at=datetime(2026, 1, 1))])

@@ -1,0 +1,148 @@
+"""The dispatcher: stored deliveries run through a router in order, failures recorded, restarts resume."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gidgethub import routing
+
+from bot.dispatcher import Dispatcher, WebhookContext
+from bot.services import Services
+from bot.settings import Settings
+from bot.store import deliveries
+from bot.store.base import utcnow
+from bot.store.deliveries import NewDelivery
+
+
+def make(delivery_id: str, event: str = "push", action: str | None = None, payload: str = '{"ref": "main"}') -> NewDelivery:
+    return NewDelivery(delivery_id, event, action, 42, "acme/app", payload, utcnow())
+
+
+async def store(database, *items: NewDelivery) -> None:
+    async with database.begin() as conn:
+        await deliveries.insert_deliveries(conn, list(items))
+
+
+def recording_router(seen: list, *, fail_on: str = "boom") -> routing.Router:
+    router = routing.Router()
+
+    @router.register("push")
+    async def push(event, ctx: WebhookContext):
+        assert isinstance(ctx, WebhookContext)
+        seen.append((event.delivery_id, ctx.delivery_id, ctx.installation_id, ctx.repository, event.data["ref"]))
+
+    @router.register(fail_on)
+    async def explode(event, ctx):
+        raise ValueError(f"handler exploded on {event.delivery_id}")
+
+    return router
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def services_for(database) -> Services:
+    return Services(settings=Settings(database_url="sqlite:///unused.db"), database=database)
+
+
+async def test_processes_in_order_and_marks_done(database):
+    seen: list = []
+    await store(database, make("p1"), make("p2"), make("p3"))
+    dispatcher = Dispatcher(services_for(database), recording_router(seen))
+    assert await dispatcher.run_once() == 3
+    assert [s[0] for s in seen] == ["p1", "p2", "p3"]
+    assert seen[0] == ("p1", "p1", 42, "acme/app", "main")
+    assert (await deliveries.count_by_status(database))["done"] == 3
+    assert await dispatcher.run_once() == 0  # nothing runs twice
+
+
+async def test_a_raising_handler_marks_failed_and_the_rest_still_run(database):
+    seen: list = []
+    await store(database, make("ok1"), make("bad", event="boom"), make("ok2"), make("junk", payload="{not json"))
+    dispatcher = Dispatcher(services_for(database), recording_router(seen))
+    assert await dispatcher.run_once() == 4
+    assert [s[0] for s in seen] == ["ok1", "ok2"]
+    bad = await deliveries.get_delivery(database, "bad")
+    assert bad.status == "failed" and bad.attempts == 1
+    assert bad.last_error == "ValueError: handler exploded on bad"
+    junk = await deliveries.get_delivery(database, "junk")
+    assert junk.status == "failed" and "JSONDecodeError" in junk.last_error
+    assert dispatcher.failed == 2 and dispatcher.processed == 2
+
+
+async def test_a_hanging_handler_times_out(database):
+    router = routing.Router()
+
+    @router.register("push")
+    async def hang(event, ctx):
+        await asyncio.sleep(30)
+
+    await store(database, make("slow"))
+    dispatcher = Dispatcher(services_for(database), router, handler_timeout=0.05)
+    assert await dispatcher.run_once() == 1
+    assert "timed out" in (await deliveries.get_delivery(database, "slow")).last_error
+
+
+async def test_background_task_is_woken_and_survives_failures(database):
+    seen: list = []
+    dispatcher = Dispatcher(services_for(database), recording_router(seen), poll_interval=30)
+    await dispatcher.start()
+    try:
+        await store(database, make("w1"), make("w2", event="boom"), make("w3"))
+        dispatcher.wake()
+        await wait_until(lambda: dispatcher.processed + dispatcher.failed == 3)
+    finally:
+        await dispatcher.stop()
+    assert [s[0] for s in seen] == ["w1", "w3"]
+    counts = await deliveries.count_by_status(database)
+    assert counts["done"] == 2 and counts["failed"] == 1
+
+
+async def test_restart_resumes_what_was_stored_or_interrupted(database):
+    await store(database, make("r1"), make("r2"), make("r3"))
+    await deliveries.claim_pending(database, 1)  # r1: a previous process crashed while handling it
+    seen: list = []
+    dispatcher = Dispatcher(services_for(database), recording_router(seen), poll_interval=30)
+    await dispatcher.start()  # no wake(): start-up alone must find the work
+    try:
+        await wait_until(lambda: dispatcher.processed == 3)
+    finally:
+        await dispatcher.stop()
+    assert [s[0] for s in seen] == ["r1", "r2", "r3"]
+    assert (await deliveries.get_delivery(database, "r1")).attempts == 2
+    assert (await deliveries.count_by_status(database))["done"] == 3
+
+
+async def test_stop_gives_unstarted_claims_back(database):
+    await store(database, *(make(f"s{i}") for i in range(5)))
+    router = routing.Router()
+    dispatcher: Dispatcher | None = None
+
+    @router.register("push")
+    async def stop_after_first(event, ctx):
+        dispatcher._stopping = True  # as stop() does, while a batch is in hand
+
+    dispatcher = Dispatcher(services_for(database), router)
+    assert await dispatcher.run_once() == 1
+    counts = await deliveries.count_by_status(database)
+    assert counts == {"pending": 4, "processing": 0, "done": 1, "failed": 0}
+
+
+async def test_context_github_uses_the_app_client_for_the_installation(database):
+    calls = []
+
+    class FakeApp:  # the contract's GitHubApp.client(installation_id) — only the call is checked here
+        async def client(self, installation_id):
+            calls.append(installation_id)
+            return f"client-for-{installation_id}"
+
+    services = services_for(database)
+    services.github = FakeApp()
+    ctx = WebhookContext(services, "d1", installation_id=42, repository="acme/app")
+    assert await ctx.github() == "client-for-42"
+    assert await ctx.github() == "client-for-42"
+    assert calls == [42]  # created lazily, once
