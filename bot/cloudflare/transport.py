@@ -1,7 +1,8 @@
 """The HTTP core of the Cloudflare client: envelope parsing, the request budget and safe retries.
 
 Only requests that are safe to repeat are retried (GET/HEAD, PUT of identical content, and POSTs
-the caller marks idempotent); a POST that creates something is sent once, and the operation
+the caller marks idempotent) - plus any request refused with 429, which Cloudflare did not carry
+out; a POST that creates something is otherwise sent once, and the operation
 modules look for the object before creating it, or re-read state after an ambiguous failure.
 """
 
@@ -184,7 +185,9 @@ class CloudflareTransport:
             except CloudflareAPIError:
                 raise
             delay = self._retry_delay(error, attempt)
-            if not safe or attempt >= self.max_attempts or delay is None:
+            # A 429 is refused before any work is done, so even a creating POST may be resent.
+            repeatable = safe or isinstance(error, RateLimited)
+            if not repeatable or attempt >= self.max_attempts or delay is None:
                 log.info("cloudflare %s %s failed for good after %d attempt(s): %s", method, path, attempt, error)
                 raise error
             log.info("cloudflare %s %s attempt %d failed (%s); retrying in %.2fs", method, path, attempt, error, delay)

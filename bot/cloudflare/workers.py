@@ -7,6 +7,7 @@ when the wanted version is already live, and re-reads after an ambiguous failure
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import re
@@ -122,6 +123,16 @@ def upload_parts(metadata: dict, modules: Iterable[WorkerModule]) -> list:
     return parts
 
 
+def content_marker(metadata: dict, modules: Iterable[WorkerModule]) -> str:
+    """A short hash naming an upload's content (metadata without annotations, and every module)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({k: v for k, v in metadata.items() if k != "annotations"}, sort_keys=True).encode())
+    for module in sorted(modules, key=lambda m: m.name):
+        digest.update(module.name.encode() + b"\0" + module.media_type.encode() + b"\0")
+        digest.update(hashlib.sha256(module.content).digest())
+    return "fls-" + digest.hexdigest()[:24]
+
+
 def current_version_id(deployments: list[dict]) -> str | None:
     """The version at 100% in the newest deployment (None when split or no deployment)."""
     if not deployments:
@@ -189,7 +200,14 @@ class WorkersAPI:
         tags: Iterable[str] | None = None,
     ) -> dict:
         """PUT the Worker (multipart). Returns `{id, etag, handlers, migration_tag, deployment_id, ...}`;
-        `deployment_id` is the new version id, deployed at 100%. Safe to retry (same content)."""
+        `deployment_id` is the new version id, deployed at 100%.
+
+        Every upload carries an identity in `annotations["workers/tag"]` (the caller's, else a hash
+        of the content). When the live version already carries it - a retried step, or a PUT whose
+        answer was lost - nothing is uploaded again and that version is returned (`reused: True`).
+        A PUT with migrations is not repeatable (old_tag changes), so ambiguous failures are
+        settled by re-reading, never by resending blindly.
+        """
         if not SCRIPT_NAME_RE.match(script):
             raise ValueError(f"invalid Worker name {script!r}")
         if isinstance(modules, Mapping):
@@ -202,11 +220,45 @@ class WorkersAPI:
             compatibility_flags=compatibility_flags, bindings=bindings, migrations=migrations,
             containers=containers, keep_bindings=keep_bindings, annotations=annotations, tags=tags,
         )
-        return await self.call(
-            "PUT", f"/accounts/{account_id}/workers/scripts/{script}",
-            params={"excludeScript": "true", "bindings_inherit": "strict"},
-            files=upload_parts(metadata, modules),
-        )
+        marker = (annotations or {}).get("workers/tag") or content_marker(metadata, modules)
+        metadata.setdefault("annotations", {})["workers/tag"] = marker
+        new_tag = (migrations or {}).get("new_tag")
+        already = await self._uploaded_version(account_id, script, marker, new_tag)
+        if already is not None:
+            return already
+        path = f"/accounts/{account_id}/workers/scripts/{script}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.call("PUT", path, params={"excludeScript": "true", "bindings_inherit": "strict"},
+                                       files=upload_parts(metadata, modules), idempotent=False)
+            except (TransportError, ServerError, UnexpectedResponse) as exc:
+                already = await self._uploaded_version(account_id, script, marker, new_tag)
+                if already is not None:
+                    return already
+                if attempt >= self.max_attempts:
+                    raise
+                await self._sleep(self._retry_delay(exc, attempt) or 0)
+
+    async def _uploaded_version(self, account_id: str, script: str, marker: str,
+                                new_tag: str | None) -> dict | None:
+        """The live version when it carries `marker` (and the migration reached `new_tag`), else None."""
+        service = await self.get_service(account_id, script)
+        if service is None:
+            return None
+        script_info = (service.get("default_environment") or {}).get("script") or {}
+        if new_tag and script_info.get("migration_tag") != new_tag:
+            return None
+        live = await self.deployed_version(account_id, script)
+        if not live:
+            return None
+        version = await self.get_version(account_id, script, live)
+        if (version.get("annotations") or {}).get("workers/tag") != marker:
+            return None
+        return {"id": script, "deployment_id": live, "version_id": live,
+                "migration_tag": script_info.get("migration_tag"), "etag": script_info.get("etag"),
+                "reused": True}
 
     async def delete_script(self, account_id: str, script: str, *, force: bool = True) -> None:
         await self.call("DELETE", f"/accounts/{account_id}/workers/scripts/{script}",

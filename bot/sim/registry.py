@@ -326,7 +326,7 @@ async def start_registry(host: str = "127.0.0.1", port: int = 0, *, state: Regis
                          authorize: Authorize | None = None) -> RunningRegistry:
     """Serve a simulated registry on loopback (its own server)."""
     app = make_registry_app(state, authorize)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -59,13 +59,13 @@ async def cloudflare_middleware(request: web.Request, handler):
     faults: FaultInjector = sim.faults
     delay = faults.latency_for(request.method, api_path)
     if delay:
-        await asyncio.sleep(delay)
+        await sim.stall(delay)
     status = 500
     try:
         fault = faults.take(request.method, api_path)
         if fault is not None and not fault.after:
             if fault.delay:
-                await asyncio.sleep(fault.delay)
+                await sim.stall(fault.delay)
             if fault.reset:
                 status = 0
                 return _reset(request)
@@ -88,7 +88,7 @@ async def cloudflare_middleware(request: web.Request, handler):
         status = response.status
         if fault is not None:  # after=True: the work is done, the answer is lost
             if fault.delay:
-                await asyncio.sleep(fault.delay)
+                await sim.stall(fault.delay)
             if fault.reset:
                 status = 0
                 return _reset(request)
@@ -438,7 +438,7 @@ async def serve_worker(request: web.Request) -> web.Response:
     script, version = served
     health = sim.health_of(script.name, version.id)
     if health == "slow":
-        await asyncio.sleep(sim.slow_seconds)
+        await sim.stall(sim.slow_seconds)
     body = {"script": script.name, "version_id": version.id, "version_number": version.number,
             "path": "/" + request.match_info.get("tail", ""), "status": health}
     return web.json_response(body, status=500 if health == "failing" else 200)

@@ -57,6 +57,7 @@ class CloudflareSimServer:
         return seed_image(self.registry, repository, tag, image)
 
     async def close(self) -> None:
+        self.sim.closing.set()
         await self.runner.cleanup()
 
 
@@ -65,7 +66,8 @@ async def start_cloudflare_sim(host: str = "127.0.0.1", port: int = 0, *, sim: C
     """Start the simulator (API, served Workers, registry) on one loopback port."""
     sim = sim or CloudflareSim(hidden_version_reads=hidden_version_reads)
     app = make_app(sim)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    # A short shutdown timeout: stalled (fault-injected or "slow") handlers must not hold up teardown.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=False, shutdown_timeout=0.25)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

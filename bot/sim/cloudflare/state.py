@@ -7,6 +7,7 @@ layer (`app.py`) stays a thin translation.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import secrets
@@ -210,6 +211,14 @@ class CloudflareSim:
         self._ids = itertools.count(1)
         # faults/latency live in faults.FaultInjector, attached by make_app
         self.faults = None
+        self.closing = asyncio.Event()
+
+    async def stall(self, seconds: float) -> None:
+        """Sleep for injected latency/timeouts, cut short when the server shuts down."""
+        try:
+            await asyncio.wait_for(self.closing.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     # -- time and ids -------------------------------------------------------------------
 
