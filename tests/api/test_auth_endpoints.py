@@ -1,0 +1,99 @@
+"""/auth endpoints against the simulated GitHub and Cloudflare."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from tests.api.conftest import ApiClient
+from tests.engine.harness import ACCOUNT_ID, TOKEN
+from tests.plugins.github_sim import INSTALLATION_ID, REPOSITORY, seed_repo
+
+
+@pytest.fixture
+async def github_api(make_api, github_sim) -> ApiClient:
+    seed_repo(github_sim, permissions={"contents": "read", "issues": "write", "pull_requests": "write",
+                                       "checks": "write", "metadata": "read"})
+    github_sim.sim.add_collaborator(REPOSITORY, "alice", "write")
+    github_sim.sim.add_collaborator(REPOSITORY, "maya", "maintain")
+    api = await make_api(github_api_url=github_sim.url, github_app_id=str(github_sim.app_id),
+                         github_private_key=SecretStr(github_sim.app_private_key), github_write_interval=0)
+    api.github_sim = github_sim
+    return api
+
+
+async def test_github_installation_token_narrowed(github_api):
+    api = github_api
+    admin = await api.token("admin")
+    resp, body = await api.call("POST", "/auth/github-app/token", token=admin, json={
+        "installationId": str(INSTALLATION_ID), "permissions": {"contents": "read", "issues": "write"}})
+    assert resp.status == 200, body
+    data = body["data"]
+    assert data["token"] and data["expiresAt"].endswith("Z")
+    assert {k: v for k, v in data["permissions"].items() if k != "metadata"} == {"contents": "read", "issues": "write"}
+    # GitHub really issued that token, with only those permissions.
+    issued = api.github_sim.sim.tokens[data["token"]]
+    assert {k: v for k, v in issued.permissions.items() if k != "metadata"} == {"contents": "read", "issues": "write"}
+
+
+async def test_github_token_refuses_wider_permissions(github_api):
+    admin = await github_api.token("admin")
+    resp, body = await github_api.call("POST", "/auth/github-app/token", token=admin, json={
+        "installationId": str(INSTALLATION_ID), "permissions": {"contents": "write", "pull_requests": "read"}})
+    assert resp.status == 403 and body["error"]["code"] == "AUTH_006"
+    assert "contents" in body["error"]["message"] and "pull_requests" not in body["error"]["message"]
+    assert body["error"]["details"]["permissions"] == {"contents": {"requested": "write", "installation": "read"}}
+    resp, body = await github_api.call("POST", "/auth/github-app/token", token=admin, json={
+        "installationId": str(INSTALLATION_ID), "permissions": {"administration": "read"}})
+    assert resp.status == 403 and "administration" in body["error"]["message"]
+
+
+async def test_github_token_needs_admin_and_a_known_installation(github_api):
+    deployer = await github_api.token("deploy:staging", "read")
+    resp, body = await github_api.call("POST", "/auth/github-app/token", token=deployer,
+                                       json={"installationId": str(INSTALLATION_ID)})
+    assert resp.status == 403 and body["error"]["code"] == "AUTH_006"
+    admin = await github_api.token("admin")
+    resp, body = await github_api.call("POST", "/auth/github-app/token", token=admin, json={"installationId": "999999"})
+    assert resp.status in (403, 404) and body["error"]["code"] in ("AUTH_002", "SYS_005"), body
+
+
+async def test_validate_permissions_with_a_github_user(github_api):
+    token = await github_api.token("read", "deploy:staging")
+    resp, body = await github_api.call("POST", "/auth/permissions/validate", token=token, json={
+        "environment": "production", "repository": REPOSITORY, "githubUser": "alice"})
+    assert resp.status == 200, body
+    github = body["data"]["github"]
+    assert github == {"user": "alice", "repository": REPOSITORY, "permission": "write", "required": "maintain", "allowed": False}
+    resp, body = await github_api.call("POST", "/auth/permissions/validate", token=token, json={
+        "environment": "production", "repository": REPOSITORY, "githubUser": "maya"})
+    assert body["data"]["github"]["allowed"] is True
+    resp, body = await github_api.call("POST", "/auth/permissions/validate", token=token, json={
+        "environment": "staging", "repository": REPOSITORY})
+    assert resp.status == 422 and body["error"]["details"]["field"] == "githubUser"
+
+
+async def test_cloudflare_verify(deploy_api):
+    api, env = deploy_api, deploy_api.sim_env
+    token = await api.token("deploy:staging")
+    resp, body = await api.call("POST", "/auth/cloudflare/verify", token=token,
+                                json={"apiToken": TOKEN, "requiredScopes": []})
+    assert resp.status == 200, body
+    data = body["data"]
+    assert data["valid"] is True and data["user"]["id"]
+    assert any(a["id"] == ACCOUNT_ID for a in data["accounts"]) and data["scopes"]
+    assert TOKEN not in await resp.text()
+    scope = data["scopes"][0]
+    resp, body = await api.call("POST", "/auth/cloudflare/verify", token=token,
+                                json={"apiToken": TOKEN, "requiredScopes": [scope]})
+    assert resp.status == 200
+    resp, body = await api.call("POST", "/auth/cloudflare/verify", token=token,
+                                json={"apiToken": TOKEN, "requiredScopes": ["Zone:Zone Settings:Edit"]})
+    assert resp.status == 403 and body["error"]["code"] == "AUTH_004"
+    assert "Zone:Zone Settings:Edit" in body["error"]["message"]
+    resp, body = await api.call("POST", "/auth/cloudflare/verify", token=token,
+                                json={"apiToken": "not-a-real-token-0123456789", "requiredScopes": []})
+    assert resp.status == 401 and body["error"]["code"] == "AUTH_003"
+    reader = await api.token("read")
+    resp, body = await api.call("POST", "/auth/cloudflare/verify", token=reader, json={"apiToken": TOKEN})
+    assert resp.status == 403 and body["error"]["code"] == "AUTH_006"
