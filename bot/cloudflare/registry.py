@@ -126,6 +126,12 @@ def parse_image_ref(ref: str, *, scheme: str | None = None) -> ImageRef:
     return ImageRef(host, path, tag, digest, explicit or scheme or default_scheme(host))
 
 
+def with_query(url: str, **params: str) -> str:
+    """Add query parameters to an upload `Location` that may already carry its own (httpx's
+    `params=` would replace them, losing the registry's upload state)."""
+    return str(httpx.URL(url).copy_merge_params(params))
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -354,7 +360,7 @@ class RegistryClient:
         if await self.blob_exists(target, digest):
             return
         location = self._location(target, await self._start_upload(target))
-        response = await self._send("PUT", target, "", kind="blob", url=location, params={"digest": digest},
+        response = await self._send("PUT", target, "", kind="blob", url=with_query(location, digest=digest),
                                     content=data, headers={"Content-Type": "application/octet-stream"})
         if response.status_code != 201:
             raise await self._error(response, f"upload of {digest} to {target.host} failed")
@@ -374,7 +380,7 @@ class RegistryClient:
                 if size is not None:
                     headers["Content-Length"] = str(size)
                 response = await self._send(
-                    "PUT", target, "", kind="blob", url=location, params={"digest": digest},
+                    "PUT", target, "", kind="blob", url=with_query(location, digest=digest),
                     content=source_response.aiter_raw(self.chunk_size), headers=headers, retry=False,
                 )
             except RegistryError:

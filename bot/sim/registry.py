@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 from aiohttp import web
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -299,7 +300,7 @@ async def push_test_image(http, base_url: str, repository: str, tag: str, image:
         location = start.headers["location"]
         if location.startswith("/"):
             location = base + location
-        done = await http.put(location, params={"digest": digest}, content=data,
+        done = await http.put(str(httpx.URL(location).copy_merge_params({"digest": digest})), content=data,
                               headers={**headers, "Content-Type": "application/octet-stream"})
         done.raise_for_status()
     response = await http.put(f"{base}/v2/{repository}/manifests/{tag}", content=image.manifest,

@@ -75,6 +75,12 @@ def _apis() -> tuple[tuple[OpenAPI, dict], ...]:
 
 
 @lru_cache(maxsize=1)
+def _validators() -> tuple[tuple[V30RequestParametersValidator, V30RequestBodyValidator], ...]:
+    """Built once: constructing openapi-core validators costs more than validating."""
+    return tuple((V30RequestParametersValidator(api.spec), V30RequestBodyValidator(api.spec)) for api, _ in _apis())
+
+
+@lru_cache(maxsize=1)
 def _metadata_schema() -> dict:
     _, cf = _apis()[1]
     body = cf["components"]["requestBodies"]["workers_script_upload"]["content"]["multipart/form-data"]
@@ -117,11 +123,11 @@ def validate_request(*, host_url: str, path: str, method: str, query, headers, c
                        RequestParameters(query=query, header=headers, cookie={}),
                        content_type or "application/json", None if multipart else body)
     last: Exception | None = None
-    for api, _ in _apis():
+    for parameters, body_validator in _validators():
         try:
-            V30RequestParametersValidator(api.spec).validate(request)
+            parameters.validate(request)
             if not multipart and request.method in ("post", "put", "patch"):
-                V30RequestBodyValidator(api.spec).validate(request)
+                body_validator.validate(request)
             break
         except (PathNotFound, OperationNotFound) as exc:
             last = exc
