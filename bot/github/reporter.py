@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -415,6 +415,8 @@ class Reporter:
         self._trackers: dict[str, _Tracker] = {}
         #: Why a deployment was cancelled, when Flareship cancelled it (the head moved).
         self.cancel_notes: dict[str, str] = {}
+        #: Deployments whose final state is written: late events (a last log line) change nothing.
+        self._finished: OrderedDict[str, str] = OrderedDict()
         self._unsubscribe: Callable[[], None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -449,6 +451,8 @@ class Reporter:
             return
         if deployment.status == "initiated" and deployment.id not in self._trackers:
             return  # prepared only (/prepare): nothing is deploying yet
+        if deployment.id not in self._trackers and self._finished.get(deployment.id) == deployment.status:
+            return  # a late event about a deployment already reported as final
         if deployment.status == "cancelled" and deployment.id in self.cancel_notes:
             deployment = deployment.model_copy(update={"reason": self.cancel_notes[deployment.id]})
         tracker = self._trackers.get(deployment.id)
@@ -465,7 +469,6 @@ class Reporter:
         if tracker.task is None or tracker.task.done():
             tracker.task = asyncio.get_running_loop().create_task(self._work(tracker))
         if deployment.status in FINAL:
-            self.cancel_notes.pop(deployment.id, None)
             # Someone else's turn may have come: refresh queued check runs of the same environment.
             for other in self._trackers.values():
                 d = other.deployment
@@ -499,6 +502,10 @@ class Reporter:
         finally:
             if tracker.deployment.status in FINAL and not tracker.dirty and not tracker.transitions:
                 self._trackers.pop(tracker.deployment.id, None)
+                self.cancel_notes.pop(tracker.deployment.id, None)
+                self._finished[tracker.deployment.id] = tracker.deployment.status
+                while len(self._finished) > 2000:
+                    self._finished.popitem(last=False)
 
     # -- transitions (GitHub deployment, comment, reactions) -----------------------------
 
