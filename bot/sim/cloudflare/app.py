@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bot.sim.cloudflare.faults import FaultInjector
 from bot.sim.cloudflare.state import CloudflareSim, Module, SimError
-from bot.sim.cloudflare.validation import PREFIX, SpecViolation, validate_request
+from bot.sim.cloudflare.validation import PREFIX, SpecViolation, UnknownRoute, validate_request
 from bot.sim.registry import RegistryState, make_registry_routes
 
 log = logging.getLogger("flareship.sim.cloudflare")
@@ -79,6 +79,8 @@ async def cloudflare_middleware(request: web.Request, handler):
             response = await handler(request)
         except SimError as exc:
             response = failure(exc.status, exc.code, exc.message, exc.headers)
+        except UnknownRoute:
+            response = failure(404, 7000, "No route for that URI")
         except SpecViolation as exc:
             response = failure(400, 6007, f"Request does not match the Cloudflare API: {exc.reason}")
         except web.HTTPNotFound:

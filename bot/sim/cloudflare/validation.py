@@ -96,6 +96,10 @@ class SpecViolation(Exception):
         super().__init__(reason)
 
 
+class UnknownRoute(SpecViolation):
+    """No operation in either spec has this method and path."""
+
+
 def _reason(exc: BaseException) -> str:
     parts = [str(exc)]
     cause = exc.__cause__ or exc.__context__
@@ -135,7 +139,7 @@ def validate_request(*, host_url: str, path: str, method: str, query, headers, c
         except Exception as exc:  # openapi-core raises a family of validation errors
             raise SpecViolation(_reason(exc)) from None
     else:
-        raise SpecViolation(f"{method.upper()} {path} is not in the Cloudflare specs ({last})")
+        raise UnknownRoute(f"{method.upper()} {path} is not in the Cloudflare specs ({type(last).__name__})")
     if multipart and metadata is not None:
         schema = _metadata_schema()
         validator = jsonschema.Draft4Validator(schema)
