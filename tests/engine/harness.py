@@ -11,16 +11,13 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bot.cloudflare import CloudflareClients
 from bot.engine import Engine
-from bot.services import Services
 from bot.settings import Settings
 from bot.sim.cloudflare.app import make_app
 from bot.sim.cloudflare.state import CloudflareSim
 from bot.sim.registry import RunningRegistry, build_test_image, seed_image, start_registry
 
-ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
-TOKEN = "sim-deploy-token-0123456789abcdef"
+from tests.engine.engine_factory import ACCOUNT_ID, TOKEN, make_engine  # noqa: F401  (re-exported)
 
 APP_MODULE = """
 import { DurableObject } from "cloudflare:workers";
@@ -96,19 +93,6 @@ async def start_sim_env(*, plan: str = "paid", port: int = 0, validate_requests:
     env = SimEnv(sim, runner, bound, source)
     env.add_image()
     return env
-
-
-def make_engine(settings: Settings, database, *, github=None, lease_seconds: float = 5,
-                heartbeat_seconds: float = 1, clock=None, holder: str | None = None,
-                fast: bool = True) -> tuple[Engine, CloudflareClients]:
-    services = Services(settings=settings, database=database, github=github)
-    options = {"backoff_base": 0.01, "jitter": 0.01} if fast else {}
-    clients = CloudflareClients(settings, client_options=options)
-    engine = Engine(services, cloudflare=clients, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
-                    clock=clock, poll_seconds=0.05, health_interval=0.05, holder=holder)
-    services.engine = engine
-    # Fresh versions are hidden for a read or two in the simulator: retry quickly in tests.
-    return engine, clients
 
 
 async def wait_final(engine: Engine, deployment_id: str, timeout: float = 20.0):

@@ -1,0 +1,24 @@
+"""Build an Engine for tests without importing the simulators (the crash-test child uses it)."""
+
+from __future__ import annotations
+
+from bot.cloudflare import CloudflareClients
+from bot.engine import Engine
+from bot.services import Services
+from bot.settings import Settings
+
+ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
+TOKEN = "sim-deploy-token-0123456789abcdef"
+
+
+def make_engine(settings: Settings, database, *, github=None, lease_seconds: float = 5,
+                heartbeat_seconds: float = 1, clock=None, holder: str | None = None,
+                fast: bool = True) -> tuple[Engine, CloudflareClients]:
+    services = Services(settings=settings, database=database, github=github)
+    options = {"backoff_base": 0.01, "jitter": 0.01} if fast else {}
+    clients = CloudflareClients(settings, client_options=options)
+    engine = Engine(services, cloudflare=clients, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
+                    clock=clock, poll_seconds=0.05, health_interval=0.05, holder=holder)
+    services.engine = engine
+    # Fresh versions are hidden for a read or two in the simulator: retry quickly in tests.
+    return engine, clients
