@@ -185,3 +185,21 @@ async def test_no_token_in_logs(cloudflare_sim, cloudflare_client, caplog):
         await cloudflare_client.get_account(ACC)
     assert CF_TOKEN not in caplog.text and CF_TOKEN not in str(err.value) and CF_TOKEN not in repr(cloudflare_client)
     assert "cloudflare GET" in caplog.text  # the retries were logged, just not the token
+
+
+async def test_token_details_need_api_tokens_read(cloudflare_sim, http):
+    sim = cloudflare_sim.sim
+    sim.add_token("deploy-only-token-123456789", [ACC], {"workers_scripts:edit"})
+    deploy_only = {"Authorization": "Bearer deploy-only-token-123456789"}
+    token_id = (await http.get(f"{cloudflare_sim.url}/user/tokens/verify", headers=deploy_only)).json()["result"]["id"]
+    r = await http.get(f"{cloudflare_sim.url}/user/tokens/{token_id}", headers=deploy_only)
+    assert error_of(r)[:2] == (403, 9109)
+    own_id = (await http.get(f"{cloudflare_sim.url}/user/tokens/verify", headers=AUTH)).json()["result"]["id"]
+    r = await http.get(f"{cloudflare_sim.url}/user/tokens/{own_id}", headers=AUTH)
+    assert f"com.cloudflare.api.account.{ACC}" in r.json()["result"]["policies"][0]["resources"]
+    sim.add_token("cfat_memberships_123456789", [ACC])
+    r = await http.get(f"{cloudflare_sim.url}/memberships",
+                       headers={"Authorization": "Bearer cfat_memberships_123456789"})
+    assert error_of(r)[:2] == (403, 10001)
+    r = await http.get(f"{cloudflare_sim.url}/memberships", headers=AUTH)
+    assert r.json()["result"][0]["account"]["id"] == ACC

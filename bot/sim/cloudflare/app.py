@@ -196,6 +196,48 @@ async def verify_account_token(request):
                     messages=[{"code": 10000, "message": "This API Token is valid and active", "type": None}])
 
 
+@routes.get(P + "/user")
+async def get_user(request):
+    sim = request.app[SIM]
+    token = _token(request)
+    if token.kind == "account":
+        raise SimError(401, 1000, "Invalid API Token")
+    sim._usable(token)
+    return envelope({"id": "sim-user-" + token.id[:8], "email": "sim@flareship.test", "suspended": False})
+
+
+@routes.get(P + "/user/tokens/{token_id}")
+async def get_user_token(request):
+    """Reading a token's policies needs API Tokens Read (9109 otherwise), which is why the
+    engine probes instead."""
+    sim = request.app[SIM]
+    token = _token(request)
+    if token.kind == "account":
+        raise SimError(401, 1000, "Invalid API Token")
+    sim._usable(token)
+    if not token.allows("api_tokens:read"):
+        raise SimError(403, 9109, "Unauthorized to access requested resource")
+    target = next((t for t in sim.tokens.values() if t.id == request.match_info["token_id"]), None)
+    if target is None or target.value != token.value:
+        raise SimError(404, 1003, "token not found")
+    return envelope({"id": target.id, "name": "sim token", "status": target.status, "policies": [
+        {"id": "p1", "effect": "allow",
+         "resources": {f"com.cloudflare.api.account.{a}": "*" for a in sorted(target.account_ids)},
+         "permission_groups": [{"id": p, "name": p} for p in sorted(target.permissions)]}]})
+
+
+@routes.get(P + "/memberships")
+async def memberships(request):
+    sim = request.app[SIM]
+    token = _token(request)
+    if token.kind == "account":
+        raise SimError(403, 10001, "Account API tokens cannot list memberships")
+    sim._usable(token)
+    return _paged(request, [{"id": sim.new_id(), "status": "accepted",
+                             "account": {"id": a, "name": sim.accounts[a].name}}
+                            for a in sorted(token.account_ids) if a in sim.accounts])
+
+
 @routes.get(P + "/accounts")
 async def list_accounts(request):
     sim = request.app[SIM]
