@@ -127,10 +127,11 @@ class PullRequestState:
             await conn.execute(sa.update(pr_commands).where(pr_commands.c.key == key).values(**values))
 
     async def command_for_deployment(self, deployment_id: str) -> CommandRow | None:
+        """The latest trigger of the deployment (a /retry comment after the /deploy that failed)."""
         async with self.db.connect() as conn:
             row = (await conn.execute(
                 sa.select(pr_commands).where(pr_commands.c.deployment_id == deployment_id)
-                .order_by(pr_commands.c.created_at).limit(1)
+                .order_by(pr_commands.c.created_at.desc()).limit(1)
             )).first()
         return _command(row)
 
