@@ -9,6 +9,7 @@ patched in here (and only that), so the simulator accepts what Cloudflare accept
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -119,7 +120,48 @@ def validate_request(*, host_url: str, path: str, method: str, query, headers, c
                      body: bytes | None, metadata: Any = None) -> None:
     """Raise SpecViolation unless (method, path) is in a spec and parameters/body match it.
 
-    Multipart uploads: parameters are checked by openapi-core, the `metadata` part (already
+    Validation is pure, so verdicts are memoised by request content: openapi-core's path
+    matching costs milliseconds, and simulated deployments repeat the same calls a lot.
+    """
+    key = (method.upper(), path, tuple(sorted(query.items())), content_type.split(";")[0],
+           hashlib.sha256(body).hexdigest() if body else None,
+           json.dumps(metadata, sort_keys=True, default=str) if metadata is not None else None)
+    verdict = _VERDICTS.get(key)
+    if verdict is None:
+        try:
+            _validate(host_url=host_url, path=path, method=method, query=query, headers=headers,
+                      content_type=content_type, body=body, metadata=metadata)
+            verdict = _OK
+        except SpecViolation as exc:
+            verdict = exc
+        _VERDICTS[key] = verdict
+    if verdict is not _OK:
+        raise type(verdict)(verdict.reason)
+
+
+_OK = object()
+_VERDICTS: "OrderedLRU" = None  # type: ignore[assignment]  (set below)
+
+
+class OrderedLRU(dict):
+    """A small bounded memo (oldest entries dropped first)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key, value) -> None:
+        if len(self) >= self.limit:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
+
+
+_VERDICTS = OrderedLRU(8192)
+
+
+def _validate(*, host_url: str, path: str, method: str, query, headers, content_type: str,
+              body: bytes | None, metadata: Any = None) -> None:
+    """The uncached check. Multipart uploads: parameters are checked by openapi-core, the `metadata` part (already
     parsed, passed as `metadata`) against the upload schema with jsonschema.
     """
     multipart = content_type.startswith("multipart/")
