@@ -131,3 +131,39 @@ async def test_a_restarted_reporter_edits_what_the_last_one_created(workflow):
     assert not [r for r in new if r.path.endswith("/deployments")]
     assert len(workflow.check_runs(HEAD_SHA, "staging")) == 1
     assert len(workflow.flareship_comments()) == 1
+
+
+async def test_head_checked_again_when_a_queued_deploy_starts(workflow):
+    """No synchronize webhook arrived (yet): the head is read again when the deploy's turn comes."""
+    workflow.add_pull_request(8, head_sha=OTHER_SHA, head_ref="other")
+    slow_cloudflare(workflow)
+    engine = workflow.services.engine
+    await workflow.post("issue_comment", workflow.comment_payload("/deploy staging", number=8))
+    await workflow.post("issue_comment", workflow.comment_payload("/deploy staging", number=7))
+    for _ in range(500):
+        if [d for d in await engine.list(repository=REPOSITORY) if d.pull_request == 7 and d.status == "queued"]:
+            break
+        await asyncio.sleep(0.01)
+    workflow.sim.set_file(REPOSITORY, NEW_HEAD, "dist/index.js", FILES["dist/index.js"])
+    workflow.sim.repo(REPOSITORY).pulls[7].head_sha = NEW_HEAD
+    await workflow.settle(timeout=40)
+
+    [run7] = workflow.check_runs(HEAD_SHA, "staging")
+    assert run7["conclusion"] == "cancelled", run7["output"]
+    assert "head moved from `c0ffee0` to `a11ce00`" in run7["output"]["summary"]
+    d7 = await engine.get(run7["external_id"])
+    assert d7.step("Uploading Worker version").status != "completed"
+    assert (await engine.live_release(REPOSITORY, "staging")).sha == OTHER_SHA
+    assert [d for d in workflow.deployments("staging") if d["ref"] == HEAD_SHA] == []
+
+
+async def test_production_history_marks_the_superseded_deployment_inactive(workflow):
+    workflow.sim.add_review(REPOSITORY, 7, user="carol", state="APPROVED", commit_id=HEAD_SHA)
+    workflow.sim.add_status(REPOSITORY, HEAD_SHA, context="ci/tests", state="success")
+    await workflow.comment("/deploy staging")
+    await workflow.comment("/deploy production", user="lead")
+    await workflow.comment("/deploy production", user="lead")
+    first, second = sorted(workflow.deployments("production"), key=lambda d: d["id"])
+    assert workflow.deployment_states(first["id"]) == ["in_progress", "success", "inactive"]
+    assert workflow.deployment_states(second["id"]) == ["in_progress", "success"]
+    assert len(workflow.check_runs(HEAD_SHA, "production")) == 1
