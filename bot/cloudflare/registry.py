@@ -249,7 +249,10 @@ class RegistryClient:
             try:
                 request = self._http.build_request(method, target, headers=all_headers, content=content,
                                                    params=params)
-                response = await self._http.send(request, stream=stream)
+                # Registries redirect blob reads to storage (307); httpx drops the Authorization
+                # header when a redirect leaves the host.
+                response = await self._http.send(request, stream=stream,
+                                                 follow_redirects=method in ("GET", "HEAD"))
             except httpx.TransportError as exc:
                 if not retry or attempt >= self.max_attempts:
                     raise RegistryError(f"registry {image.host} unreachable ({type(exc).__name__})") from None
