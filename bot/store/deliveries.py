@@ -80,41 +80,43 @@ def _stored(row) -> StoredDelivery:
 async def insert_deliveries(conn, deliveries: Sequence[NewDelivery]) -> list[bool]:
     """Insert what is new; return, per input, whether it was new (a repeat id answers False).
 
-    Within one call the first occurrence of an id wins. A concurrent writer elsewhere is
-    covered by ON CONFLICT DO NOTHING: the row exists once whatever the race.
+    One statement per batch: INSERT ... ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id
+    (SQLite >= 3.35 and PostgreSQL), so the database itself decides what is a repeat, even
+    against another process writing the same id at the same moment. Within one call the first
+    occurrence of an id wins.
     """
     if not deliveries:
         return []
-    ids = list({d.delivery_id for d in deliveries})
-    existing = set(
-        (await conn.execute(sa.select(webhook_deliveries.c.delivery_id).where(webhook_deliveries.c.delivery_id.in_(ids))))
-        .scalars()
-        .all()
+    rows: dict[str, dict] = {}
+    for d in deliveries:
+        rows.setdefault(
+            d.delivery_id,
+            {
+                "delivery_id": d.delivery_id,
+                "event": d.event,
+                "action": d.action,
+                "installation_id": d.installation_id,
+                "repository": d.repository,
+                "payload": d.payload,
+                "received_at": d.received_at,
+                "status": PENDING,
+                "attempts": 0,
+            },
+        )
+    insert = dialect_insert(conn)
+    statement = (
+        insert(webhook_deliveries)
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(webhook_deliveries.c.delivery_id)
     )
-    seen: set[str] = set(existing)
-    fresh: list[dict] = []
+    # executemany: compiled once and cached; SQLAlchemy's "insertmanyvalues" sends the batch as
+    # one multi-row INSERT ... RETURNING.
+    inserted = set((await conn.execute(statement, list(rows.values()))).scalars().all())
     outcome: list[bool] = []
     for d in deliveries:
-        is_new = d.delivery_id not in seen
+        is_new = d.delivery_id in inserted
         outcome.append(is_new)
-        if is_new:
-            seen.add(d.delivery_id)
-            fresh.append(
-                {
-                    "delivery_id": d.delivery_id,
-                    "event": d.event,
-                    "action": d.action,
-                    "installation_id": d.installation_id,
-                    "repository": d.repository,
-                    "payload": d.payload,
-                    "received_at": d.received_at,
-                    "status": PENDING,
-                    "attempts": 0,
-                }
-            )
-    if fresh:
-        insert = dialect_insert(conn)
-        await conn.execute(insert(webhook_deliveries).on_conflict_do_nothing(index_elements=["delivery_id"]), fresh)
+        inserted.discard(d.delivery_id)  # a second copy in the same batch is a repeat
     return outcome
 
 
@@ -134,6 +136,8 @@ class DeliveryWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
+        #: The writer's own connection, kept open: no pool checkout or reset per batch.
+        self._conn = None
         #: Batches committed and deliveries written (observability; the bench prints them).
         self.batches = 0
         self.written = 0
@@ -169,14 +173,26 @@ class DeliveryWriter:
                 del self._waiting[: self.max_batch]
                 await self._write(batch)
             if self._stopping and not self._waiting:
+                await self._drop_connection()
                 return
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # already broken; the pool discards it
+                pass
 
     async def _write(self, batch: list[tuple[NewDelivery, asyncio.Future]]) -> None:
         try:
-            async with self.database.begin() as conn:
-                outcome = await insert_deliveries(conn, [d for d, _ in batch])
+            if self._conn is None:
+                self._conn = await self.database.connect().start()
+            async with self._conn.begin():
+                outcome = await insert_deliveries(self._conn, [d for d, _ in batch])
         except Exception as exc:  # the callers answer 503; GitHub redelivers
             log.error("could not store %d webhook deliveries: %s", len(batch), exc)
+            await self._drop_connection()
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

@@ -174,9 +174,10 @@ async def test_store_failure_is_503_and_not_acknowledged(flareship_client):
     real = writer.database
 
     class Broken:
-        def begin(self):
+        def connect(self):
             raise ConnectionError("database is down")
 
+    await writer._drop_connection()
     writer.database = Broken()
     try:
         response = await post_webhook(flareship_client, "push", "push", delivery_id="d-down")

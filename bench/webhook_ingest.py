@@ -1,0 +1,336 @@
+"""Webhook ingest benchmark: Flareship (durable store, real app) against a bare HMAC-only server.
+
+    python bench/webhook_ingest.py [--duration 5] [--max-requests 20000] [--concurrency 50 200]
+
+Both servers run in their own process on 127.0.0.1, one at a time; the load comes from this
+process through a small keep-alive HTTP/1.1 client written on asyncio protocols (an aiohttp
+client would be the bottleneck). Every request is the real signed `issue_comment` fixture with a
+fresh `X-GitHub-Delivery`, so Flareship stores every one (SQLite file, WAL, synchronous=NORMAL).
+Prints requests/s, p50/p99 ack latency, the throughput ratio, and checks that every 202 is a row.
+Target (issue 2): ratio >= 50% and p99 < 20 ms at 50 concurrent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "github-webhooks" / "issue_comment.created.pull_request.json"
+SECRET = "bench-webhook-secret"
+UNREACHABLE = "http://127.0.0.1:9"
+
+
+# -- the servers (each started as `--serve NAME` in a child process) -----------------------------
+
+
+def _serve_bare(port_file: str) -> None:
+    """aiohttp that reads the body, checks the HMAC in constant time and answers 202: the floor."""
+    from aiohttp import web
+
+    key = SECRET.encode()
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        expected = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(request.headers.get("X-Hub-Signature-256", ""), expected):
+            return web.Response(status=401)
+        return web.json_response({"ok": True}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/webhooks/github", receive)
+    asyncio.run(_run_app(app, port_file))
+
+
+def _serve_flareship(port_file: str, database_path: str, ingest_only: bool = False) -> None:
+    """The real composition root with its defaults, as `flareship serve` runs it.
+
+    `ingest_only` leaves the dispatcher stopped (deliveries are stored and acknowledged, not yet
+    handled) to separate the intake's own cost from the handlers' work sharing the same core.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from bot.app import init_app
+    from bot.logs import configure_logging
+    from bot.settings import load_settings
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    settings = load_settings(
+        github_app_id="1",
+        github_private_key=key.decode(),
+        github_webhook_secret=SECRET,
+        github_api_url=UNREACHABLE,
+        cloudflare_api_url=UNREACHABLE + "/client/v4",
+        container_registry_url=UNREACHABLE,
+        database_url=f"sqlite:///{database_path}",
+        log_level="INFO",
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    app = init_app(settings)
+    if ingest_only:
+        from bot.dispatcher import start_dispatcher, stop_dispatcher
+
+        app.on_startup.remove(start_dispatcher)
+        app.on_shutdown.remove(stop_dispatcher)
+    asyncio.run(_run_app(app, port_file))
+
+
+async def _run_app(app, port_file: str) -> None:
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    port = runner.addresses[0][1]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    Path(port_file).write_text(str(port))
+    await stop.wait()
+    await runner.cleanup()
+
+
+# -- the load -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rps(self) -> float:
+        return self.count / self.elapsed if self.elapsed else 0.0
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection sending one request at a time and timing each answer."""
+
+    def __init__(self, load: "_Load"):
+        self.load = load
+        self.buffer = bytearray()
+        self.started = 0.0
+        self.transport: asyncio.Transport | None = None
+        self.closed = load.loop.create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.send()
+
+    def send(self) -> None:
+        request = self.load.next_request()
+        if request is None:
+            self.transport.close()
+            return
+        self.started = time.perf_counter()
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            start = head.find(b"content-length:")
+            length = int(head[start + 15 : head.find(b"\r\n", start) if head.find(b"\r\n", start) > 0 else None]) if start >= 0 else 0
+            total = end + 4 + length
+            if len(self.buffer) < total:
+                return
+            status = int(head[9:12])
+            del self.buffer[:total]
+            self.load.record(status, time.perf_counter() - self.started)
+            self.send()
+
+    def connection_lost(self, exc) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+
+class _Load:
+    def __init__(self, port: int, body: bytes, *, max_requests: int, duration: float, warmup: float):
+        self.loop = asyncio.get_running_loop()
+        signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        self.head_start = (
+            "POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: GitHub-Hookshot/bench\r\n"
+            "Content-Type: application/json\r\nX-GitHub-Event: issue_comment\r\nX-Hub-Signature-256: %s\r\n"
+            "Content-Length: %d\r\nX-GitHub-Delivery: " % (port, signature, len(body))
+        ).encode()
+        self.body = body
+        self.max_requests = max_requests
+        self.warmup_until = time.perf_counter() + warmup
+        self.deadline = self.warmup_until + duration
+        self.measuring_since: float | None = None
+        self.sent = 0
+        self.result = Result()
+        self.acked_ids = 0
+        self.answered = 0
+
+    def next_request(self) -> bytes | None:
+        now = time.perf_counter()
+        if now >= self.deadline or self.result.count >= self.max_requests:
+            return None
+        self.sent += 1
+        return self.head_start + uuid.uuid4().hex.encode() + b"\r\n\r\n" + self.body
+
+    def record(self, status: int, latency: float) -> None:
+        now = time.perf_counter()
+        self.answered += 1
+        if status == 202:
+            self.acked_ids += 1
+        if now < self.warmup_until:
+            return
+        if self.measuring_since is None:
+            self.measuring_since = now
+        self.result.latencies.append(latency)
+        self.result.statuses[status] = self.result.statuses.get(status, 0) + 1
+        self.result.elapsed = now - self.measuring_since
+
+
+async def run_load(port: int, body: bytes, concurrency: int, *, duration: float, max_requests: int,
+                   warmup: float) -> tuple[Result, int, int]:
+    load = _Load(port, body, max_requests=max_requests, duration=duration, warmup=warmup)
+    connections = []
+    for _ in range(concurrency):
+        _, protocol = await load.loop.create_connection(lambda: _Connection(load), "127.0.0.1", port)
+        connections.append(protocol)
+    await asyncio.gather(*(c.closed for c in connections))
+    return load.result, load.acked_ids, load.answered
+
+
+# -- orchestration --------------------------------------------------------------------------------
+
+
+def _start(kind: str, workdir: str, ingest_only: bool = False) -> tuple[subprocess.Popen, int, str | None]:
+    port_file = os.path.join(workdir, f"{kind}.port")
+    if os.path.exists(port_file):
+        os.remove(port_file)
+    database = os.path.join(workdir, "flareship.db") if kind == "flareship" else None
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port-file", port_file]
+    if database:
+        command += ["--database", database]
+    if ingest_only:
+        command.append("--ingest-only")
+    log = open(os.path.join(workdir, f"{kind}.log"), "ab")
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=log, stdout=log)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(port_file) or not Path(port_file).read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{kind} server did not start")
+        time.sleep(0.05)
+    return process, int(Path(port_file).read_text()), database
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used (Linux /proc), to compare cost per request under noise."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _rows(database: str) -> int:
+    with sqlite3.connect(database) as conn:
+        return conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone()[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run (after warm-up)")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--max-requests", type=int, default=20_000, help="stop a run after this many answers")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="run Flareship with its dispatcher stopped (intake cost alone)")
+    parser.add_argument("--serve", choices=["bare", "flareship"], help=argparse.SUPPRESS)
+    parser.add_argument("--port-file", help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve == "bare":
+        _serve_bare(args.port_file)
+        return 0
+    if args.serve == "flareship":
+        _serve_flareship(args.port_file, args.database, args.ingest_only)
+        return 0
+
+    body = FIXTURE.read_bytes()
+    mode = "dispatcher stopped (intake only)" if args.ingest_only else "full app, dispatcher running"
+    print(f"Flareship: {mode}; load average {os.getloadavg()[0]:.1f} at start")
+    print(f"payload: {FIXTURE.name} ({len(body)} bytes), {os.cpu_count()} CPUs, "
+          f"{args.duration:g} s or {args.max_requests} answers per run after {args.warmup:g} s warm-up")
+    rows: list[tuple] = []
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="flareship-bench-") as workdir:
+        for concurrency in args.concurrency:
+            measured = {}
+            for kind in ("bare", "flareship"):
+                process, port, database = _start(kind, workdir, args.ingest_only)
+                try:
+                    cpu_before = _cpu_seconds(process.pid)
+                    result, acked, answered = asyncio.run(run_load(port, body, concurrency, duration=args.duration,
+                                                         max_requests=args.max_requests, warmup=args.warmup))
+                    cpu = _cpu_seconds(process.pid) - cpu_before
+                finally:
+                    _stop(process)
+                measured[kind] = result
+                stored = ""
+                if database:
+                    count = _rows(database)
+                    stored = f"  stored {count} rows for {acked} acks"
+                    ok &= count >= acked
+                    os.remove(database)
+                print(f"  {kind:9s} c={concurrency:<4d} {result.rps:9.0f} req/s  p50 {result.percentile(50):6.2f} ms"
+                      f"  p99 {result.percentile(99):6.2f} ms  server CPU {cpu * 1e6 / max(1, answered):5.0f} us/req"
+                      f"  statuses {result.statuses}{stored}")
+            ratio = measured["flareship"].rps / measured["bare"].rps if measured["bare"].rps else 0.0
+            p99 = measured["flareship"].percentile(99)
+            rows.append((concurrency, measured["bare"], measured["flareship"], ratio))
+            print(f"  ratio     c={concurrency:<4d} Flareship/bare = {ratio:.0%}")
+            if concurrency == 50:
+                ok &= ratio >= 0.5 and p99 < 20
+    print("\n| connections | bare req/s | bare p50/p99 ms | Flareship req/s | Flareship p50/p99 ms | ratio |")
+    print("|---|---|---|---|---|---|")
+    for concurrency, bare, flare, ratio in rows:
+        print(f"| {concurrency} | {bare.rps:.0f} | {bare.percentile(50):.1f} / {bare.percentile(99):.1f} | "
+              f"{flare.rps:.0f} | {flare.percentile(50):.1f} / {flare.percentile(99):.1f} | {ratio:.0%} |")
+    print("\ntarget (>= 50% of bare, p99 < 20 ms at 50 connections, every 202 stored):", "met" if ok else "NOT met")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
