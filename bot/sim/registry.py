@@ -213,10 +213,13 @@ def make_registry_routes(state: RegistryState, authorize: Authorize | None = Non
     ]
 
 
+REGISTRY_STATE = web.AppKey("registry_state", RegistryState)
+
+
 def make_registry_app(state: RegistryState | None = None, authorize: Authorize | None = None) -> web.Application:
     app = web.Application(client_max_size=1 << 30)
-    app["registry_state"] = state or RegistryState()
-    app.add_routes(make_registry_routes(app["registry_state"], authorize))
+    app[REGISTRY_STATE] = state or RegistryState()
+    app.add_routes(make_registry_routes(app[REGISTRY_STATE], authorize))
     return app
 
 
@@ -332,7 +335,7 @@ async def start_registry(host: str = "127.0.0.1", port: int = 0, *, state: Regis
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return RunningRegistry(f"http://{host}:{bound}", app["registry_state"], runner)
+    return RunningRegistry(f"http://{host}:{bound}", app[REGISTRY_STATE], runner)
 
 
 __all__ = ["RegistryState", "TestImage", "build_test_image", "seed_image", "push_test_image", "start_registry",

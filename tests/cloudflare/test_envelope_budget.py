@@ -155,7 +155,7 @@ async def test_client_budget_against_the_sim(cloudflare_sim, cloudflare_http):
     assert cloudflare_sim.sim.count_requests("GET", f"/accounts/{CF_ACCOUNT_ID}") == 5
 
 
-def test_factory_shares_one_budget_per_token():
+async def test_factory_shares_one_budget_per_token():
     from bot.cloudflare import CloudflareClients
     from bot.settings import load_settings
 
@@ -164,7 +164,7 @@ def test_factory_shares_one_budget_per_token():
         "token-b-123456789")
     assert a.budget is b.budget and a.budget is not c.budget
     assert "token-a" not in repr(a)
-    asyncio.run(clients.aclose())
+    await clients.aclose()
 
 
 async def test_factory_for_environment(monkeypatch):

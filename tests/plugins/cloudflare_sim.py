@@ -114,8 +114,8 @@ def _start_docker_registry(binary: str, root: Path) -> DockerRegistry:
         f"http:\n  addr: 127.0.0.1:{port}\n"
         "health:\n  storagedriver:\n    enabled: false\n"
     )
-    log = open(root / "registry.log", "wb")
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    with open(root / "registry.log", "wb") as log:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -23,6 +23,10 @@ log = logging.getLogger("flareship.sim.cloudflare")
 
 SIM = web.AppKey("cloudflare_sim", CloudflareSim)
 REGISTRY = web.AppKey("cloudflare_sim_registry", RegistryState)
+#: What the middleware parsed from the body, for the handlers.
+METADATA = web.RequestKey("metadata", dict)
+MODULES = web.RequestKey("modules", dict)
+JSON_BODY = web.RequestKey("json", object)
 
 
 def envelope(result, *, result_info=None, messages=None, status: int = 200, headers=None) -> web.Response:
@@ -127,13 +131,13 @@ async def _prepare(request: web.Request, api_path: str) -> None:
             metadata = json.loads(meta_part.content)
         except ValueError:
             raise SimError(400, 10021, "metadata part is not JSON") from None
-        request["metadata"] = metadata
-        request["modules"] = parts
+        request[METADATA] = metadata
+        request[MODULES] = parts
     elif request.can_read_body:
         body = await request.read()
         if body:
             try:
-                request["json"] = json.loads(body)
+                request[JSON_BODY] = json.loads(body)
             except ValueError:
                 raise SimError(400, 6007, "Malformed JSON in request body") from None
     if sim.validate_requests:
@@ -168,7 +172,7 @@ def _paged(request: web.Request, items: list) -> web.Response:
 
 
 def _body(request: web.Request) -> dict:
-    body = request.get("json")
+    body = request.get(JSON_BODY)
     if not isinstance(body, dict):
         raise SimError(400, 6007, "a JSON object body is required")
     return body
@@ -273,10 +277,10 @@ async def list_scripts(request):
 async def upload_script(request):
     sim = request.app[SIM]
     account = _account(request, "workers_scripts:edit")
-    if "metadata" not in request:
+    if METADATA not in request:
         raise SimError(400, 10021, "a module Worker is uploaded as multipart/form-data with a metadata part")
-    return envelope(sim.upload_script(account, request.match_info["script_name"], request["metadata"],
-                                      request["modules"]))
+    return envelope(sim.upload_script(account, request.match_info["script_name"], request[METADATA],
+                                      request[MODULES]))
 
 
 @routes.get(S)

@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from cachetools import LRUCache
+from jsonschema import FormatChecker
 from jsonschema.exceptions import best_match
 from multidict import CIMultiDict, MultiDict
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
+from openapi_core.templating.paths.finders import APICallPathFinder
+from openapi_core.validation.schemas.factories import SchemaValidatorsFactory
+from openapi_schema_validator import OAS30WriteValidator
 
 from bot.github.paths import PathTemplate, github_spec
 
@@ -39,11 +44,44 @@ def _drop_inline_discriminators(node: Any) -> None:
             _drop_inline_discriminators(value)
 
 
+class _SharedFormatChecker(FormatChecker):
+    """openapi-core deep-copies the format checker for every schema it validates (most of a
+    request's validation time); nothing here adds formats to it, so one shared copy is safe."""
+
+    def __deepcopy__(self, memo: dict) -> "_SharedFormatChecker":
+        return self
+
+
+class _CachedPathFinder(APICallPathFinder):
+    """openapi-core recompiles every path template for each request; remember each URL's answer."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._found: LRUCache = LRUCache(maxsize=4096)
+
+    def find(self, method: str, name: str):  # type: ignore[override]
+        key = (method, name)
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = super().find(method, name)
+        return found
+
+
 @functools.cache
 def openapi() -> OpenAPI:
     spec = copy.deepcopy(github_spec())
     _drop_inline_discriminators(spec)
-    return OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None))
+    checker = _SharedFormatChecker()
+    checker.checkers = dict(OAS30WriteValidator.FORMAT_CHECKER.checkers)
+    factory = SchemaValidatorsFactory(OAS30WriteValidator, checker)
+    return OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None, schema_validators_factory=factory,
+                                                  path_finder_cls=_CachedPathFinder))
+
+
+@functools.cache
+def request_validator():
+    """Validation only: the simulator never needs openapi-core's unmarshalled values."""
+    return openapi().request_validator
 
 
 class _Request:
@@ -106,10 +144,9 @@ def validate_request(template: PathTemplate, params: dict[str, str], method: str
                      headers: CIMultiDict, body: bytes, content_type: str) -> Problem | None:
     """None when the request conforms; otherwise GitHub's 404/422 answer."""
     request = _Request(method, _validation_path(template, params), query, headers, body or None, content_type)
-    result = openapi().unmarshal_request(request)
-    if not result.errors:
+    error = next(iter(request_validator().iter_errors(request)), None)
+    if error is None:
         return None
-    error = result.errors[0]
     kind = type(error).__name__
     if kind in ("PathNotFound", "OperationNotFound", "ServerNotFound"):
         return Problem(404, {"message": "Not Found", "documentation_url": DOCS})
