@@ -34,6 +34,8 @@ MAX_ACTIONS = 3
 MAX_ACTION_LABEL, MAX_ACTION_DESCRIPTION, MAX_ACTION_IDENTIFIER = 20, 40, 20
 MAX_DEPLOYMENT_DESCRIPTION = 140
 LOG_LINES_KEPT = 60
+#: Attempts at writing one piece of state before waiting for the next engine event.
+MAX_REPORT_ATTEMPTS = 6
 COMMENT_MARKER = "<!-- flareship:pr-comment -->"
 CHECK_NAME_PREFIX = "Deploy to "
 
@@ -379,7 +381,6 @@ class _Tracker:
     transitions: deque = field(default_factory=deque)  # (previous status, deployment snapshot)
     was_queued: bool = False
     task: asyncio.Task | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 GitHubFactory = Callable[[int], Awaitable[Any]]
@@ -396,6 +397,7 @@ class Reporter:
         store: PullRequestState,
         public_url: str,
         interval: float = 1.0,
+        retry_delay: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         promote_target: Callable[[Any], str | None] = default_promote_target,
         details_url: Callable[[Any], str] | None = None,
@@ -406,6 +408,7 @@ class Reporter:
         self.store = store
         self.public_url = public_url.rstrip("/")
         self.interval = interval
+        self.retry_delay = retry_delay
         self.clock = clock
         self.promote_target = promote_target
         self.details_url = details_url or (lambda d: f"{self.public_url}/deployments/{quote(d.id)}")
@@ -465,7 +468,6 @@ class Reporter:
         if event.kind == "log" and event.log is not None:
             tracker.logs.append(event.log)
         tracker.dirty = True
-        tracker.wake.set()
         if tracker.task is None or tracker.task.done():
             tracker.task = asyncio.get_running_loop().create_task(self._work(tracker))
         if deployment.status in FINAL:
@@ -475,30 +477,46 @@ class Reporter:
                 if other is not tracker and d.status in ("queued", "initiated") and \
                         d.environment == deployment.environment and d.target == deployment.target:
                     other.dirty = True
-                    other.wake.set()
                     if other.task is None or other.task.done():
                         other.task = asyncio.get_running_loop().create_task(self._work(other))
 
     async def _work(self, tracker: _Tracker) -> None:
+        """Write transitions in order, then the check run at most once per `interval`; retry failures."""
+        failures = 0
         try:
             while True:
-                if tracker.transitions:
-                    previous, snapshot = tracker.transitions.popleft()
-                    await self._transition(tracker, previous, snapshot)
-                    continue
-                if not tracker.dirty:
-                    break
-                if tracker.last_write is not None:
-                    wait = tracker.last_write + self.interval - self.clock()
-                    if wait > 0:
-                        tracker.wake.clear()
-                        await asyncio.sleep(wait)
+                try:
+                    if tracker.transitions:
+                        previous, snapshot = tracker.transitions[0]
+                        await self._transition(tracker, previous, snapshot)
+                        tracker.transitions.popleft()
+                        failures = 0
                         continue
-                tracker.dirty = False
-                await self._write_check_run(tracker, tracker.deployment)
-                tracker.last_write = self.clock()
-        except Exception:  # reporting must never break the engine; the next event retries
-            log.exception("reporting deployment %s to GitHub failed", tracker.deployment.id)
+                    if not tracker.dirty:
+                        break
+                    if tracker.last_write is not None:
+                        wait = tracker.last_write + self.interval - self.clock()
+                        if wait > 0:
+                            await asyncio.sleep(wait)
+                            continue
+                    tracker.dirty = False
+                    try:
+                        await self._write_check_run(tracker, tracker.deployment)
+                    except Exception:
+                        tracker.dirty = True
+                        raise
+                    tracker.last_write = self.clock()
+                    failures = 0
+                except Exception as exc:  # GitHub hiccup: back off and write the same state again
+                    failures += 1
+                    if failures >= MAX_REPORT_ATTEMPTS:
+                        log.exception("reporting deployment %s to GitHub failed %d times; waiting for the next event",
+                                      tracker.deployment.id, failures)
+                        break
+                    delay = min(self.retry_delay * 2 ** (failures - 1), 30.0)
+                    log.warning("reporting deployment %s to GitHub failed (%s); retry %d in %.2fs",
+                                tracker.deployment.id, exc, failures, delay)
+                    await asyncio.sleep(delay)
         finally:
             if tracker.deployment.status in FINAL and not tracker.dirty and not tracker.transitions:
                 self._trackers.pop(tracker.deployment.id, None)

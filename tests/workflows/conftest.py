@@ -198,6 +198,7 @@ async def workflow(github_sim, cloudflare_sim, make_flareship_client):
     )
     flow = Workflow(client, github_sim, cloudflare_sim)
     flow.services.reporter.interval = 0.05
+    flow.services.reporter.retry_delay = 0.05
     flow.services.engine.poll_seconds = 0.05
     flow.services.engine.health_interval = 0.05
     flow.add_pull_request(7)

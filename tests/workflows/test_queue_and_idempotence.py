@@ -167,3 +167,14 @@ async def test_production_history_marks_the_superseded_deployment_inactive(workf
     assert workflow.deployment_states(first["id"]) == ["in_progress", "success", "inactive"]
     assert workflow.deployment_states(second["id"]) == ["in_progress", "success"]
     assert len(workflow.check_runs(HEAD_SHA, "production")) == 1
+
+
+async def test_github_errors_while_reporting_are_retried(workflow):
+    workflow.sim.inject_fault("PATCH", "/repos/*/check-runs/*", status=500, times=2)
+    workflow.sim.inject_fault("POST", "/repos/*/deployments/*/statuses", status=502, times=1)
+    payload = await workflow.comment("/deploy staging")
+    [run] = workflow.check_runs(HEAD_SHA, "staging")
+    assert run["conclusion"] == "success"
+    [gh_dep] = workflow.deployments("staging")
+    assert workflow.deployment_states(gh_dep["id"]) == ["in_progress", "success"]
+    assert workflow.reactions(payload["comment"]["id"]) == ["eyes", "rocket"]
