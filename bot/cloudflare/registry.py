@@ -395,7 +395,7 @@ class RegistryClient:
                 await source_response.aclose()
             if response.status_code == 201:
                 return
-            if attempt >= self.max_attempts or response.status_code < 500:
+            if attempt >= self.max_attempts or (response.status_code < 500 and response.status_code != 429):
                 raise await self._error(response, f"upload of {digest} to {target.host} failed")
             await self._sleep(self.backoff_base * attempt)
 

@@ -55,6 +55,34 @@ def _reset(request: web.Request) -> web.Response:
 
 
 @web.middleware
+async def registry_fault_middleware(request: web.Request, handler):
+    """Faults and latency for the built-in registry too (patterns match the full `/v2/...` path);
+    errors use the OCI shape: `{errors: [{code: TOOMANYREQUESTS|UNAVAILABLE, ...}]}`."""
+    if not request.path.startswith("/v2/"):
+        return await handler(request)
+    sim: CloudflareSim = request.app[SIM]
+    delay = sim.faults.latency_for(request.method, request.path)
+    if delay:
+        await sim.stall(delay)
+    fault = sim.faults.take(request.method, request.path)
+    if fault is None:
+        return await handler(request)
+    response = None
+    if fault.after:
+        response = await handler(request)
+    if fault.delay:
+        await sim.stall(fault.delay)
+    if fault.reset:
+        return _reset(request)
+    if fault.status or fault.error_code is not None:
+        status, _code, message, headers = fault.error()
+        code = "TOOMANYREQUESTS" if status == 429 else ("UNAVAILABLE" if status >= 500 else "DENIED")
+        return web.json_response({"errors": [{"code": code, "message": message, "detail": None}]}, status=status,
+                                 headers=headers)
+    return response or web.json_response({"errors": [{"code": "UNAVAILABLE", "message": "timeout"}]}, status=504)
+
+
+@web.middleware
 async def cloudflare_middleware(request: web.Request, handler):
     api_path = _api_path(request)
     if api_path is None:
@@ -514,7 +542,7 @@ def make_app(sim: CloudflareSim, *, registry: RegistryState | None = None) -> we
     """The simulator's aiohttp application (API + Workers + registry)."""
     if sim.faults is None:
         sim.faults = FaultInjector()
-    app = web.Application(middlewares=[cloudflare_middleware], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[registry_fault_middleware, cloudflare_middleware], client_max_size=64 * 1024 * 1024)
     app[SIM] = sim
     app[REGISTRY] = registry or RegistryState()
     app.router.add_route("*", "/__workers/{subdomain}/{script}", serve_worker)
