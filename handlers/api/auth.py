@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import aiohttp
 import gidgethub
 from aiohttp import web
 
@@ -66,6 +67,8 @@ async def generate_github_token(request: web.Request) -> web.Response:
         granted = await github.installation_permissions(installation_id)
     except gidgethub.HTTPException as exc:
         raise _github_error(exc, f"installation {installation_id}") from None
+    except (aiohttp.ClientError, TimeoutError):
+        raise FlareshipError("SYS_002", "GitHub is unreachable") from None
     wider = wider_permissions(requested, granted)
     if wider:
         names = ", ".join(f"{k}:{v['requested']} (installation has {v['installation'] or 'none'})" for k, v in wider.items())
@@ -116,6 +119,8 @@ async def _repository_permission(request: web.Request, repository: str, user: st
         data = await client.getitem(f"/repos/{repository}/collaborators/{user}/permission")
     except gidgethub.HTTPException as exc:
         raise _github_error(exc, f"{user} on {repository}") from None
+    except (aiohttp.ClientError, TimeoutError):
+        raise FlareshipError("SYS_002", "GitHub is unreachable") from None
     return data.get("permission", "none"), data.get("role_name") or data.get("permission", "none")
 
 

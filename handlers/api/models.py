@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 ACCOUNT_ID_PATTERN = r"^[0-9a-f]{32}$"
+#: API tokens travel in HTTP headers: printable ASCII only.
+TOKEN_PATTERN = r"^[!-~]+$"
 REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$"
 DEPLOYMENT_ID_PATTERN = r"^dep_[A-Za-z0-9_-]{1,64}$"
 
@@ -41,7 +43,7 @@ class Out(BaseModel):
 
 
 class Credentials(Body):
-    cloudflareApiToken: str = Field(min_length=1, max_length=512, description="Used for this call only; never stored or logged")
+    cloudflareApiToken: str = Field(min_length=1, max_length=512, pattern=TOKEN_PATTERN, description="Used for this call only; never stored or logged")
     accountId: str = Field(pattern=ACCOUNT_ID_PATTERN, description="Cloudflare account id: 32 lowercase hex characters")
 
 
@@ -281,7 +283,7 @@ class GitHubTokenResponse(Out):
 
 
 class CloudflareVerifyRequest(Body):
-    apiToken: str = Field(min_length=1, max_length=512)
+    apiToken: str = Field(min_length=1, max_length=512, pattern=TOKEN_PATTERN)
     requiredScopes: list[str] = Field(default_factory=list, max_length=64, examples=[["Zone:Zone:Read"]])
 
 

@@ -9,6 +9,9 @@ from tests.api.conftest import ApiClient
 from tests.engine.harness import ACCOUNT_ID, TOKEN
 from tests.plugins.github_sim import INSTALLATION_ID, REPOSITORY, seed_repo
 
+pytestmark = pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)  # backend-neutral HTTP behaviour
+
+
 
 @pytest.fixture
 async def github_api(make_api, github_sim) -> ApiClient:

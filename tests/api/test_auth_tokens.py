@@ -85,6 +85,7 @@ PROTECTED = [
 ]
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_every_protected_endpoint_needs_a_valid_token(api):
     revoked_record, revoked = await api.tokens.create(name="old", scopes=["admin"])
     await api.tokens.revoke(revoked_record.id)
@@ -98,18 +99,21 @@ async def test_every_protected_endpoint_needs_a_valid_token(api):
             assert resp.headers["WWW-Authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_public_endpoints_need_no_token(api):
     for path in ("/healthz", "/health/deployment", "/openapi.json", "/metrics"):
         resp = await api.client.get(path)
         assert resp.status == 200, path
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_expired_token_is_refused(api):
     record, plaintext = await api.tokens.create(name="x", scopes=["read"], expires_in=timedelta(seconds=-1))
     resp, body = await api.call("GET", "/metrics/resources", token=plaintext)
     assert resp.status == 401 and body["error"]["code"] == "AUTH_007"
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_scope_matrix_over_http(api):
     read = await api.token("read")
     staging = await api.token("deploy:staging")
@@ -137,6 +141,7 @@ async def test_scope_matrix_over_http(api):
     assert all("token" not in t for t in body["data"]["tokens"])
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_refresh_rotates_the_callers_token(api):
     old = await api.token("read", "deploy:staging", name="ci")
     resp, body = await api.call("POST", "/auth/tokens/refresh", token=old)
@@ -150,6 +155,7 @@ async def test_refresh_rotates_the_callers_token(api):
     assert resp.status == 200
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_validate_permissions_reports_what_the_token_may_do(api):
     token = await api.token("deploy:staging")
     resp, body = await api.call("POST", "/auth/permissions/validate", token=token, json={"environment": "staging"})
@@ -162,6 +168,7 @@ async def test_validate_permissions_reports_what_the_token_may_do(api):
     assert resp.status == 422 and body["error"]["details"]["field"] == "environment"
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_token_management_over_rest(api):
     admin = await api.token("admin")
     resp, body = await api.call("POST", "/auth/tokens", token=admin, json={"name": "bot", "scopes": ["read"], "expiresInDays": 7})

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
+
+pytestmark = pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)  # backend-neutral HTTP behaviour
+
 
 
 async def test_malformed_json_is_400(api):

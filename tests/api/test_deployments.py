@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import time
 
@@ -105,6 +107,7 @@ async def test_validate_prepare_deploy_status_rollback(deploy_api):
     assert body["data"]["steps"][0]["count"] >= 3
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_unknown_deployment_ids_are_404(deploy_api):
     token = await deploy_api.token("admin")
     for method, path in (("GET", "/deploy/dep_unknown/status"), ("GET", "/deploy/dep_unknown/logs"),
@@ -117,6 +120,7 @@ async def test_unknown_deployment_ids_are_404(deploy_api):
     assert resp.status == 404 and body["error"]["code"] == "SYS_005"
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_validate_errors(deploy_api):
     api, env = deploy_api, deploy_api.sim_env
     token = await api.token("deploy:staging")
@@ -138,6 +142,7 @@ async def _override(api, environment: str, token: str, account: str) -> None:
     settings.environment_overrides[environment] = {"CLOUDFLARE_API_TOKEN": token, "CLOUDFLARE_ACCOUNT_ID": account}
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_prepare_errors_402_409_424(deploy_api):
     api, env = deploy_api, deploy_api.sim_env
     token = await api.token("deploy:staging", "deploy:trial")
@@ -159,6 +164,7 @@ async def test_prepare_errors_402_409_424(deploy_api):
     assert "alice" in body["error"]["message"]
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_deploy_errors_400_401_403_503(deploy_api):
     api, env = deploy_api, deploy_api.sim_env
     token = await api.token("deploy:staging", "deploy:broken")
@@ -181,6 +187,7 @@ async def test_deploy_errors_400_401_403_503(deploy_api):
     env.sim.faults.clear()
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_internal_error_is_500_without_internals(deploy_api):
     api, env = deploy_api, deploy_api.sim_env
     token = await api.token("deploy:staging")
@@ -200,6 +207,7 @@ async def test_internal_error_is_500_without_internals(deploy_api):
             await conn.execute(sa.text("ALTER TABLE deployments_away RENAME TO deployments"))
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_cancel_a_prepared_deployment(deploy_api):
     api, env = deploy_api, deploy_api.sim_env
     token = await api.token("deploy:staging", "read")

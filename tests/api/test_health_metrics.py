@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import time
 
@@ -11,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.health import HealthMonitor, Probe, classify
 from bot.metrics import Metrics
+
 
 
 def test_classify_is_pure():
@@ -72,6 +75,7 @@ async def test_probes_classify_real_servers():
             await s.close()
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_health_endpoint_answers_from_memory_with_a_hanging_dependency(make_api):
     release = asyncio.Event()
 
@@ -137,6 +141,7 @@ def test_metrics_hooks_render_prometheus_text():
     assert _samples(other.render().decode())[("flareship_queue_depth", ())] == 0
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_metrics_endpoint_open_or_guarded_by_metrics_token(make_api):
     api = await make_api()
     resp = await api.client.get("/metrics")
@@ -150,6 +155,7 @@ async def test_metrics_endpoint_open_or_guarded_by_metrics_token(make_api):
     assert resp.status == 200
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_monitoring_endpoints_need_read(api):
     token = await api.token("read")
     resp, body = await api.call("GET", "/metrics/resources", token=token)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from openapi_spec_validator import validate
 
 from handlers.api import models
@@ -21,6 +23,8 @@ SEED_METHODS = {
 }
 
 
+
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_document_is_valid_and_complete(api):
     resp = await api.client.get("/openapi.json")
     assert resp.status == 200
@@ -41,6 +45,7 @@ async def test_document_is_valid_and_complete(api):
         assert (route.method.lower(), path) in documented, (route.method, path)
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_auth_bodies_and_errors_are_documented(api):
     doc = await (await api.client.get("/openapi.json")).json()
     schemes = doc["components"]["securitySchemes"]

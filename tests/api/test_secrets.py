@@ -14,9 +14,8 @@ from bot.logs import configure_logging
 from tests.engine.harness import ACCOUNT_ID
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)  # one backend is enough here
 async def test_cloudflare_token_is_never_stored_logged_or_echoed(deploy_api, database_url, caplog):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("reads the SQLite file's bytes")
     api, env = deploy_api, deploy_api.sim_env
     good = "cfsecret" + secrets.token_hex(16)
     bad = "cfbadsecret" + secrets.token_hex(16)

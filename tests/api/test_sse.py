@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import json
 import socket
@@ -52,6 +54,7 @@ async def _deploy(api, token, name="shop"):
     return body["data"]["deploymentId"]
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_replay_then_end_and_resume_with_last_event_id(deploy_api):
     api = deploy_api
     token = await api.token("read", "deploy:staging")
@@ -77,6 +80,7 @@ async def test_replay_then_end_and_resume_with_last_event_id(deploy_api):
     assert log_events(tail) == [] and tail[-1]["event"] == "end"
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_live_stream_of_a_running_deployment(deploy_api):
     api = deploy_api
     token = await api.token("read", "deploy:staging")
@@ -95,6 +99,7 @@ async def test_live_stream_of_a_running_deployment(deploy_api):
     assert "Health check" in messages or "health" in messages.lower()
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_keep_alive_while_idle_then_end_on_cancel(deploy_api):
     api = deploy_api
     token = await api.token("read", "deploy:staging")
@@ -141,6 +146,7 @@ async def test_streams_a_deployment_run_by_another_replica(deploy_api):
         await clients.aclose()
 
 
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_a_stalled_client_does_not_hold_up_the_deployment_or_others(deploy_api):
     api = deploy_api
     token = await api.token("read", "deploy:staging")
