@@ -345,6 +345,13 @@ async def test_etag_and_rate_limit_headers(api, github_sim):
     assert int(again["x-ratelimit-remaining"]) == remaining
 
 
+async def test_rate_headers_on_errors_too(api):
+    status, headers, _ = await api.request("GET", f"/repos/{REPOSITORY}", auth="token ghs_unknown", raw=True)
+    assert status == 401 and "x-ratelimit-remaining" in headers
+    status, headers, _ = await api.request("GET", "/nope", raw=True)
+    assert status == 404 and "x-ratelimit-limit" in headers
+
+
 async def test_faults_count_down_and_slow_answers(api, github_sim):
     fault = github_sim.sim.inject_fault("GET", "/repos/*/pulls/*", 502, times=2)
     assert (await api.request("GET", f"/repos/{REPOSITORY}/pulls/7"))[0] == 502

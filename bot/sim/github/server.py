@@ -132,7 +132,7 @@ class _Handling:
                 status, raw = 304, b""
                 if self.counted and self.bucket is not None:
                     # An authorised conditional request answered 304 does not cost a request.
-                    sim._rate_used[self.bucket] = max(0, sim._rate_used.get(self.bucket, 1) - 1)
+                    sim.refund_request(self.bucket)
                     remaining, used, _ = sim.rate_state(self.bucket)
                     headers["x-ratelimit-remaining"], headers["x-ratelimit-used"] = str(remaining), str(used)
         sim.requests.append(LoggedRequest(
@@ -170,6 +170,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         handling.bucket = f"installation:{auth.token.installation_id}"
     elif auth.kind == "jwt":
         handling.bucket = "app"
+    else:
+        handling.bucket = "anonymous"  # shown on every answer; only reached handlers count
 
     fault = sim.take_fault(request.method, path)
     if fault is not None:

@@ -162,13 +162,16 @@ class Repository:
 
 @dataclass
 class Fault:
-    """An injected failure: matching requests get `status` (after `delay`), `times` times."""
+    """An injected failure: matching requests get `status` (after `delay`), `times` times.
+
+    `times=None` (or negative) never runs out; `status=None` with a `delay` is a slow answer.
+    """
 
     method: str
     path_glob: str
     status: int | None = None
     retry_after: float | None = None
-    times: int = 1
+    times: int | None = 1
     delay: float = 0.0
     ratelimit_remaining: int | None = None
     ratelimit_reset_in: float | None = None
@@ -349,7 +352,7 @@ class GitHubSim:
     # -- faults ---------------------------------------------------------------------------
 
     def inject_fault(self, method: str, path_glob: str, status: int | None = None, *,
-                     retry_after: float | None = None, times: int = 1, delay: float = 0.0,
+                     retry_after: float | None = None, times: int | None = 1, delay: float = 0.0,
                      ratelimit_remaining: int | None = None, ratelimit_reset_in: float | None = None,
                      message: str | None = None) -> Fault:
         """Make matching requests fail (or be slow). `path_glob` is matched without any GHES prefix."""
@@ -390,6 +393,10 @@ class GitHubSim:
         used = self._rate_used.get(bucket, 0) + 1
         self._rate_used[bucket] = used
         return max(0, self.rate_limit - used), used, int(self._rate_window_start + 3600)
+
+    def refund_request(self, bucket: str) -> None:
+        """GitHub does not charge an authorised conditional request answered 304."""
+        self._rate_used[bucket] = max(0, self._rate_used.get(bucket, 1) - 1)
 
     def rate_state(self, bucket: str) -> tuple[int, int, int]:
         used = self._rate_used.get(bucket, 0)
