@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import random
 import re
 import tarfile
 import uuid
@@ -253,19 +254,21 @@ def _layer(files: dict[str, bytes]) -> bytes:
             info.size = len(content)
             info.mtime = 0
             tar.addfile(info, io.BytesIO(content))
-    return gzip.compress(raw.getvalue(), mtime=0)
+    return gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
 
 
 def build_test_image(seed: str = "flareship", *, layers: int = 2, layer_bytes: int = 1024,
-                     docker: bool = False) -> TestImage:
-    """Deterministic per seed, so the same seed gives the same digest."""
+                     docker: bool = False, architecture: str = "amd64") -> TestImage:
+    """Deterministic per seed (same seed, same digest); layer i depends only on (seed, i), so
+    images built from one seed share their first layers. Layer content is incompressible, so
+    `layer_bytes` is roughly the blob size."""
     layer_blobs = []
     for i in range(layers):
-        payload = hashlib.sha256(f"{seed}/{i}".encode()).digest() * (layer_bytes // 32 + 1)
-        layer_blobs.append(_layer({f"app/file{i}.bin": payload[:layer_bytes]}))
+        payload = random.Random(f"{seed}/{i}").randbytes(layer_bytes)
+        layer_blobs.append(_layer({f"app/file{i}.bin": payload}))
     diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(l)).hexdigest() for l in layer_blobs]
     config = json.dumps({
-        "architecture": "amd64", "os": "linux", "created": "2025-01-01T00:00:00Z",
+        "architecture": architecture, "os": "linux", "created": "2025-01-01T00:00:00Z",
         "config": {"Entrypoint": ["/app/server"], "Labels": {"seed": seed}},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }, sort_keys=True).encode()
@@ -279,6 +282,32 @@ def build_test_image(seed: str = "flareship", *, layers: int = 2, layer_bytes: i
         "layers": [{"mediaType": layer_type, "digest": digest_of(l), "size": len(l)} for l in layer_blobs],
     }, indent=2).encode()
     return TestImage(config, layer_blobs, manifest, media_type)
+
+
+@dataclass
+class TestIndex:
+    """A multi-platform image: an OCI index over per-architecture images."""
+
+    __test__ = False
+
+    images: dict[str, TestImage]
+    manifest: bytes
+    media_type: str = OCI_INDEX
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.manifest)
+
+
+def build_test_index(seed: str = "flareship", architectures: tuple[str, ...] = ("amd64", "arm64"),
+                     **kw) -> TestIndex:
+    images = {arch: build_test_image(f"{seed}/{arch}", architecture=arch, **kw) for arch in architectures}
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": image.media_type, "digest": image.digest, "size": len(image.manifest),
+                       "platform": {"architecture": arch, "os": "linux"}} for arch, image in images.items()],
+    }, indent=2).encode()
+    return TestIndex(images, manifest)
 
 
 def seed_image(state: RegistryState, repository: str, tag: str, image: TestImage) -> str:
@@ -312,6 +341,17 @@ async def push_test_image(http, base_url: str, repository: str, tag: str, image:
     return response.headers.get("docker-content-digest") or image.digest
 
 
+async def push_test_index(http, base_url: str, repository: str, tag: str, index: TestIndex,
+                          *, headers: dict | None = None) -> str:
+    """Push every platform image by digest, then the index under `tag`."""
+    for image in index.images.values():
+        await push_test_image(http, base_url, repository, image.digest, image, headers=headers)
+    response = await http.put(f"{base_url.rstrip('/')}/v2/{repository}/manifests/{tag}", content=index.manifest,
+                              headers={**(headers or {}), "Content-Type": index.media_type})
+    response.raise_for_status()
+    return response.headers.get("docker-content-digest") or index.digest
+
+
 @dataclass
 class RunningRegistry:
     url: str
@@ -338,5 +378,6 @@ async def start_registry(host: str = "127.0.0.1", port: int = 0, *, state: Regis
     return RunningRegistry(f"http://{host}:{bound}", app[REGISTRY_STATE], runner)
 
 
-__all__ = ["RegistryState", "TestImage", "build_test_image", "seed_image", "push_test_image", "start_registry",
+__all__ = ["RegistryState", "TestImage", "TestIndex", "build_test_image", "build_test_index", "seed_image",
+           "push_test_image", "push_test_index", "start_registry",
            "make_registry_app", "make_registry_routes", "RunningRegistry", "digest_of"]

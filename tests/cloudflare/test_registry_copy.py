@@ -164,3 +164,41 @@ async def test_bearer_token_flow(http):
     finally:
         await runner.cleanup()
     assert CF_TOKEN  # keeps the import honest for readers: no Cloudflare token involved here
+
+
+@pytest.mark.registry
+async def test_copy_multi_platform_index(docker_registries, http):
+    from bot.sim.registry import build_test_index, push_test_index
+
+    source, target = docker_registries
+    index = build_test_index("multi")
+    await push_test_index(http, source.url, "acme/multi", "v1", index)
+    registry = RegistryClient(http)
+    resolved = await registry.resolve(f"{source.host}/acme/multi:v1")
+    assert resolved.digest == index.digest
+    copied = await registry.copy_image(resolved, f"{target.host}/cf/multi:v1")
+    assert copied.digest == index.digest
+    for image in index.images.values():
+        assert await registry.manifest_exists(copied, image.digest)
+    top = await registry.get_manifest(copied)
+    assert top.content == index.manifest and top.is_index
+
+
+@pytest.mark.registry
+async def test_blobs_are_streamed_not_buffered(docker_registries, http):
+    """A 24 MB layer crosses from one real registry to the other with a small peak of memory."""
+    import tracemalloc
+
+    source, target = docker_registries
+    image = build_test_image("big-layer", layers=1, layer_bytes=24 * 1024 * 1024)
+    await push_test_image(http, source.url, "acme/big", "v1", image)
+    registry = RegistryClient(http)
+    tracemalloc.start()
+    try:
+        copied = await registry.copy_image(f"{source.host}/acme/big:v1", f"{target.host}/cf/big:v1")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert copied.digest == image.digest
+    assert len(image.layers[0]) > 20 * 1024 * 1024
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB while copying a 24 MB layer"
