@@ -227,6 +227,9 @@ class GitHubApp:
             repositories=tuple(r["full_name"] for r in data["repositories"]) if data.get("repositories") else None,
         )
         register_secret(token.token)
+        now = self.clock()
+        for stale in [k for k, t in self._tokens.items() if t.expires_at.timestamp() <= now]:
+            del self._tokens[stale]  # narrowed tokens asked for once must not pile up
         self._tokens[key] = token
         log.info("minted an installation token for installation %s (expires %s)",
                  installation_id, token.expires_at.isoformat())
