@@ -121,10 +121,10 @@ def check_run_actions(deployment: Any, promote_target: str | None) -> list[dict[
     if deployment.kind == "deploy" and deployment.status in ("failed", "rolled_back"):
         actions.append({"label": "Retry", "identifier": "retry",
                         "description": f"Resume from the failed step on {deployment.environment}"})
-    if deployment.status == "completed" and not deployment.options.dry_run:
+    if deployment.status == "completed" and not deployment.options.dry_run and deployment.kind == "deploy":
         actions.append({"label": "Roll back", "identifier": "rollback",
                         "description": f"Restore {deployment.environment}'s previous release"})
-        if deployment.kind == "deploy" and promote_target:
+        if promote_target:
             actions.append({"label": f"Promote to {promote_target}"[:MAX_ACTION_LABEL]
                             if len(f"Promote to {promote_target}") <= MAX_ACTION_LABEL else "Promote",
                             "identifier": "promote",

@@ -109,3 +109,9 @@ def test_comment_table_and_notice():
     assert "2026-11-26T08:00:00Z | @dev |" in body
     assert "😕 production is locked" in body
     assert "No deployments" in render_comment({})
+
+
+def test_a_finished_rollback_offers_no_buttons():
+    d = deployment(kind="rollback", status="completed", rollback_of="dep_0")
+    assert check_run_actions(d, "production") == []
+    assert render_check_run(d, details_url="u")["output"]["title"] == "staging rolled back"
