@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported for type checkers only; each part is optional unti
     from bot.engine import Engine
     from bot.github.app import GitHubApp
     from bot.github.reporter import Reporter
+    from bot.metrics import Metrics
     from bot.store.db import Database
 
 
@@ -30,6 +31,7 @@ class Services:
     github: "GitHubApp | None" = None
     engine: "Engine | None" = None
     reporter: "Reporter | None" = None  # PR workflows: check runs, GitHub deployments, the PR comment
+    metrics: "Metrics | None" = None  # Prometheus hooks (bot.metrics): webhook_delivery, github_call, cloudflare_call, rate_limit
 
 
 #: How handlers reach the parts: `request.app[SERVICES]` (defined here, not in bot.app, so that

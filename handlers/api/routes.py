@@ -6,12 +6,14 @@ documentation cannot drift from the behaviour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 
 from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from bot.errors import FlareshipError
 from bot.health import HealthMonitor
 from bot.services import SERVICES
 from handlers.api import auth, deployments, models, monitoring
@@ -268,10 +270,33 @@ async def _running_parts(app: web.Application):
         await state.health.stop()
 
 
+def counted(handler, operation_id: str, metrics):
+    """Count each call of an operation by its final HTTP status (errors included)."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except FlareshipError as exc:
+            status = exc.status
+            raise
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            metrics.api_request(operation_id, status)
+
+    return wrapper
+
+
 def setup(app: web.Application) -> None:
     """Register every operation (wrapped with its auth) plus /openapi.json."""
     state = ApiState()
     app[API_STATE] = state
+    app[SERVICES].metrics = state.metrics
     app[_OPENAPI] = openapi_document()
     settings = app[SERVICES].settings
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
@@ -281,6 +306,7 @@ def setup(app: web.Application) -> None:
             handler = metrics_guard(handler, metrics_token=metrics_token)
         elif op.auth is not None:
             handler = authenticated(handler, action=None if op.auth == "token" else op.auth)
+        handler = counted(handler, op.operation_id, state.metrics)
         app.router.add_route(op.method, op.path, handler, name=op.operation_id)
     app.router.add_get("/openapi.json", openapi_json, name="openapi")
     app.cleanup_ctx.append(_running_parts)

@@ -106,6 +106,15 @@ async def test_validate_prepare_deploy_status_rollback(deploy_api):
     assert body["data"]["byStatus"]["completed"] == 3 and body["data"]["successRate"] == 1.0
     assert body["data"]["steps"][0]["count"] >= 3
 
+    # The engine's events feed Prometheus: deployments by environment/outcome and step durations.
+    for _ in range(100):
+        text = await (await api.client.get("/metrics")).text()
+        if 'flareship_deployments_total{environment="staging",outcome="completed"} 3.0' in text:
+            break
+        await asyncio.sleep(0.02)
+    assert 'flareship_deployments_total{environment="staging",outcome="completed"} 3.0' in text
+    assert 'flareship_step_duration_seconds_count{outcome="completed",step="Health check"}' in text
+
 
 @pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_unknown_deployment_ids_are_404(deploy_api):

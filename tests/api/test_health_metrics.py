@@ -161,3 +161,18 @@ async def test_monitoring_endpoints_need_read(api):
     resp, body = await api.call("GET", "/metrics/resources", token=token)
     assert resp.status == 200
     assert body["data"]["process"]["rssBytes"] > 0 and body["data"]["eventLoop"]["tasks"] >= 1
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
+async def test_api_calls_are_counted_and_metrics_shared_through_services(api):
+    from bot.services import SERVICES
+
+    token = await api.token("read")
+    await api.call("GET", "/metrics/resources", token=token)
+    await api.call("GET", "/metrics/resources")
+    assert api.app[SERVICES].metrics is not None
+    api.app[SERVICES].metrics.webhook_delivery("push", "accepted")
+    samples = _samples(await (await api.client.get("/metrics")).text())
+    assert samples[("flareship_api_requests_total", (("operation", "getResourceUsage"), ("status", "200")))] == 1
+    assert samples[("flareship_api_requests_total", (("operation", "getResourceUsage"), ("status", "401")))] == 1
+    assert samples[("flareship_webhook_deliveries_total", (("event", "push"), ("outcome", "accepted")))] == 1
