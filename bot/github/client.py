@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import http
 import logging
 import time
 from collections import Counter
@@ -297,7 +298,5 @@ class FlareshipGitHubAPI(gidgethub.aiohttp.GitHubAPI):
                     raise
 
 
-def _status(code: int):
-    import http
-
+def _status(code: int) -> http.HTTPStatus:
     return http.HTTPStatus(code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http
 
 import pytest
 from gidgethub import BadRequest, GitHubBroken
@@ -13,7 +14,6 @@ from bot.github.contents import download_tree, read_file
 from tests.plugins.github_sim import (
     INSTALLATION_ID,
     REPOSITORY,
-    RecordingSleep,
     make_github_app,
     seed_repo,
 )
@@ -232,11 +232,6 @@ async def test_ghes_prefix(github_sim_ghes, github_session, github_sleep):
 
 
 def test_rate_limit_wait_rules():
-    class Exc(BadRequest):
-        pass
-
-    import http
-
     policy = RetryPolicy()
     plain = BadRequest(http.HTTPStatus(403), "Resource not accessible by integration", headers={})
     assert rate_limit_wait(plain, attempt=1, now=0, policy=policy) is None
