@@ -152,6 +152,16 @@ async def test_non_conforming_body_is_422_in_github_shape(api):
     assert status == 422 and data["errors"][0]["code"] == "missing_field" and data["errors"][0]["field"] == "body"
 
 
+async def test_missing_or_unparsable_body(api):
+    status, _ = await api.request("POST", f"/repos/{REPOSITORY}/check-runs")
+    assert status == 422
+    async with api.session.post(api.server.url + f"/repos/{REPOSITORY}/check-runs", data=b"{not json",
+                                headers={"Authorization": f"token {api.token}",
+                                         "Content-Type": "application/json"}) as response:
+        assert response.status == 400
+        assert (await response.json())["message"] == "Problems parsing JSON"
+
+
 async def test_bad_parameter_types_are_422(api):
     status, _ = await api.request("GET", f"/repos/{REPOSITORY}/pulls/seven")
     assert status == 422

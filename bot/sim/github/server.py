@@ -157,11 +157,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             return handling.respond(not_found(), path)
         path = path[len(prefix):] or "/"
     raw_body = await request.read()
+    bad_json = False
     if raw_body:
         try:
             handling.body_json = json.loads(raw_body)
         except ValueError:
             handling.body_json = raw_body.decode("utf-8", "replace")
+            bad_json = True
 
     auth = authenticate(sim, request.headers.get("authorization"))
     handling.auth_kind = auth.kind
@@ -199,6 +201,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             return handling.respond(error(403, "Resource not accessible by integration"), path)
         return handling.respond(error(401, "Requires authentication"), path)
 
+    if bad_json:
+        return handling.respond(error(400, "Problems parsing JSON"), path)
     problem = validate_request(template, params, request.method, request.query, request.headers, raw_body,
                                request.content_type if raw_body else "")
     if problem is not None:
