@@ -25,3 +25,19 @@ async def test_one_comment_deploy_costs_at_most_15_requests_and_8_writes(workflo
     assert run["conclusion"] == "success"
     assert len(requests) <= 15, lines
     assert len(writes) <= 8, lines
+
+
+async def test_repeated_config_and_pull_request_reads_are_conditional(workflow):
+    workflow.services.reporter.interval = 1.0  # the production coalescing interval
+    await workflow.comment("/deploy staging")
+    before = len(workflow.sim.requests)
+    await workflow.comment("/deploy staging")
+    again = workflow.sim.requests[before:]
+    config = [r for r in again if r.path.endswith("/contents/.github/flareship.yml")]
+    pull = [r for r in again if r.path == "/repos/acme/widgets/pulls/7"]
+    assert [r.status for r in config] == [304] and [r.status for r in pull] == [304]
+    assert all(r.headers.get("if-none-match") for r in config + pull)
+    writes = [r for r in again if r.method in WRITES]
+    print(f"\nsecond deploy of the same PR: {len(again)} requests ({len(writes)} writes)\n  "
+          + "\n  ".join(f"{r.method} {r.path} -> {r.status}" for r in again))
+    assert len(again) <= 15 and len(writes) <= 8
