@@ -8,7 +8,9 @@ Other parts call the small hooks (`webhook_delivery`, `github_call`, `cloudflare
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 STEP_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 
@@ -33,15 +35,9 @@ class Metrics:
         self.webhooks = Counter(
             "flareship_webhook_deliveries", "GitHub webhook deliveries", ["event", "outcome"], registry=r,
         )
-        self.github_calls = Counter(
-            "flareship_github_requests", "Requests made to the GitHub API", ["method", "status"], registry=r,
-        )
-        self.github_errors = Counter(
-            "flareship_github_errors", "GitHub API requests that failed (status >= 400 or no answer)",
-            ["method", "status"], registry=r,
-        )
         self.cloudflare_calls = Counter(
-            "flareship_cloudflare_requests", "Requests made to the Cloudflare API", ["method", "status"], registry=r,
+            "flareship_cloudflare_responses", "Cloudflare API answers by status (reported by the client)",
+            ["method", "status"], registry=r,
         )
         self.cloudflare_errors = Counter(
             "flareship_cloudflare_errors", "Cloudflare API requests that failed (status >= 400 or no answer)",
@@ -71,12 +67,6 @@ class Metrics:
     def webhook_delivery(self, event: str, outcome: str) -> None:
         """outcome: accepted | duplicate | rejected | processed | failed."""
         self.webhooks.labels(event or "unknown", outcome).inc()
-
-    def github_call(self, method: str, status: int | None) -> None:
-        label = str(status) if status is not None else "error"
-        self.github_calls.labels(method.upper(), label).inc()
-        if status is None or status >= 400:
-            self.github_errors.labels(method.upper(), label).inc()
 
     def cloudflare_call(self, method: str, status: int | None) -> None:
         label = str(status) if status is not None else "error"
@@ -118,5 +108,53 @@ class Metrics:
             self._unsubscribe()
             self._unsubscribe = None
 
+    def attach_services(self, services) -> None:
+        """Export what GitHub and Cloudflare clients already count, read at scrape time."""
+        if not getattr(self, "_services_collector", None):
+            self._services_collector = ServicesCollector(services)
+            self.registry.register(self._services_collector)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ServicesCollector(Collector):
+    """GitHub requests (from `GitHubApp.stats`) and Cloudflare request budgets, at scrape time.
+
+    Nothing has to call a hook for these: the clients count every request anyway.
+    """
+
+    def __init__(self, services):
+        self.services = services
+
+    def collect(self):
+        requests = CounterMetricFamily(
+            "flareship_github_requests", "Requests made to the GitHub API", labels=["method", "route", "status"])
+        errors = CounterMetricFamily(
+            "flareship_github_errors", "GitHub API requests that failed (status >= 400; 0 = no answer)",
+            labels=["method", "route", "status"])
+        github = getattr(self.services, "github", None)
+        stats = getattr(github, "stats", None)
+        for (method, route, status), count in sorted(getattr(stats, "counter", {}).items()):
+            labels = [method, route, str(status)]
+            requests.add_metric(labels, count)
+            if status == 0 or status >= 400:
+                errors.add_metric(labels, count)
+        yield requests
+        yield errors
+
+        sent = CounterMetricFamily(
+            "flareship_cloudflare_requests", "Requests made to the Cloudflare API", labels=["token"])
+        headroom = GaugeMetricFamily(
+            "flareship_cloudflare_budget_headroom_ratio",
+            "Fraction of the Cloudflare per-token request window still free", labels=["token"])
+        engine = getattr(self.services, "engine", None)
+        budgets = getattr(getattr(engine, "cloudflare", None), "_budgets", {}) or {}
+        for key, budget in sorted(budgets.items()):
+            label = key[:8]  # a prefix of the token's hash: never the token
+            sent.add_metric([label], getattr(budget, "total_acquired", 0))
+            limit = getattr(budget, "limit", 0) or 0
+            if limit:
+                headroom.add_metric([label], max(0.0, 1.0 - budget.in_window() / limit))
+        yield sent
+        yield headroom

@@ -316,3 +316,4 @@ def setup(app: web.Application) -> None:
 async def _attach_metrics(app: web.Application) -> None:
     """on_startup runs after every cleanup_ctx, so the engine exists by now (when wired)."""
     app[API_STATE].metrics.attach_engine(app[SERVICES].engine)
+    app[API_STATE].metrics.attach_services(app[SERVICES])

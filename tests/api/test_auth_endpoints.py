@@ -37,6 +37,9 @@ async def test_github_installation_token_narrowed(github_api):
     # GitHub really issued that token, with only those permissions.
     issued = api.github_sim.sim.tokens[data["token"]]
     assert {k: v for k, v in issued.permissions.items() if k != "metadata"} == {"contents": "read", "issues": "write"}
+    # GitHub calls show up in /metrics without anyone calling a hook.
+    text = await (await api.client.get("/metrics")).text()
+    assert 'flareship_github_requests_total{method="POST",route="/app/installations/{installation_id}/access_tokens",status="201"}' in text
 
 
 async def test_github_token_refuses_wider_permissions(github_api):

@@ -114,6 +114,8 @@ async def test_validate_prepare_deploy_status_rollback(deploy_api):
         await asyncio.sleep(0.02)
     assert 'flareship_deployments_total{environment="staging",outcome="completed"} 3.0' in text
     assert 'flareship_step_duration_seconds_count{outcome="completed",step="Health check"}' in text
+    assert "flareship_cloudflare_requests_total{token=" in text
+    assert "flareship_cloudflare_budget_headroom_ratio{token=" in text
 
 
 @pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
