@@ -7,9 +7,14 @@ which survives a process crash, a busy timeout so writers queue instead of faili
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
 import pkgutil
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
     from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Milliseconds a SQLite writer waits for the lock before giving up (waits happen off the event loop).
@@ -59,6 +65,13 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False):
         self.url = normalize_database_url(url)
         self.engine: AsyncEngine = self._create_engine(self.url, echo)
+        # SQLite has one writer at a time; a second one polls with sleeps of up to 100 ms
+        # (its busy handler). Queueing this process's write transactions on a FIFO lock instead
+        # keeps that wait out of the webhook acks' tail latency. PostgreSQL needs no such thing.
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._sync_engine: sa.Engine | None = None
+        self._sync_connection: sa.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "Database":
@@ -83,9 +96,53 @@ class Database:
         """`sqlite` or `postgresql`: for the rare statement that must differ (upserts)."""
         return self.engine.dialect.name
 
-    def begin(self):
-        """`async with db.begin() as conn:` a transaction committed on success, rolled back on error."""
-        return self.engine.begin()
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """`async with db.begin() as conn:` a transaction committed on success, rolled back on error.
+
+        On SQLite these transactions take turns in this process (see `write_lock`); do not open
+        one inside another.
+        """
+        async with self.write_lock():
+            async with self.engine.begin() as conn:
+                yield conn
+
+    def write_lock(self) -> contextlib.AbstractAsyncContextManager:
+        """Held around a write transaction made on a connection of one's own (SQLite only)."""
+        return self._write_lock if self._write_lock is not None else contextlib.nullcontext()
+
+    async def run_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(connection, *args)` (synchronous SQLAlchemy Core code) in one write transaction.
+
+        For hot paths. On PostgreSQL it runs on the async engine through `run_sync`. On SQLite the
+        whole transaction runs in the store's own thread on a plain pysqlite connection: one
+        thread hop per transaction instead of one per cursor call (aiosqlite), which is what
+        makes a group commit cheap. Either way the event loop never blocks.
+        """
+        if self.dialect != "sqlite":
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn, *args)
+        async with self.write_lock():
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flareship-sqlite")
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_sync_transaction, fn, args)
+
+    def _run_sync_transaction(self, fn: Callable[..., T], args: tuple) -> T:
+        if self._sync_engine is None:
+            url = sa.engine.make_url(self.url).set(drivername="sqlite+pysqlite")
+            self._sync_engine = sa.create_engine(
+                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+            )
+            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+        if self._sync_connection is None or self._sync_connection.closed:
+            self._sync_connection = self._sync_engine.connect()  # kept: no pool round trip per batch
+        try:
+            with self._sync_connection.begin():
+                return fn(self._sync_connection, *args)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                self._sync_connection = None
+            raise
 
     def connect(self):
         """`async with db.connect() as conn:` a connection; call `await conn.commit()` yourself."""
@@ -103,6 +160,19 @@ class Database:
             return await conn.run_sync(_current_revision)
 
     async def close(self) -> None:
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            sync_engine, self._sync_engine = self._sync_engine, None
+            sync_connection, self._sync_connection = self._sync_connection, None
+
+            def dispose() -> None:
+                if sync_connection is not None:
+                    sync_connection.close()
+                if sync_engine is not None:
+                    sync_engine.dispose()
+
+            await asyncio.get_running_loop().run_in_executor(executor, dispose)
+            executor.shutdown(wait=False)
         await self.engine.dispose()
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from bot.logs import redact
-from bot.store.base import UTCDateTime, dialect_insert, metadata, utcnow
+from bot.store.base import UTCDateTime, metadata, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,13 @@ webhook_deliveries = sa.Table(
     sa.UniqueConstraint("delivery_id"),
     sa.Index("ix_webhook_deliveries_status_id", "status", "id"),
 )
+
+
+#: Built once: SQLAlchemy then reuses their compiled forms without re-deriving cache keys.
+_SELECT_STORED_IDS = sa.select(webhook_deliveries.c.delivery_id).where(
+    webhook_deliveries.c.delivery_id.in_(sa.bindparam("ids", expanding=True))
+)
+_INSERT_DELIVERY = webhook_deliveries.insert()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,47 +84,47 @@ def _stored(row) -> StoredDelivery:
     return StoredDelivery(**row._mapping)
 
 
-async def insert_deliveries(conn, deliveries: Sequence[NewDelivery]) -> list[bool]:
+def store_new_deliveries(conn: sa.Connection, deliveries: Sequence[NewDelivery]) -> list[bool]:
     """Insert what is new; return, per input, whether it was new (a repeat id answers False).
 
-    One statement per batch: INSERT ... ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id
-    (SQLite >= 3.35 and PostgreSQL), so the database itself decides what is a repeat, even
-    against another process writing the same id at the same moment. Within one call the first
+    Synchronous Core code, run by `Database.run_write` (pysqlite thread or asyncpg via run_sync).
+    Two cached statements: SELECT the ids already stored, INSERT the others (executemany). A
+    writer elsewhere inserting the same id in between makes the INSERT fail on the unique
+    constraint; the caller retries and the SELECT then sees it. Within one call the first
     occurrence of an id wins.
     """
     if not deliveries:
         return []
-    rows: dict[str, dict] = {}
-    for d in deliveries:
-        rows.setdefault(
-            d.delivery_id,
-            {
-                "delivery_id": d.delivery_id,
-                "event": d.event,
-                "action": d.action,
-                "installation_id": d.installation_id,
-                "repository": d.repository,
-                "payload": d.payload,
-                "received_at": d.received_at,
-                "status": PENDING,
-                "attempts": 0,
-            },
-        )
-    insert = dialect_insert(conn)
-    statement = (
-        insert(webhook_deliveries)
-        .on_conflict_do_nothing(index_elements=["delivery_id"])
-        .returning(webhook_deliveries.c.delivery_id)
-    )
-    # executemany: compiled once and cached; SQLAlchemy's "insertmanyvalues" sends the batch as
-    # one multi-row INSERT ... RETURNING.
-    inserted = set((await conn.execute(statement, list(rows.values()))).scalars().all())
+    ids = list({d.delivery_id for d in deliveries})
+    seen = set(conn.execute(_SELECT_STORED_IDS, {"ids": ids}).scalars())
+    fresh: list[dict] = []
     outcome: list[bool] = []
     for d in deliveries:
-        is_new = d.delivery_id in inserted
+        is_new = d.delivery_id not in seen
         outcome.append(is_new)
-        inserted.discard(d.delivery_id)  # a second copy in the same batch is a repeat
+        if is_new:
+            seen.add(d.delivery_id)
+            fresh.append(
+                {
+                    "delivery_id": d.delivery_id,
+                    "event": d.event,
+                    "action": d.action,
+                    "installation_id": d.installation_id,
+                    "repository": d.repository,
+                    "payload": d.payload,
+                    "received_at": d.received_at,
+                    "status": PENDING,
+                    "attempts": 0,
+                }
+            )
+    if fresh:
+        conn.execute(_INSERT_DELIVERY, fresh)
     return outcome
+
+
+async def insert_deliveries(conn, deliveries: Sequence[NewDelivery]) -> list[bool]:
+    """`store_new_deliveries` on an AsyncConnection (inside the caller's transaction)."""
+    return await conn.run_sync(store_new_deliveries, list(deliveries))
 
 
 class DeliveryWriter:
@@ -136,8 +143,6 @@ class DeliveryWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
-        #: The writer's own connection, kept open: no pool checkout or reset per batch.
-        self._conn = None
         #: Batches committed and deliveries written (observability; the bench prints them).
         self.batches = 0
         self.written = 0
@@ -173,26 +178,17 @@ class DeliveryWriter:
                 del self._waiting[: self.max_batch]
                 await self._write(batch)
             if self._stopping and not self._waiting:
-                await self._drop_connection()
                 return
 
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.close()
-            except Exception:  # already broken; the pool discards it
-                pass
-
     async def _write(self, batch: list[tuple[NewDelivery, asyncio.Future]]) -> None:
+        items = [d for d, _ in batch]
         try:
-            if self._conn is None:
-                self._conn = await self.database.connect().start()
-            async with self._conn.begin():
-                outcome = await insert_deliveries(self._conn, [d for d, _ in batch])
+            try:
+                outcome = await self.database.run_write(store_new_deliveries, items)
+            except sa.exc.IntegrityError:  # another process stored one of these ids just now
+                outcome = await self.database.run_write(store_new_deliveries, items)
         except Exception as exc:  # the callers answer 503; GitHub redelivers
             log.error("could not store %d webhook deliveries: %s", len(batch), exc)
-            await self._drop_connection()
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

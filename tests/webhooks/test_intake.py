@@ -174,10 +174,9 @@ async def test_store_failure_is_503_and_not_acknowledged(flareship_client):
     real = writer.database
 
     class Broken:
-        def connect(self):
+        async def run_write(self, fn, *args):
             raise ConnectionError("database is down")
 
-    await writer._drop_connection()
     writer.database = Broken()
     try:
         response = await post_webhook(flareship_client, "push", "push", delivery_id="d-down")
