@@ -172,15 +172,14 @@ class TransportError(CloudflareError):
         return FlareshipError("SYS_002", f"Cloudflare unreachable: {self.public_message()}", step=step)
 
 
-class TimeoutError_(TransportError):
+class CloudflareTimeout(TransportError):
     """No answer within the client's timeout."""
 
     def to_flareship(self, step: str | None = None) -> FlareshipError:
         return FlareshipError("SYS_004", f"Cloudflare did not answer in time: {self.public_message()}", step=step)
 
 
-# A readable public name; the trailing underscore avoids shadowing the builtin inside this module.
-CloudflareTimeout = TimeoutError_
+TimeoutError_ = CloudflareTimeout  # older name
 
 
 class TokenInactive(AuthenticationError):

@@ -23,9 +23,9 @@ from bot.cloudflare.budget import RequestBudget
 from bot.cloudflare.errors import (
     CloudflareAPIError,
     CloudflareError,
+    CloudflareTimeout,
     RateLimited,
     ServerError,
-    TimeoutError_,
     TransportError,
     UnexpectedResponse,
     classify,
@@ -171,7 +171,7 @@ class CloudflareTransport:
                 log.debug("cloudflare %s %s -> %s", method, path, response.status_code)
                 return parsed
             except httpx.TimeoutException as exc:
-                error: CloudflareError = TimeoutError_(f"timeout ({type(exc).__name__})", method=method, path=path)
+                error: CloudflareError = CloudflareTimeout(f"timeout ({type(exc).__name__})", method=method, path=path)
             except httpx.TransportError as exc:
                 error = TransportError(f"connection failed ({type(exc).__name__})", method=method, path=path)
             except RateLimited as exc:
