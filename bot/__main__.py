@@ -42,6 +42,10 @@ def _migrate(args: argparse.Namespace) -> int:
     from bot.store.db import Database
 
     settings = load_settings()
+    try:
+        settings.async_database_url
+    except ValueError as exc:
+        raise SettingsError([str(exc)]) from None
     configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> str | None:
@@ -52,7 +56,12 @@ def _migrate(args: argparse.Namespace) -> int:
         finally:
             await database.close()
 
-    print(f"database schema at revision {asyncio.run(run())}")
+    try:
+        revision = asyncio.run(run())
+    except Exception as exc:  # a clear line, not a traceback: unreachable server, bad credentials, ...
+        print(f"flareship migrate failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"database schema at revision {revision}")
     return 0
 
 
