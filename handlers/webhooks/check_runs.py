@@ -27,7 +27,9 @@ def _ours(data: dict, ctx: Any) -> str | None:
     if not str(run.get("name", "")).startswith(CHECK_NAME_PREFIX):
         return None
     external_id = run.get("external_id") or ""
-    return external_id if external_id.startswith("dep_") else None
+    if not external_id.startswith("dep_") or not workflow.ready(ctx):
+        return None
+    return external_id
 
 
 class ButtonClick:

@@ -33,7 +33,7 @@ async def comment_created(event: sansio.Event, ctx: Any) -> None:
     if workflow.is_bot(sender) or workflow.is_bot(comment.get("user")):
         return
     parsed = parse_command(comment.get("body"))
-    if parsed is None:
+    if parsed is None or not workflow.ready(ctx):
         return
     runner = CommentCommand(event, ctx, parsed)
     await runner.run()

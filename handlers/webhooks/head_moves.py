@@ -20,7 +20,7 @@ async def head_moved(event: sansio.Event, ctx: Any) -> None:
     before, after = data.get("before"), data.get("after")
     number = int((data.get("pull_request") or {}).get("number") or data.get("number") or 0)
     repository = data["repository"]["full_name"]
-    if not before or not number:
+    if not before or not number or ctx.services.engine is None or ctx.services.reporter is None:
         return
     engine, reporter = ctx.services.engine, ctx.services.reporter
     for deployment in await engine.list(repository=repository, limit=50):

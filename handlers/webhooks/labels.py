@@ -23,7 +23,7 @@ async def label_added(event: sansio.Event, ctx: Any) -> None:
     label = ((data.get("label") or {}).get("name") or "").strip()
     pull = data.get("pull_request") or {}
     sender = data.get("sender") or {}
-    if ":" not in label or pull.get("state") != "open" or workflow.is_bot(sender):
+    if ":" not in label or pull.get("state") != "open" or workflow.is_bot(sender) or not workflow.ready(ctx):
         return
     repository = data["repository"]["full_name"]
     default_branch = data["repository"].get("default_branch") or "main"

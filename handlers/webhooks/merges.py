@@ -25,6 +25,8 @@ async def pull_request_closed(event: sansio.Event, ctx: Any) -> None:
     sha = pull.get("merge_commit_sha")
     if not pull.get("merged") or not sha or (pull.get("base") or {}).get("ref") != default_branch:
         return
+    if not workflow.ready(ctx):
+        return
     number = int(pull["number"])
     services = ctx.services
     store = services.reporter.store

@@ -48,6 +48,15 @@ class PullRequest:
     merged: bool
 
 
+def ready(ctx: Any) -> bool:
+    """PR workflows need the engine and the reporter (built when GitHub and the database are configured)."""
+    services = ctx.services
+    if services.engine is None or services.reporter is None:
+        log.warning("PR workflow event ignored: the engine or the GitHub reporter is not configured")
+        return False
+    return True
+
+
 def split(repository: str) -> tuple[str, str]:
     owner, _, name = repository.partition("/")
     return owner, name

@@ -150,3 +150,12 @@ async def test_missing_config_on_default_branch_is_explained(workflow):
     await workflow.comment("/deploy staging")
     assert "There is no `.github/flareship.yml` on `main`" in notice(workflow)
     nothing_deployed(workflow)
+
+
+async def test_policy_comes_from_the_default_branch_not_the_pull_request(workflow):
+    weakened = "app: {name: widgets, main: dist/index.js}\nenvironments:\n  staging: {}\n  production:\n" \
+               "    required_permission: write\nallow_forks: true\n"
+    workflow.sim.set_file(REPOSITORY, HEAD_SHA, ".github/flareship.yml", weakened)
+    await workflow.comment("/deploy production", user="dev")
+    assert "`/deploy` on **production** needs maintain" in notice(workflow)
+    nothing_deployed(workflow)
