@@ -601,7 +601,8 @@ class Engine:
     async def _emit(self, kind: str, d: Deployment, step: Step | None = None, line: LogLine | None = None) -> None:
         if not self._subscribers:
             return
-        event = DeploymentEvent(kind=kind, deployment=d.model_copy(deep=True), step=step, log=line)
+        snapshot = d.model_copy(update={"steps": [s.model_copy() for s in d.steps], "urls": dict(d.urls)})
+        event = DeploymentEvent(kind=kind, deployment=snapshot, step=step, log=line)
         for sub in list(self._subscribers):
             sub.offer(event)
 
@@ -676,9 +677,26 @@ class Engine:
 
     # -- running one deployment ---------------------------------------------------------------
 
-    async def _save(self, d: Deployment, state: dict, **extra: Any) -> None:
-        await self.store.update(d.id, status=d.status, document=d.model_dump(mode="json"), state=state,
-                                updated_at=self.clock(), **extra)
+    async def _save(self, d: Deployment, state: dict, *, log: str | None = None, level: str = "info",
+                    step: str | None = None, release: Release | None = None, **extra: Any) -> None:
+        """Persist the document + state (and a log line / release) in one transaction, then publish."""
+        now = self.clock()
+        values = {"status": d.status, "document": d.model_dump(mode="json"), "state": state, "updated_at": now,
+                  **extra}
+        line = None
+        if log is None and release is None:
+            await self.store.update(d.id, **values)
+        else:
+            message = redact(log) if log is not None else None
+            line_id = await self.store.update_and_log(
+                d.id, values, (now, level, message, step) if message is not None else None,
+                release.model_dump() if release is not None else None)
+            if message is not None:
+                line = LogLine(id=line_id, timestamp=now, level=level, message=message, step=step)
+                log_fn = logging.ERROR if level == "error" else logging.INFO
+                logging.getLogger(__name__).log(log_fn, "[%s] %s", d.id, message)
+        if line is not None:
+            await self._emit("log", d, line=line)
 
     def _spec_of(self, d: Deployment, state: dict) -> AppSpec:
         data = dict(d.config)
@@ -696,9 +714,8 @@ class Engine:
             if d.status == "queued":
                 d.status = "in_progress"
                 d.started_at = d.started_at or self.clock()
-                await self._save(d, state)
+                await self._save(d, state, log=f"Deployment to {d.environment} started ({d.kind}, attempt {d.attempt})")
                 await self._emit("status", d)
-                await self._log(d, f"Deployment to {d.environment} started ({d.kind}, attempt {d.attempt})")
             else:
                 await self._log(d, "Resuming after an interruption", level="warn")
             spec = self._spec_of(d, state)
@@ -731,17 +748,19 @@ class Engine:
                     raise _LeaseLost()
                 if self._stopping:
                     return
-                fresh = await self.store.get(d.id)
-                if fresh is not None and fresh.cancel_requested:
-                    await self._cancelled(d, state)
-                    return
                 current["step"] = step.name
                 step.status = "running"
                 step.started_at = self.clock()
                 step.ended_at = None
                 step.attempt += 1
                 step.error = step.error_code = None
-                await self._save(d, state)
+                # Persisted before the step runs; the same statement reads a pending cancel request.
+                if await self.store.update_returning_cancel(
+                        d.id, status=d.status, document=d.model_dump(mode="json"), state=state,
+                        updated_at=self.clock()):
+                    step.status, step.started_at, step.attempt = "pending", None, step.attempt - 1
+                    await self._cancelled(d, state)
+                    return
                 await self._emit("step", d, step=step.model_copy())
                 try:
                     outcome = await pipeline[step.name](ctx)
@@ -781,13 +800,11 @@ class Engine:
                 migration_tag=state.get("migration_tag"), sha=d.sha, deployment_id=d.id, created_at=now,
             )
             state["release_id"] = release.id
-            await self.store.add_release(release.model_dump())
-            stored = await self.store.release_of(d.id)
-            d.release = self._release(stored) or release
+            d.release = release
         d.status = "completed"
         d.ended_at = now
-        await self._save(d, state)
-        await self._log(d, "Deployment completed" + (f": {d.urls[d.environment]}" if d.urls.get(d.environment) else ""))
+        await self._save(d, state, release=d.release if not d.options.dry_run else None,
+                         log="Deployment completed" + (f": {d.urls[d.environment]}" if d.urls.get(d.environment) else ""))
         await self._emit("status", d)
 
     async def _cancelled(self, d: Deployment, state: dict) -> None:
@@ -796,8 +813,7 @@ class Engine:
         for s in d.steps:
             if s.status == "pending":
                 s.status = "skipped"
-        await self._save(d, state)
-        await self._log(d, "Cancelled between steps", level="warn")
+        await self._save(d, state, log="Cancelled between steps", level="warn")
         await self._emit("status", d)
 
     async def _step_failed(self, d: Deployment, state: dict, ctx: StepContext, step: Step,
@@ -814,8 +830,8 @@ class Engine:
                     ctx: StepContext | None = None) -> None:
         d.error = DeploymentError(code=exc.code, message=exc.message, step=exc.step or step_name,
                                   correlation_id=d.correlation_id)
-        await self._log(d, f"{step_name or 'Deployment'} failed: {exc.code} {exc.message}", level="error",
-                        step=step_name)
+        await self._save(d, state, log=f"{step_name or 'Deployment'} failed: {exc.code} {exc.message}",
+                         level="error", step=step_name)
         touched = any(s.status in ("completed", "failed") for s in d.steps[3:]) or bool(state.get("image"))
         if (ctx is not None and d.kind == "deploy" and d.options.rollback_on_failure and not d.options.dry_run
                 and touched and d.previous_release is not None):

@@ -110,6 +110,38 @@ class DeploymentStore:
         async with self.db.begin() as conn:
             await conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
 
+    async def update_and_log(self, deployment_id: str, values: dict[str, Any],
+                             log: tuple[datetime, str, str, str | None] | None = None,
+                             release: dict[str, Any] | None = None) -> int | None:
+        """One transaction: update the row, optionally add a log line (its id is returned) and a release."""
+        async with self.db.begin() as conn:
+            if release is not None:
+                existing = (await conn.execute(sa.select(releases.c.id).where(
+                    releases.c.deployment_id == release["deployment_id"]))).first()
+                if existing is None:
+                    await conn.execute(releases.insert().values(**release))
+            line_id = None
+            if log is not None:
+                timestamp, level, message, step = log
+                result = await conn.execute(deployment_logs.insert().values(
+                    deployment_id=deployment_id, timestamp=timestamp, level=level, message=message, step=step))
+                line_id = int(result.inserted_primary_key[0])
+            await conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
+            return line_id
+
+    async def update_returning_cancel(self, deployment_id: str, **values: Any) -> bool:
+        """Update the row and say, in the same statement, whether a cancel was requested."""
+        async with self.db.begin() as conn:
+            result = await conn.execute(deployments.update().where(deployments.c.id == deployment_id)
+                                        .values(**values).returning(deployments.c.cancel_requested))
+            return bool(result.scalar())
+
+    async def cancel_requested(self, deployment_id: str) -> bool:
+        async with self.db.connect() as conn:
+            value = (await conn.execute(sa.select(deployments.c.cancel_requested).where(
+                deployments.c.id == deployment_id))).scalar()
+            return bool(value)
+
     async def update_if(self, deployment_id: str, statuses: tuple[str, ...], **values: Any) -> bool:
         """Compare-and-set on status: True when the row was in one of `statuses` and is now updated."""
         async with self.db.begin() as conn:
