@@ -237,3 +237,40 @@ async def test_latency_global_and_per_endpoint(cloudflare_sim, cloudflare_client
     await cloudflare_client.containers_account(ACC)
     slow = time.perf_counter() - start
     assert 0.05 <= fast < 0.2 <= slow
+
+
+async def test_budget_keeps_the_token_under_cloudflares_limit(cloudflare_sim, cloudflare_http):
+    """The sim enforces a (scaled-down) per-token limit and blocks the token once it is crossed;
+    a client whose budget matches never gets there - it fails with SYS_003 itself instead."""
+    from bot.cloudflare import BudgetExhausted, RateLimited, RequestBudget
+    from tests.plugins.cloudflare_sim import FakeClock
+
+    sim = cloudflare_sim.sim
+    sim.rate_limit, sim.rate_window = 12, 300.0
+    clock = FakeClock()
+    budget = RequestBudget(limit=12, window=300, clock=clock, sleep=clock.sleep, max_wait=30)
+    client = make_client(cloudflare_sim, cloudflare_http, clock, budget=budget)
+    for _ in range(12):
+        await client.get_account(ACC)
+    with pytest.raises(BudgetExhausted) as err:
+        await client.get_account(ACC)
+    assert err.value.to_flareship().code == "SYS_003"
+    assert all(status != 429 for _m, _p, status in sim.requests)
+
+    # Without a budget (another tool on the same token), Cloudflare blocks the token for 5 minutes.
+    reckless = make_client(cloudflare_sim, cloudflare_http, FakeClock(),
+                           budget=RequestBudget(limit=1000, clock=FakeClock()))
+    with pytest.raises(RateLimited) as err:
+        await reckless.get_account(ACC)
+    assert err.value.retry_after == 300 and err.value.code == 971
+    assert reckless.budget.paused_for() > 200
+    response = await cloudflare_http.get(f"{cloudflare_sim.url}/accounts/{ACC}",
+                                         headers={"Authorization": f"Bearer {CF_TOKEN}"})
+    assert response.status_code == 429 and int(response.headers["retry-after"]) > 200
+
+
+async def test_ratelimit_headers(cloudflare_sim, cloudflare_http):
+    response = await cloudflare_http.get(f"{cloudflare_sim.url}/accounts/{ACC}",
+                                         headers={"Authorization": f"Bearer {CF_TOKEN}"})
+    assert response.headers["ratelimit-policy"] == '"default";q=1200;w=300'
+    assert response.headers["ratelimit"].startswith('"default";r=1199')

@@ -94,6 +94,11 @@ async def cloudflare_middleware(request: web.Request, handler):
         await sim.stall(delay)
     status = 500
     try:
+        limited = sim.rate_limit_check(request.headers.get("Authorization"))
+        if limited is not None:
+            status = 429
+            return failure(429, 971, "Please wait and consider throttling your request speed",
+                           {"Retry-After": str(limited), **sim.rate_limit_headers(request.headers.get("Authorization"))})
         fault = faults.take(request.method, api_path)
         if fault is not None and not fault.after:
             if fault.delay:
@@ -129,6 +134,7 @@ async def cloudflare_middleware(request: web.Request, handler):
             if fault.status or fault.error_code is not None:
                 status, code, message, headers = fault.error()
                 return failure(status, code, message, headers)
+        response.headers.update(sim.rate_limit_headers(request.headers.get("Authorization")))
         return response
     finally:
         sim.requests.append((request.method, api_path, status))

@@ -11,8 +11,9 @@ import asyncio
 import itertools
 import re
 import secrets
+import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -205,6 +206,14 @@ class CloudflareSim:
         #: (script, version_id or None) -> "healthy" | "failing" | "slow"
         self.worker_health: dict[tuple[str, str | None], str] = {}
         self.slow_seconds = 5.0
+        #: Cloudflare's per-token limit: `rate_limit` requests per `rate_window` seconds; crossing it
+        #: blocks every call of the token for `rate_block` seconds (429 / 971 with Retry-After).
+        self.rate_limit = 1200
+        self.rate_window = 300.0
+        self.rate_block = 300.0
+        self._token_requests: dict[str, deque[float]] = {}
+        self._token_blocked_until: dict[str, float] = {}
+        self.clock = time.monotonic
         #: Check every API request against the Cloudflare OpenAPI files (off only for benchmarks).
         self.validate_requests = True
         self._last_time = datetime.now(timezone.utc)
@@ -219,6 +228,33 @@ class CloudflareSim:
             await asyncio.wait_for(self.closing.wait(), seconds)
         except asyncio.TimeoutError:
             pass
+
+    # -- rate limits -------------------------------------------------------------------
+
+    def rate_limit_check(self, authorization: str | None) -> int | None:
+        """Count a request against its token; seconds to wait when the token is blocked."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        key = authorization[7:].strip()
+        now = self.clock()
+        blocked = self._token_blocked_until.get(key, 0.0)
+        if blocked > now:
+            return max(1, int(blocked - now + 0.999))
+        window = self._token_requests.setdefault(key, deque())
+        while window and window[0] <= now - self.rate_window:
+            window.popleft()
+        if len(window) >= self.rate_limit:
+            self._token_blocked_until[key] = now + self.rate_block
+            self.creates["rate_limit_block"] += 1
+            return int(self.rate_block)
+        window.append(now)
+        return None
+
+    def rate_limit_headers(self, authorization: str | None) -> dict[str, str]:
+        key = (authorization or "")[7:].strip()
+        used = len(self._token_requests.get(key, ()))
+        return {"Ratelimit": f'"default";r={max(0, self.rate_limit - used)};t={int(self.rate_window)}',
+                "Ratelimit-Policy": f'"default";q={self.rate_limit};w={int(self.rate_window)}'}
 
     # -- time and ids -------------------------------------------------------------------
 
