@@ -2,7 +2,8 @@
 
 - `cloudflare_sim`: a running `CloudflareSimServer` (`.url`, `.workers_url_template`,
   `.registry_url`, `.sim`) with one paid account `CF_ACCOUNT_ID` (workers.dev subdomain
-  `flareship-sim`) and a full-permission token `CF_TOKEN` already seeded.
+  `flareship-sim`) and a full-permission token `CF_TOKEN` already seeded; Cloudflare's
+  1200 requests / 5 min per-token limit is enforced.
 - `cloudflare_client`: a `CloudflareClient` on it whose retry waits and budget run on a fake clock
   (`cloudflare_clock`), so retries cost no wall time.
 - `docker_registries`: two Debian `docker-registry` servers (source, target) on loopback.
@@ -50,7 +51,7 @@ class FakeClock:
 
 @pytest.fixture
 async def cloudflare_sim():
-    server = await start_cloudflare_sim()
+    server = await start_cloudflare_sim(rate_limit=1200)  # Cloudflare's real per-token limit
     server.seed_account(CF_ACCOUNT_ID, CF_TOKEN, subdomain=CF_SUBDOMAIN)
     try:
         yield server

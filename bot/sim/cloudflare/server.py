@@ -62,9 +62,14 @@ class CloudflareSimServer:
 
 
 async def start_cloudflare_sim(host: str = "127.0.0.1", port: int = 0, *, sim: CloudflareSim | None = None,
-                               hidden_version_reads: int = 1) -> CloudflareSimServer:
-    """Start the simulator (API, served Workers, registry) on one loopback port."""
+                               hidden_version_reads: int = 1, rate_limit: int | None = None) -> CloudflareSimServer:
+    """Start the simulator (API, served Workers, registry) on one loopback port.
+
+    `rate_limit=1200` enforces Cloudflare's per-token limit (off by default: demos and benchmarks
+    run many deployments on one token)."""
     sim = sim or CloudflareSim(hidden_version_reads=hidden_version_reads)
+    if rate_limit is not None:
+        sim.rate_limit = rate_limit
     app = make_app(sim)
     # A short shutdown timeout: stalled (fault-injected or "slow") handlers must not hold up teardown.
     runner = web.AppRunner(app, access_log=None, handler_cancellation=False, shutdown_timeout=0.25)
