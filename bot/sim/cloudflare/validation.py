@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -70,6 +71,8 @@ class _Request:
 
 @lru_cache(maxsize=1)
 def _apis() -> tuple[tuple[OpenAPI, dict], ...]:
+    # openapi-core's path templates log every pattern they compile at DEBUG; that is noise.
+    logging.getLogger("parse").setLevel(logging.WARNING)
     cf = _patch_cloudflare(json.loads((SPECS / "cloudflare-openapi-subset.json").read_text()))
     containers = _patch_containers(json.loads((SPECS / "cloudflare-containers-subset.json").read_text()))
     return ((OpenAPI.from_dict(containers), containers), (OpenAPI.from_dict(cf), cf))
