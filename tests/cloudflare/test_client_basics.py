@@ -241,7 +241,7 @@ async def test_subdomains_routes_domains(cloudflare_sim, cloudflare_client):
     await first_upload(cloudflare_client)
     assert await cloudflare_client.get_account_subdomain(CF_ACCOUNT_ID) == CF_SUBDOMAIN
     state = await cloudflare_client.enable_script_subdomain(CF_ACCOUNT_ID, "my-app")
-    assert state["enabled"] is True
+    assert state["enabled"] is True and cloudflare_sim.sim.script_api_dates == ["2025-08-01"]
     zone = "aaaabbbbccccddddaaaabbbbccccdddd"
     cloudflare_sim.sim.add_zone(zone, "example.com", CF_ACCOUNT_ID)
     route = await cloudflare_client.ensure_route(zone, "app.example.com/*", "my-app")

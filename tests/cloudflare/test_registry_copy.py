@@ -201,3 +201,43 @@ async def test_blobs_are_streamed_not_buffered(docker_registries, http):
     assert copied.digest == image.digest
     assert len(image.layers[0]) > 20 * 1024 * 1024
     assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB while copying a 24 MB layer"
+
+
+async def test_blob_reads_follow_redirects(http):
+    """Registries send blob reads to storage with a 307; the copy follows it."""
+    from aiohttp import web
+
+    from bot.sim.registry import RegistryState, make_registry_routes, seed_image
+
+    state = RegistryState()
+    image = build_test_image("redirected")
+    seed_image(state, "acme/app", "v1", image)
+    app = web.Application()
+    routes = make_registry_routes(state)
+
+    async def storage(request):
+        return web.Response(body=state.blobs[request.match_info["digest"]])
+
+    @web.middleware
+    async def redirect_blobs(request, handler):
+        if request.method == "GET" and "/blobs/sha256:" in request.path:
+            raise web.HTTPTemporaryRedirect(f"/storage/{request.path.rsplit('/', 1)[1]}")
+        return await handler(request)
+
+    app.middlewares.append(redirect_blobs)
+    app.router.add_get("/storage/{digest}", storage)
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    target = await start_registry()
+    try:
+        copied = await RegistryClient(http).copy_image(f"127.0.0.1:{port}/acme/app:v1", f"{target.host}/cf/app:v1")
+        assert copied.digest == image.digest
+        assert all(target.state.has_blob("cf/app", b) for b in map(lambda d: "sha256:" + hashlib.sha256(d).hexdigest(),
+                                                                  image.blobs()))
+    finally:
+        await runner.cleanup()
+        await target.close()

@@ -394,6 +394,8 @@ async def get_script_subdomain(request):
 async def post_script_subdomain(request):
     sim = request.app[SIM]
     account = _account(request, "workers_scripts:edit")
+    # The 2025-08-01 behaviour is asked for by header (spec26); remember what the client sent.
+    sim.script_api_dates.append(request.headers.get("Cloudflare-Workers-Script-Api-Date"))
     return envelope(sim.script_subdomain(account, request.match_info["script_name"], _body(request)))
 
 

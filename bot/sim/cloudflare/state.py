@@ -206,6 +206,8 @@ class CloudflareSim:
         #: (script, version_id or None) -> "healthy" | "failing" | "slow"
         self.worker_health: dict[tuple[str, str | None], str] = {}
         self.slow_seconds = 5.0
+        #: `Cloudflare-Workers-Script-Api-Date` header of each per-script subdomain POST.
+        self.script_api_dates: list[str | None] = []
         #: Cloudflare's per-token limit: `rate_limit` requests per `rate_window` seconds; crossing it
         #: blocks every call of the token for `rate_block` seconds (429 / 971 with Retry-After).
         #: Off (None) unless set - Cloudflare's value is 1200 (the test fixture turns it on);
