@@ -90,8 +90,15 @@ class CloudflareAPIError(CloudflareError):
 class AuthenticationError(CloudflareAPIError):
     """The token is not accepted (invalid, disabled, expired, malformed header)."""
 
+    @property
+    def expired(self) -> bool:
+        return any("expired" in e["message"].lower() for e in self.errors)
+
     def to_flareship(self, step: str | None = None) -> FlareshipError:
-        return FlareshipError("AUTH_003", self.public_message(), step=step, details=self.details())
+        # A token that expires after authentication succeeded is the seed's AUTH_005.
+        mid_operation = step not in (None, "Authenticating with Cloudflare", "Validating configuration")
+        code = "AUTH_005" if self.expired and mid_operation else "AUTH_003"
+        return FlareshipError(code, self.public_message(), step=step, details=self.details())
 
 
 class PermissionDenied(CloudflareAPIError):

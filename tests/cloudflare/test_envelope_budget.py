@@ -185,3 +185,13 @@ async def test_factory_for_environment(monkeypatch):
     assert err.value.code == "AUTH_003"
     await clients.aclose()
     await empty.aclose()
+
+
+def test_token_expiring_mid_deploy_is_auth_005():
+    with pytest.raises(AuthenticationError) as err:
+        parse_envelope(401, fail(9106, message="Authentication error: API token has expired"))
+    assert err.value.to_flareship("Uploading Worker version").code == "AUTH_005"
+    assert err.value.to_flareship("Authenticating with Cloudflare").code == "AUTH_003"
+    with pytest.raises(AuthenticationError) as err:
+        parse_envelope(401, fail(9106, message="Authentication error"))
+    assert err.value.to_flareship("Uploading Worker version").code == "AUTH_003"
