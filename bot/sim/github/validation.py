@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -112,23 +113,29 @@ def _validation_path(template: PathTemplate, params: dict[str, str]) -> str:
     return path
 
 
+def _schema_error_item(schema_error: Any) -> tuple[str, dict[str, Any]]:
+    if schema_error.context:
+        # oneOf/anyOf: report the branch that came closest, as GitHub names the real field.
+        schema_error = best_match(schema_error.context)
+    field = "/".join(str(p) for p in schema_error.path) or None
+    code = "missing_field" if schema_error.validator == "required" else "invalid"
+    if schema_error.validator == "required":
+        missing = next((name for name in schema_error.validator_value
+                        if isinstance(schema_error.instance, dict) and name not in schema_error.instance), None)
+        field = "/".join(filter(None, [field, missing]))
+    item = {"resource": "Request", "field": field, "code": code, "message": schema_error.message}
+    return f"For '{field or 'body'}', {schema_error.message}.", item
+
+
 def _describe(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
     """Human text and GitHub-style `errors` items from an openapi-core error chain."""
     messages, items = [], []
     current: BaseException | None = error
     while current is not None:
         for schema_error in getattr(current, "schema_errors", None) or []:
-            if schema_error.context:
-                # oneOf/anyOf: report the branch that came closest, as GitHub names the real field.
-                schema_error = best_match(schema_error.context)
-            field = "/".join(str(p) for p in schema_error.path) or None
-            code = "missing_field" if schema_error.validator == "required" else "invalid"
-            if schema_error.validator == "required":
-                missing = next((name for name in schema_error.validator_value
-                                if isinstance(schema_error.instance, dict) and name not in schema_error.instance), None)
-                field = "/".join(filter(None, [field, missing]))
-            items.append({"resource": "Request", "field": field, "code": code, "message": schema_error.message})
-            messages.append(f"For '{field or 'body'}', {schema_error.message}.")
+            message, item = _schema_error_item(schema_error)
+            messages.append(message)
+            items.append(item)
         current = current.__cause__
     if not messages:
         chain, current = [], error
@@ -140,16 +147,91 @@ def _describe(error: BaseException) -> tuple[str, list[dict[str, Any]]]:
     return " ".join(messages), items
 
 
+def _inline(node: Any, spec: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """A schema with its `#/components/schemas` references inlined (the request bodies have no cycles)."""
+    if isinstance(node, list):
+        return [_inline(item, spec, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if ref:
+        name = ref.rsplit("/", 1)[-1]
+        if name in seen:
+            raise ValueError(f"recursive schema {name}")
+        return _inline(spec["components"]["schemas"][name], spec, seen + (name,))
+    return {key: _inline(value, spec, seen) for key, value in node.items()}
+
+
+@dataclass
+class BodyRule:
+    required: bool
+    validator: Any  # an OAS 3.0 jsonschema validator, or None when the operation takes no body
+
+
+@functools.cache
+def body_rule(template: str, method: str) -> BodyRule:
+    """How an operation's JSON body is checked.
+
+    Bodies are validated by jsonschema with the OAS 3.0 dialect directly, not through
+    openapi-core: its casting step treats parsed JSON like query strings (a dict passes as an
+    array of its keys, the string "true" as a boolean) and crashes on some shapes.
+    """
+    spec = github_spec()
+    operation = spec["paths"][template].get(method.lower(), {})
+    request_body = operation.get("requestBody")
+    if not request_body:
+        return BodyRule(False, None)
+    schema = request_body.get("content", {}).get("application/json", {}).get("schema", {})
+    schema = _inline(copy.deepcopy(schema), spec)
+    _drop_inline_discriminators(schema)
+    return BodyRule(bool(request_body.get("required")),
+                    OAS30WriteValidator(schema, format_checker=OAS30WriteValidator.FORMAT_CHECKER))
+
+
+def _body_problem(template: str, method: str, body: bytes) -> Problem | None:
+    rule = body_rule(template, method)
+    if rule.validator is None:
+        return None
+    if not body:
+        if not rule.required:
+            return None
+        message = "Invalid request.\n\nA request body is required."
+        return Problem(422, {"message": message, "documentation_url": DOCS, "status": "422",
+                             "errors": [{"resource": "Request", "field": None, "code": "missing",
+                                         "message": "A request body is required"}]})
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return Problem(400, {"message": "Problems parsing JSON", "documentation_url": DOCS})
+    errors = sorted(rule.validator.iter_errors(document), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    described = [_schema_error_item(error) for error in errors[:5]]
+    return Problem(422, {"message": "Invalid request.\n\n" + " ".join(m for m, _ in described),
+                         "errors": [item for _, item in described], "documentation_url": DOCS, "status": "422"})
+
+
+_BODY_ERRORS = ("RequestBody", "MediaType")
+
+
 def validate_request(template: PathTemplate, params: dict[str, str], method: str, query: MultiDict,
                      headers: CIMultiDict, body: bytes, content_type: str) -> Problem | None:
-    """None when the request conforms; otherwise GitHub's 404/422 answer."""
-    request = _Request(method, _validation_path(template, params), query, headers, body or None, content_type)
-    error = next(iter(request_validator().iter_errors(request)), None)
-    if error is None:
-        return None
-    kind = type(error).__name__
-    if kind in ("PathNotFound", "OperationNotFound", "ServerNotFound"):
-        return Problem(404, {"message": "Not Found", "documentation_url": DOCS})
-    text, items = _describe(error)
-    return Problem(422, {"message": f"Invalid request.\n\n{text}", "errors": items, "documentation_url": DOCS,
-                         "status": "422"})
+    """None when the request conforms; otherwise GitHub's 404/422 answer.
+
+    openapi-core checks the operation, path and query parameters; the body is checked separately.
+    """
+    request = _Request(method, _validation_path(template, params), query, headers, None, "")
+    try:
+        errors = [e for e in request_validator().iter_errors(request)
+                  if not any(marker in type(e).__name__ for marker in _BODY_ERRORS)]
+    except Exception as exc:  # the validator itself failed: answer like GitHub, never a 500
+        errors = [exc]
+    if errors:
+        error = errors[0]
+        kind = type(error).__name__
+        if kind in ("PathNotFound", "OperationNotFound", "ServerNotFound"):
+            return Problem(404, {"message": "Not Found", "documentation_url": DOCS})
+        text, items = _describe(error)
+        return Problem(422, {"message": f"Invalid request.\n\n{text}", "errors": items, "documentation_url": DOCS,
+                             "status": "422"})
+    return _body_problem(template.template, method, body)
