@@ -291,7 +291,8 @@ def render_comment(state: dict[str, Any]) -> str:
         lines.append("_No deployments from this pull request yet._")
     notice = state.get("notice")
     if notice:
-        lines += ["", notice]
+        when = state.get("notice_at")
+        lines += ["", notice + (f" <sub>({when})</sub>" if when else "")]
     lines += ["", "<sub>Comment `/help` for the commands.</sub>"]
     return truncate("\n".join(lines), MAX_OUTPUT_CHARS, keep="start")
 
@@ -325,8 +326,10 @@ class CommentWriter:
             state["environments"] = envs
             if notice is not None:
                 state["notice"] = notice
+                state["notice_at"] = _iso(datetime.now(timezone.utc))
             elif clear_notice:
                 state.pop("notice", None)
+                state.pop("notice_at", None)
             await self.store.save_comment(repository, pull_request, state=state)
             body = render_comment(state)
             owner, name = _split_repo(repository)
