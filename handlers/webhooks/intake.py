@@ -114,6 +114,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     if not is_new:
         log.info("webhook %s %s is a repeat; acknowledged, not processed again", event.event, event.delivery_id)
         return json_success({"deliveryId": event.delivery_id, "event": event.event, "status": "duplicate"})
+    log.debug("webhook %s.%s %s stored", delivery.event, delivery.action, delivery.delivery_id)
     return json_success({"deliveryId": event.delivery_id, "event": event.event, "status": "queued"}, status=202)
 
 
