@@ -13,12 +13,12 @@ TOKEN = "sim-deploy-token-0123456789abcdef"
 
 def make_engine(settings: Settings, database, *, github=None, lease_seconds: float = 5,
                 heartbeat_seconds: float = 1, clock=None, holder: str | None = None,
-                fast: bool = True) -> tuple[Engine, CloudflareClients]:
+                fast: bool = True, timeout: float = 30.0, sleep=None) -> tuple[Engine, CloudflareClients]:
     services = Services(settings=settings, database=database, github=github)
     options = {"backoff_base": 0.01, "jitter": 0.01} if fast else {}
-    clients = CloudflareClients(settings, client_options=options)
+    extra = {"sleep": sleep} if sleep is not None else {}
+    clients = CloudflareClients(settings, client_options=options, timeout=timeout, **extra)
     engine = Engine(services, cloudflare=clients, lease_seconds=lease_seconds, heartbeat_seconds=heartbeat_seconds,
                     clock=clock, poll_seconds=0.05, health_interval=0.05, holder=holder)
     services.engine = engine
-    # Fresh versions are hidden for a read or two in the simulator: retry quickly in tests.
     return engine, clients
