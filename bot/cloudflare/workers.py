@@ -81,6 +81,23 @@ def sqlite_migration(old_tag: str | None, new_tag: str, new_classes: Iterable[st
     return migration
 
 
+#: Limits of version annotations (spec: `workers_version-post` metadata).
+MAX_TAG_LENGTH = 20
+MAX_MESSAGE_LENGTH = 50
+
+
+def normalize_annotations(annotations: Mapping[str, str]) -> dict[str, str]:
+    """Fit annotations into Cloudflare's limits: the message is cut, a long tag is replaced by a
+    stable 20-character hash of it (so it still identifies the same upload)."""
+    out = dict(annotations)
+    if isinstance(out.get("workers/message"), str):
+        out["workers/message"] = out["workers/message"][:MAX_MESSAGE_LENGTH]
+    tag = out.get("workers/tag")
+    if isinstance(tag, str) and len(tag) > MAX_TAG_LENGTH:
+        out["workers/tag"] = "t-" + hashlib.sha256(tag.encode()).hexdigest()[:MAX_TAG_LENGTH - 2]
+    return out
+
+
 def build_upload_metadata(
     *,
     main_module: str,
@@ -109,7 +126,7 @@ def build_upload_metadata(
     if keep_bindings is not None:
         metadata["keep_bindings"] = list(keep_bindings)
     if annotations:
-        metadata["annotations"] = dict(annotations)
+        metadata["annotations"] = normalize_annotations(annotations)
     if tags:
         metadata["tags"] = list(tags)
     return metadata
@@ -130,7 +147,7 @@ def content_marker(metadata: dict, modules: Iterable[WorkerModule]) -> str:
     for module in sorted(modules, key=lambda m: m.name):
         digest.update(module.name.encode() + b"\0" + module.media_type.encode() + b"\0")
         digest.update(hashlib.sha256(module.content).digest())
-    return "fls-" + digest.hexdigest()[:24]
+    return "fls-" + digest.hexdigest()[:MAX_TAG_LENGTH - 4]
 
 
 def current_version_id(deployments: list[dict]) -> str | None:
@@ -220,7 +237,7 @@ class WorkersAPI:
             compatibility_flags=compatibility_flags, bindings=bindings, migrations=migrations,
             containers=containers, keep_bindings=keep_bindings, annotations=annotations, tags=tags,
         )
-        marker = (annotations or {}).get("workers/tag") or content_marker(metadata, modules)
+        marker = metadata.get("annotations", {}).get("workers/tag") or content_marker(metadata, modules)
         metadata.setdefault("annotations", {})["workers/tag"] = marker
         new_tag = (migrations or {}).get("new_tag")
         already = await self._uploaded_version(account_id, script, marker, new_tag)

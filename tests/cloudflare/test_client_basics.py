@@ -275,3 +275,27 @@ async def test_workers_served_by_health(cloudflare_sim, cloudflare_client, cloud
     import httpx
     with pytest.raises(httpx.ReadTimeout):
         await cloudflare_http.get(url + "/", timeout=0.2)
+
+
+async def test_annotations_fit_cloudflares_limits(cloudflare_sim, cloudflare_client):
+    long_tag = "dep_01JABCDEFGHJKMNPQRSTVWXYZ0"
+    result = await cloudflare_client.upload_worker(
+        CF_ACCOUNT_ID, "annotated", modules(), main_module="index.js", compatibility_date="2025-09-01",
+        annotations={"workers/message": "m" * 120, "workers/tag": long_tag})
+    version = cloudflare_sim.sim.script(CF_ACCOUNT_ID, "annotated").versions[-1]
+    tag = version.metadata["annotations"]["workers/tag"]
+    assert len(tag) <= 20 and len(version.metadata["annotations"]["workers/message"]) == 50
+    again = await cloudflare_client.upload_worker(  # same tag: recognised, nothing uploaded twice
+        CF_ACCOUNT_ID, "annotated", modules(), main_module="index.js", compatibility_date="2025-09-01",
+        annotations={"workers/message": "m" * 120, "workers/tag": long_tag})
+    assert again["reused"] and again["deployment_id"] == result["deployment_id"]
+    assert len(cloudflare_sim.sim.script(CF_ACCOUNT_ID, "annotated").versions) == 1
+
+
+async def test_sim_rejects_annotations_over_the_limit(cloudflare_sim, cloudflare_client):
+    with pytest.raises(ValidationFailed) as err:
+        await cloudflare_client.call("PUT", f"/accounts/{CF_ACCOUNT_ID}/workers/scripts/x", files=[
+            ("metadata", ("m.json", b'{"main_module": "index.js", "annotations": {"workers/tag": "'
+                          + b"x" * 30 + b'"}}', "application/json")),
+            ("index.js", ("index.js", MAIN, "application/javascript+module"))])
+    assert "workers/tag" in str(err.value)

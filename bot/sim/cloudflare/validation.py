@@ -45,7 +45,9 @@ def _patch_cloudflare(spec: dict) -> dict:
     metadata["migrations"] = {"anyOf": metadata["migrations"]["oneOf"]}
     metadata["containers"] = {"type": "array", "items": {"type": "object", "properties": {
         "class_name": {"type": "string"}}, "required": ["class_name"]}}
-    metadata["annotations"] = {"type": "object"}
+    # The live API takes the annotations `versions` uploads declare, with the same limits.
+    version_meta = spec["components"]["requestBodies"]["workers_version-post"]["content"]["multipart/form-data"]
+    metadata["annotations"] = copy.deepcopy(version_meta["schema"]["properties"]["metadata"]["properties"]["annotations"])
     metadata["observability"] = {"type": "object"}
     metadata["assets"] = {"type": "object"}
     return spec
