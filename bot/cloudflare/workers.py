@@ -277,6 +277,52 @@ class WorkersAPI:
                 "migration_tag": script_info.get("migration_tag"), "etag": script_info.get("etag"),
                 "reused": True}
 
+    async def upload_version(
+        self,
+        account_id: str,
+        script: str,
+        modules: Iterable[WorkerModule] | Mapping[str, bytes],
+        *,
+        main_module: str,
+        compatibility_date: str,
+        compatibility_flags: Iterable[str] = (),
+        bindings: Iterable[dict] = (),
+        keep_bindings: Iterable[str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> dict:
+        """POST a version of an existing Worker without deploying it (wrangler `versions upload`;
+        no migrations, no containers). Deploy it with `create_deployment`. A version already
+        carrying the same `workers/tag` is returned instead of uploading a duplicate."""
+        if isinstance(modules, Mapping):
+            modules = [WorkerModule(name, content) for name, content in modules.items()]
+        modules = list(modules)
+        if main_module not in {m.name for m in modules}:
+            raise ValueError(f"main module {main_module!r} is not among the modules")
+        metadata = build_upload_metadata(
+            main_module=main_module, compatibility_date=compatibility_date, compatibility_flags=compatibility_flags,
+            bindings=bindings, keep_bindings=keep_bindings, annotations=annotations,
+        )
+        marker = metadata.get("annotations", {}).get("workers/tag") or content_marker(metadata, modules)
+        metadata.setdefault("annotations", {})["workers/tag"] = marker
+
+        async def existing() -> dict | None:
+            for version in await self.list_versions(account_id, script, deployable=False):
+                if (version.get("annotations") or {}).get("workers/tag") == marker:
+                    return version
+            return None
+
+        found = await existing()
+        if found is not None:
+            return found
+        try:
+            return await self.call("POST", f"/accounts/{account_id}/workers/scripts/{script}/versions",
+                                   files=upload_parts(metadata, modules))
+        except (TransportError, ServerError, UnexpectedResponse):
+            found = await existing()
+            if found is not None:
+                return found
+            raise
+
     async def delete_script(self, account_id: str, script: str, *, force: bool = True) -> None:
         await self.call("DELETE", f"/accounts/{account_id}/workers/scripts/{script}",
                         params={"force": "true"} if force else None)

@@ -299,3 +299,23 @@ async def test_sim_rejects_annotations_over_the_limit(cloudflare_sim, cloudflare
                           + b"x" * 30 + b'"}}', "application/json")),
             ("index.js", ("index.js", MAIN, "application/javascript+module"))])
     assert "workers/tag" in str(err.value)
+
+
+async def test_version_upload_then_deploy(cloudflare_sim, cloudflare_client):
+    first = await first_upload(cloudflare_client)
+    version = await cloudflare_client.upload_version(
+        CF_ACCOUNT_ID, "my-app", modules({"extra.js": b"export const y = 2;\n"}), main_module="index.js",
+        compatibility_date="2025-09-01", bindings=[durable_object_binding("APP_CONTAINER", "AppContainer")],
+        annotations={"workers/message": "staged"})
+    assert version["id"] != first["deployment_id"]
+    assert await cloudflare_client.deployed_version(CF_ACCOUNT_ID, "my-app") == first["deployment_id"]
+    again = await cloudflare_client.upload_version(
+        CF_ACCOUNT_ID, "my-app", modules({"extra.js": b"export const y = 2;\n"}), main_module="index.js",
+        compatibility_date="2025-09-01", bindings=[durable_object_binding("APP_CONTAINER", "AppContainer")],
+        annotations={"workers/message": "staged"})
+    assert again["id"] == version["id"] and cloudflare_sim.sim.creates["version"] == 2
+    await cloudflare_client.create_deployment(CF_ACCOUNT_ID, "my-app", version["id"])
+    assert await cloudflare_client.deployed_version(CF_ACCOUNT_ID, "my-app") == version["id"]
+    with pytest.raises(NotFound):
+        await cloudflare_client.upload_version(CF_ACCOUNT_ID, "missing", modules(), main_module="index.js",
+                                               compatibility_date="2025-09-01")

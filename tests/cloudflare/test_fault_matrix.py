@@ -97,6 +97,13 @@ OPS: dict[str, Op] = {
         lambda c, s, x: upload(c, x["script"], migrate=False, body=MAIN + b"// again\n"),
         setup=lambda c, s, x: upload(c, x["script"]),
         count=lambda s, x: len(s.script(ACC, x["script"]).versions) - 1),
+    "upload_version": Op(
+        "POST", "/accounts/*/workers/scripts/*/versions",
+        lambda c, s, x: c.upload_version(ACC, x["script"], [WorkerModule("index.js", MAIN + b"// staged\n")],
+                                         main_module="index.js", compatibility_date="2025-09-01",
+                                         bindings=[durable_object_binding("APP_CONTAINER", "AppContainer")]),
+        setup=lambda c, s, x: upload(c, x["script"]),
+        count=lambda s, x: len(s.script(ACC, x["script"]).versions) - 1, creates=True),
     "get_version": Op(
         "GET", "/accounts/*/workers/scripts/*/versions/*", lambda c, s, x: c.get_version(ACC, x["script"], x["v1"]),
         setup=_two_versions),

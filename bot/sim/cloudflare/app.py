@@ -349,6 +349,16 @@ async def list_versions(request):
     return envelope(sim.list_versions(account, request.match_info["script_name"]))
 
 
+@routes.post(S + "/versions")
+async def upload_version(request):
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:edit")
+    if METADATA not in request:
+        raise SimError(400, 10021, "a version is uploaded as multipart/form-data with a metadata part")
+    return envelope(sim.upload_version(account, request.match_info["script_name"], request[METADATA],
+                                       request[MODULES]))
+
+
 @routes.get(S + "/versions/{version_id}")
 async def get_version(request):
     sim = request.app[SIM]

@@ -401,8 +401,20 @@ class CloudflareSim:
         return any(pattern.search(m.content.decode("utf-8", "replace")) for m in modules.values()
                    if m.content_type in JS_MODULE_TYPES or m.content_type.endswith("javascript"))
 
-    def upload_script(self, account: Account, name: str, metadata: dict, modules: dict[str, Module]) -> dict:
-        """PUT /workers/scripts/{name}: validate, apply migrations, create a version deployed at 100%."""
+    def upload_version(self, account: Account, name: str, metadata: dict, modules: dict[str, Module]) -> dict:
+        """POST /workers/scripts/{name}/versions: a new version of an existing Worker, not deployed."""
+        script = self._script(account.id, name)
+        if metadata.get("migrations"):
+            raise SimError(400, 10021, "migrations are not supported in version uploads; use a script upload")
+        result = self.upload_script(account, name, {**metadata, "containers": script.containers}, modules,
+                                    deploy=False)
+        version = script.version(result["version_id"])
+        return {**version.public(), "startup_time_ms": 3}
+
+    def upload_script(self, account: Account, name: str, metadata: dict, modules: dict[str, Module], *,
+                      deploy: bool = True) -> dict:
+        """PUT /workers/scripts/{name}: validate, apply migrations, create a version deployed at 100%
+        (`deploy=False`: the version only, as a version upload does)."""
         main = metadata.get("main_module")
         if not main:
             raise SimError(400, 10021, "Uncaught Error: No main_module given in metadata (a module Worker needs one)")
@@ -516,6 +528,8 @@ class CloudflareSim:
         existing.migration_tag = new_tag
         existing.containers = containers
         version = self._new_version(existing, metadata, modules, bindings)
+        if not deploy:
+            return {"version_id": version.id}
         deployment = self._new_deployment(existing, [{"version_id": version.id, "percentage": 100.0}],
                                           metadata.get("annotations"))
         return {**existing.public(), "startup_time_ms": 3, "deployment_id": version.id,

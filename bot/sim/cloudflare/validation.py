@@ -86,11 +86,16 @@ def _validators() -> tuple[tuple[V30RequestParametersValidator, V30RequestBodyVa
     return tuple((V30RequestParametersValidator(api.spec), V30RequestBodyValidator(api.spec)) for api, _ in _apis())
 
 
-@lru_cache(maxsize=1)
-def _metadata_schema() -> dict:
+@lru_cache(maxsize=2)
+def _metadata_schema(version_upload: bool = False) -> dict:
+    """The `metadata` part's schema: a script upload's, or a version upload's."""
     _, cf = _apis()[1]
-    body = cf["components"]["requestBodies"]["workers_script_upload"]["content"]["multipart/form-data"]
-    schema = copy.deepcopy(body["schema"]["oneOf"][0]["properties"]["metadata"])
+    if version_upload:
+        body = cf["components"]["requestBodies"]["workers_version-post"]["content"]["multipart/form-data"]
+        schema = copy.deepcopy(body["schema"]["properties"]["metadata"])
+    else:
+        body = cf["components"]["requestBodies"]["workers_script_upload"]["content"]["multipart/form-data"]
+        schema = copy.deepcopy(body["schema"]["oneOf"][0]["properties"]["metadata"])
     return {"components": cf["components"], **schema}
 
 
@@ -188,7 +193,7 @@ def _validate(*, host_url: str, path: str, method: str, query, headers, content_
     else:
         raise UnknownRoute(f"{method.upper()} {path} is not in the Cloudflare specs ({type(last).__name__})")
     if multipart and metadata is not None:
-        schema = _metadata_schema()
+        schema = _metadata_schema(path.rstrip("/").endswith("/versions"))
         validator = jsonschema.Draft4Validator(schema)
         errors = sorted(validator.iter_errors(metadata), key=lambda e: list(e.path))
         if errors:
