@@ -91,10 +91,20 @@ async def validate_configuration(ctx: StepContext) -> str:
 
 # -- 2. Authenticating with Cloudflare ----------------------------------------------------------
 
+def _needed_probes(spec: AppSpec) -> tuple[str, ...]:
+    """Only the permissions this app needs are probed (each probe is one request)."""
+    needed = ["workers", "subdomain"]
+    if spec.durable_objects:
+        needed.append("durableObjects")
+    if spec.container:
+        needed.append("containers")
+    return tuple(needed)
+
+
 async def authenticate(ctx: StepContext) -> str:
     try:
         info = await ctx.client.verify_token(ctx.account_id)
-        report = await ctx.client.probe_permissions(ctx.account_id)
+        report = await ctx.client.probe_permissions(ctx.account_id, probes=_needed_probes(ctx.spec))
     except TokenInactive as exc:
         code = "AUTH_005" if exc.token_status == "expired" else "AUTH_003"
         raise FlareshipError(code, f"The Cloudflare token is {exc.token_status}", step=AUTHENTICATE) from None
@@ -102,11 +112,7 @@ async def authenticate(ctx: StepContext) -> str:
         raise FlareshipError("AUTH_003", exc.public_message(), step=AUTHENTICATE) from None
     except CloudflareError as exc:
         raise cloudflare_failure(exc, AUTHENTICATE) from None
-    needed = ["workers", "subdomain"]
-    if ctx.spec.durable_objects:
-        needed.append("durableObjects")
-    if ctx.spec.container:
-        needed.append("containers")
+    needed = _needed_probes(ctx.spec)
     missing = [report.missing[n] for n in needed if n in report.missing]
     if missing:
         raise FlareshipError("AUTH_004", "The Cloudflare token lacks: " + ", ".join(sorted(set(missing))),
@@ -224,9 +230,6 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
         if not namespace_id:
             raise FlareshipError("DEPLOY_004", f"no Durable Object namespace found for {spec.container.class_name}",
                                  step=DURABLE_OBJECTS)
-        existing = await ctx.client.find_application(ctx.account_id, spec.container.application_name)
-        if existing is not None and "container_image_before" not in ctx.state:
-            ctx.state["container_image_before"] = (existing.get("configuration") or {}).get("image")
         result = await ctx.client.deploy_application(
             ctx.account_id, name=spec.container.application_name, image=ctx.state["image"],
             namespace_id=namespace_id, instance_type=spec.container.instance_type,
@@ -255,10 +258,7 @@ async def upload_worker_version(ctx: StepContext) -> str:
             if result.get("migration_tag"):
                 ctx.state["migration_tag"] = result["migration_tag"]
             await ctx.log(f"Uploaded version {ctx.state['version_id']}")
-        live = await ctx.client.deployed_version(ctx.account_id, ctx.spec.script_name)
-        if live != ctx.state["version_id"]:
-            await ctx.client.create_deployment(ctx.account_id, ctx.spec.script_name, ctx.state["version_id"],
-                                               message=f"Flareship {ctx.deployment.id}")
+        # A PUT deploys the new version at 100% (cloudflare-api.md section 6): nothing more to send.
     except CloudflareError as exc:
         raise cloudflare_failure(exc, WORKER) from None
     await ctx.log(f"Version {ctx.state['version_id']} deployed at 100%")
