@@ -319,3 +319,19 @@ async def test_version_upload_then_deploy(cloudflare_sim, cloudflare_client):
     with pytest.raises(NotFound):
         await cloudflare_client.upload_version(CF_ACCOUNT_ID, "missing", modules(), main_module="index.js",
                                                compatibility_date="2025-09-01")
+
+
+async def test_served_worker_shows_container_image(cloudflare_sim, cloudflare_client, cloudflare_http):
+    result = await first_upload(cloudflare_client)
+    await cloudflare_client.enable_script_subdomain(CF_ACCOUNT_ID, "my-app")
+    ns = await cloudflare_client.durable_object_namespace_ids(CF_ACCOUNT_ID, "my-app", result["deployment_id"])
+    image = f"{cloudflare_sim.registry_host}/{CF_ACCOUNT_ID}/app@sha256:" + "1" * 64
+    await cloudflare_client.deploy_application(CF_ACCOUNT_ID, name="my-app-appcontainer", image=image,
+                                               namespace_id=ns["AppContainer"], max_instances=1)
+    url = cloudflare_sim.workers_url_template.format(subdomain=CF_SUBDOMAIN, script="my-app")
+    assert (await cloudflare_http.get(url)).json()["containers"] == {"my-app-appcontainer": image}
+    rolled = image[:-64] + "2" * 64
+    result = await cloudflare_client.deploy_application(CF_ACCOUNT_ID, name="my-app-appcontainer", image=rolled,
+                                                        namespace_id=ns["AppContainer"], max_instances=1)
+    assert result.changed and result.rollout["target_configuration"]["image"] == rolled
+    assert (await cloudflare_http.get(url)).json()["containers"] == {"my-app-appcontainer": rolled}

@@ -534,7 +534,8 @@ async def serve_worker(request: web.Request) -> web.Response:
     if health == "slow":
         await sim.stall(sim.slow_seconds)
     body = {"script": script.name, "version_id": version.id, "version_number": version.number,
-            "path": "/" + request.match_info.get("tail", ""), "status": health}
+            "path": "/" + request.match_info.get("tail", ""), "status": health,
+            "containers": sim.container_images(script)}
     return web.json_response(body, status=500 if health == "failing" else 200)
 
 

@@ -797,6 +797,14 @@ class CloudflareSim:
                 return (script, version) if version else None
         return None
 
+    def container_images(self, script: Script) -> dict[str, str]:
+        """application name -> image, for the container applications behind the script's DOs
+        (so a served Worker shows which image answers, and a container rollback is visible)."""
+        namespaces = {ns.id for ns in self.namespaces.values()
+                      if ns.account_id == script.account_id and ns.script == script.name}
+        return {app["name"]: app["configuration"].get("image") for app in self.applications.values()
+                if (app.get("durable_objects") or {}).get("namespace_id") in namespaces}
+
     def health_of(self, script: str, version_id: str) -> str:
         return self.worker_health.get((script, version_id)) or self.worker_health.get((script, None)) or "healthy"
 
