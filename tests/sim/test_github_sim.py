@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import quote
 
 import aiohttp
 import jwt as pyjwt
@@ -230,10 +231,12 @@ async def test_reactions_201_then_200(api, github_sim):
     assert first[1]["id"] == second[1]["id"]
 
 
-async def test_remove_label(api, github_sim):
-    github_sim.sim.repo(REPOSITORY).pulls[7].labels.append("deploy:staging")
-    path = f"/repos/{REPOSITORY}/issues/7/labels/deploy:staging"
+@pytest.mark.parametrize("label", ["deploy:staging", "deploy/production", "needs review"])
+async def test_remove_label(api, github_sim, label):
+    github_sim.sim.repo(REPOSITORY).pulls[7].labels.append(label)
+    path = f"/repos/{REPOSITORY}/issues/7/labels/{quote(label, safe='')}"
     assert (await api.request("DELETE", path))[0] == 200
+    assert github_sim.sim.repo(REPOSITORY).pulls[7].labels == []
     assert (await api.request("DELETE", path))[0] == 404
 
 

@@ -182,7 +182,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if fault.status is not None:
             return handling.respond(_fault_reply(sim, fault, handling), path)
 
-    found = match_path(path)
+    # Match on the raw path so an encoded "/" inside a value (a label named "deploy/x") stays in it.
+    raw_path = request.rel_url.raw_path
+    if prefix and raw_path.startswith(prefix):
+        raw_path = raw_path[len(prefix):] or "/"
+    found = match_path(raw_path)
     if found is None:
         return handling.respond(not_found(), path)
     template, params = found
