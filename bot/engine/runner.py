@@ -129,6 +129,7 @@ class Engine:
         self._http: httpx.AsyncClient | None = None
         self._sources: OrderedDict[tuple[str, str], RepoSource] = OrderedDict()
         self._specs: dict[str, AppSpec] = {}
+        self._pending_logs: dict[str, list[tuple[datetime, str, str, str | None]]] = {}
         self._semaphore = asyncio.Semaphore(max_concurrent)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -668,6 +669,7 @@ class Engine:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
             self._running.pop(key, None)
+            self._pending_logs.pop(deployment_id, None)
             if not lost.is_set():
                 try:
                     await asyncio.shield(self.store.release_lease(key[0], key[1], self.holder))
@@ -679,24 +681,24 @@ class Engine:
 
     async def _save(self, d: Deployment, state: dict, *, log: str | None = None, level: str = "info",
                     step: str | None = None, release: Release | None = None, **extra: Any) -> None:
-        """Persist the document + state (and a log line / release) in one transaction, then publish."""
+        """Persist the document + state, the step's buffered log lines (+ `log`) and a release in ONE
+        transaction, then publish the log lines."""
         now = self.clock()
         values = {"status": d.status, "document": d.model_dump(mode="json"), "state": state, "updated_at": now,
                   **extra}
-        line = None
-        if log is None and release is None:
+        pending = self._pending_logs.pop(d.id, [])
+        if log is not None:
+            pending.append((now, level, redact(log), step))
+        if not pending and release is None:
             await self.store.update(d.id, **values)
-        else:
-            message = redact(log) if log is not None else None
-            line_id = await self.store.update_and_log(
-                d.id, values, (now, level, message, step) if message is not None else None,
-                release.model_dump() if release is not None else None)
-            if message is not None:
-                line = LogLine(id=line_id, timestamp=now, level=level, message=message, step=step)
-                log_fn = logging.ERROR if level == "error" else logging.INFO
-                logging.getLogger(__name__).log(log_fn, "[%s] %s", d.id, message)
-        if line is not None:
-            await self._emit("log", d, line=line)
+            return
+        ids = await self.store.update_and_log(d.id, values, pending,
+                                              release.model_dump() if release is not None else None)
+        for line_id, (timestamp, lvl, message, line_step) in zip(ids, pending):
+            logging.getLogger(__name__).log(logging.ERROR if lvl == "error" else logging.INFO,
+                                            "[%s] %s", d.id, message)
+            await self._emit("log", d, line=LogLine(id=line_id, timestamp=timestamp, level=lvl, message=message,
+                                                    step=line_step))
 
     def _spec_of(self, d: Deployment, state: dict) -> AppSpec:
         data = dict(d.config)
@@ -734,7 +736,8 @@ class Engine:
             current: dict[str, str | None] = {"step": None}
 
             async def step_log(message: str, level: str = "info") -> None:
-                await self._log(d, message, level, current["step"])
+                # Buffered: written with the step's completion (one transaction per step).
+                self._pending_logs.setdefault(d.id, []).append((self.clock(), level, redact(message), current["step"]))
 
             ctx.log = step_log
             if state.get("rolling_back"):

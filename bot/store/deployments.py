@@ -111,23 +111,22 @@ class DeploymentStore:
             await conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
 
     async def update_and_log(self, deployment_id: str, values: dict[str, Any],
-                             log: tuple[datetime, str, str, str | None] | None = None,
-                             release: dict[str, Any] | None = None) -> int | None:
-        """One transaction: update the row, optionally add a log line (its id is returned) and a release."""
+                             logs: list[tuple[datetime, str, str, str | None]] = (),
+                             release: dict[str, Any] | None = None) -> list[int]:
+        """One transaction: update the row, add log lines (their ids are returned) and a release."""
         async with self.db.begin() as conn:
             if release is not None:
                 existing = (await conn.execute(sa.select(releases.c.id).where(
                     releases.c.deployment_id == release["deployment_id"]))).first()
                 if existing is None:
                     await conn.execute(releases.insert().values(**release))
-            line_id = None
-            if log is not None:
-                timestamp, level, message, step = log
+            ids = []
+            for timestamp, level, message, step in logs:
                 result = await conn.execute(deployment_logs.insert().values(
                     deployment_id=deployment_id, timestamp=timestamp, level=level, message=message, step=step))
-                line_id = int(result.inserted_primary_key[0])
+                ids.append(int(result.inserted_primary_key[0]))
             await conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
-            return line_id
+            return ids
 
     async def update_returning_cancel(self, deployment_id: str, **values: Any) -> bool:
         """Update the row and say, in the same statement, whether a cancel was requested."""
