@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from datetime import datetime, timezone
+from urllib.parse import quote
 
+import aiohttp
+import gidgethub
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from bot.engine.model import DeployOptions, PrepareRequest
 from bot.errors import FlareshipError
@@ -68,8 +72,6 @@ def _credentials(body: models.ValidateRequest, settings) -> CloudflareCredential
                 status=422, details={"field": "credentials", "reason": "required: none configured"},
             )
         return creds
-    from pydantic import SecretStr
-
     register_secret(body.credentials.cloudflareApiToken)
     return CloudflareCredentials(SecretStr(body.credentials.cloudflareApiToken), body.credentials.accountId)
 
@@ -83,17 +85,64 @@ async def validate_credentials(request: web.Request) -> web.Response:
     return json_success(models.ValidateResponse.model_validate(result).model_dump(mode="json", exclude_none=True))
 
 
-def _prepare_request(request: web.Request, body) -> PrepareRequest:
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+async def _resolve_repository(request: web.Request, repository: str, ref: str | None) -> tuple[int, str, str]:
+    """(installation id, commit SHA, ref) for a REST deploy of a repository's code."""
+    github = request.app[SERVICES].github
+    if github is None:
+        raise FlareshipError("SYS_002", "GitHub is not configured on this server; deploy with `config` instead")
+    try:
+        try:
+            installation = await github.app_client().getitem(f"/repos/{repository}/installation")
+        except gidgethub.BadRequest as exc:
+            if int(exc.status_code) == 404:
+                raise FlareshipError("SYS_005", f"The GitHub App is not installed on {repository}",
+                                     details={"field": "repository"}) from None
+            raise
+        gh = await github.client(int(installation["id"]))
+        if ref is None:
+            ref = (await gh.getitem(f"/repos/{repository}"))["default_branch"]
+        if _SHA.match(ref):
+            return int(installation["id"]), ref, ref
+        quoted = quote(ref, safe="")
+        try:
+            compared = await gh.getitem(f"/repos/{repository}/compare/{quoted}...{quoted}")
+        except gidgethub.BadRequest as exc:
+            if int(exc.status_code) in (404, 422):
+                raise FlareshipError("SYS_005", f"No branch, tag or commit {ref!r} in {repository}",
+                                     details={"field": "ref"}) from None
+            raise
+        return int(installation["id"]), compared["base_commit"]["sha"], ref
+    except gidgethub.HTTPException as exc:
+        raise FlareshipError("SYS_002", f"GitHub answered {exc.status_code} while resolving {repository}") from None
+    except (aiohttp.ClientError, TimeoutError):
+        raise FlareshipError("SYS_002", "GitHub is unreachable") from None
+
+
+async def _prepare_request(request: web.Request, body) -> PrepareRequest:
     if body.config is None and body.repository is None:
         raise FlareshipError(
             "SYS_006", "Give either `config` (the app to deploy) or `repository`",
             status=422, details={"field": "config", "reason": "config or repository is required"},
         )
+    if body.config is not None and body.repository is not None:
+        raise FlareshipError(
+            "SYS_006", "Give `config` or `repository`, not both",
+            status=422, details={"field": "repository", "reason": "conflicts with config"},
+        )
+    installation_id = sha = None
+    ref = body.ref
+    if body.repository is not None:
+        installation_id, sha, ref = await _resolve_repository(request, body.repository, body.ref)
     return PrepareRequest(
         environment=body.environment,
         config=body.config.model_dump() if body.config else None,
         repository=body.repository,
-        ref=body.ref,
+        ref=ref,
+        sha=sha,
+        installation_id=installation_id,
         trigger="api",
         actor=_actor(request),
     )
@@ -103,7 +152,7 @@ async def prepare_deployment(request: web.Request) -> web.Response:
     """POST /deploy/prepare: pre-flight checks and a cost estimate; records an initiated deployment."""
     body = await parse_body(request, models.PrepareRequest)
     authorize(request, "prepare", body.environment)
-    prepare = _prepare_request(request, body)
+    prepare = await _prepare_request(request, body)
     deployment = await engine_of(request).prepare(prepare)
     return json_success(prepare_json(deployment))
 
@@ -112,7 +161,7 @@ async def execute_deploy(request: web.Request) -> web.Response:
     """POST /deploy: start a prepared deployment (or prepare and start one) and return at once."""
     body = await parse_body(request, models.DeployRequest)
     authorize(request, "deploy", body.environment)
-    prepare = None if body.deploymentId is not None else _prepare_request(request, body)
+    prepare = None if body.deploymentId is not None else await _prepare_request(request, body)
     engine = engine_of(request)
     o = body.options
     options = DeployOptions(dry_run=o.dryRun, rollback_on_failure=o.rollbackOnFailure, max_retries=o.maxRetries)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.parametrize("database_backend", ["sqlite"], indirect=Tr
 
 
 @pytest.fixture
-async def github_api(make_api, github_sim) -> ApiClient:
+async def github_api(github_sim, make_api) -> ApiClient:
     seed_repo(github_sim, permissions={"contents": "read", "issues": "write", "pull_requests": "write",
                                        "checks": "write", "metadata": "read"})
     github_sim.sim.add_collaborator(REPOSITORY, "alice", "write")

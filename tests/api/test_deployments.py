@@ -228,3 +228,50 @@ async def test_cancel_a_prepared_deployment(deploy_api):
     assert resp.status == 200 and body["data"] == {"deploymentId": dep_id, "status": "cancelled"}
     resp, body = await api.call("POST", f"/deploy/{dep_id}/cancel", token=token)
     assert resp.status == 409 and body["error"]["code"] == "DEPLOY_010"
+
+
+WORKER = """
+import { DurableObject } from "cloudflare:workers";
+export class AppContainer extends DurableObject {}
+export default { async fetch() { return new Response("ok"); } };
+"""
+CONFIG = """
+app:
+  name: widgets
+  main: dist/index.js
+  compatibility_date: "2025-09-01"
+  container: {{image: "{image}", class_name: AppContainer, instance_type: basic, max_instances: 2}}
+  durable_objects: [AppContainer]
+environments:
+  staging:
+    health_check: {{path: /, timeout_seconds: 5}}
+"""
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
+async def test_deploy_a_repository_by_ref(github_sim, sim_env, make_api):
+    """REST deploys of a repository's code: installation and SHA resolved from the ref."""
+    from tests.api.conftest import cloudflare_settings
+    from tests.plugins.github_sim import REPOSITORY, seed_repo
+
+    sha = seed_repo(github_sim, files={".github/flareship.yml": CONFIG.format(image=sim_env.image()),
+                                       "dist/index.js": WORKER})
+    api = await make_api(**cloudflare_settings(sim_env), github_api_url=github_sim.url,
+                         github_app_id=str(github_sim.app_id), github_private_key=SecretStr(github_sim.app_private_key),
+                         github_write_interval=0)
+    token = await api.token("read", "deploy:staging")
+    resp, body = await api.call("POST", "/deploy", token=token,
+                                json={"environment": "staging", "repository": REPOSITORY})
+    assert resp.status == 200, body
+    final = await wait_final(api, token, body["data"]["deploymentId"])
+    assert final["status"] == "completed", final
+    resp, body = await api.call("GET", "/deployments?repository=" + REPOSITORY, token=token)
+    listed = body["data"]["deployments"][0]
+    assert listed["sha"] == sha and listed["ref"] == "main" and listed["appName"] == "widgets"
+
+    resp, body = await api.call("POST", "/deploy/prepare", token=token,
+                                json={"environment": "staging", "repository": REPOSITORY, "ref": "no-such-branch"})
+    assert resp.status == 404 and body["error"]["details"]["field"] == "ref", body
+    resp, body = await api.call("POST", "/deploy/prepare", token=token,
+                                json={"environment": "staging", "repository": "acme/not-installed"})
+    assert resp.status == 404 and body["error"]["details"]["field"] == "repository", body

@@ -67,7 +67,7 @@ def run_schemathesis(base_url: str, token: str) -> list[str]:
 
 @pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)  # one backend is enough here
 @pytest.mark.slow
-async def test_schemathesis_against_the_live_server(make_api, sim_env, github_sim, database_url):
+async def test_schemathesis_against_the_live_server(github_sim, sim_env, make_api):
     seed_repo(github_sim)
     api = await make_api(**cloudflare_settings(sim_env), github_api_url=github_sim.url,
                          github_app_id=str(github_sim.app_id), github_private_key=SecretStr(github_sim.app_private_key),
