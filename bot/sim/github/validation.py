@@ -220,18 +220,26 @@ def validate_request(template: PathTemplate, params: dict[str, str], method: str
 
     openapi-core checks the operation, path and query parameters; the body is checked separately.
     """
-    request = _Request(method, _validation_path(template, params), query, headers, None, "")
+    problem = _parameters_problem(method, _validation_path(template, params), tuple(query.items()))
+    return problem or _body_problem(template.template, method, body)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parameters_problem(method: str, path: str, query: tuple[tuple[str, str], ...]) -> Problem | None:
+    """The operation, path and query checks: a pure function of those, so repeats are remembered
+    (the spec declares no header or cookie parameters for these operations)."""
+    request = _Request(method, path, MultiDict(query), CIMultiDict(), None, "")
     try:
         errors = [e for e in request_validator().iter_errors(request)
                   if not any(marker in type(e).__name__ for marker in _BODY_ERRORS)]
     except Exception as exc:  # the validator itself failed: answer like GitHub, never a 500
         errors = [exc]
-    if errors:
-        error = errors[0]
-        kind = type(error).__name__
-        if kind in ("PathNotFound", "OperationNotFound", "ServerNotFound"):
-            return Problem(404, {"message": "Not Found", "documentation_url": DOCS})
-        text, items = _describe(error)
-        return Problem(422, {"message": f"Invalid request.\n\n{text}", "errors": items, "documentation_url": DOCS,
-                             "status": "422"})
-    return _body_problem(template.template, method, body)
+    if not errors:
+        return None
+    error = errors[0]
+    kind = type(error).__name__
+    if kind in ("PathNotFound", "OperationNotFound", "ServerNotFound"):
+        return Problem(404, {"message": "Not Found", "documentation_url": DOCS})
+    text, items = _describe(error)
+    return Problem(422, {"message": f"Invalid request.\n\n{text}", "errors": items, "documentation_url": DOCS,
+                         "status": "422"})
