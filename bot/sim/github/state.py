@@ -303,7 +303,9 @@ class GitHubSim:
                          base_ref: str | None = None, fork: bool = False, head_repo: str | None = "",
                          user: str = "octocat", merged: bool = False, merge_commit_sha: str | None = None,
                          draft: bool = False, labels: list[str] | None = None, state: str | None = None,
-                         title: str = "A change") -> PullRequest:
+                         title: str = "A change", mergeable: bool | None = True) -> PullRequest:
+        """A pull request; `fork=True` puts the head in `user`'s fork, `head_repo=None` a deleted one,
+        `mergeable=None` means GitHub is still computing it."""
         r = self.repos[repo]
         if head_repo == "":
             head_repo = f"{user}/{r.name}" if fork else repo
@@ -314,7 +316,7 @@ class GitHubSim:
             r.branches.setdefault(head_ref, head_sha)
         pr = PullRequest(number, head_sha, head_ref, base_ref or r.default_branch, head_repo, user, title,
                          state or ("closed" if merged else "open"), merged, merge_commit_sha, draft,
-                         list(labels or []))
+                         list(labels or []), mergeable)
         r.pulls[number] = pr
         return pr
 
