@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
@@ -440,3 +441,31 @@ async def test_start_github_sim_outside_pytest_fixtures():
         assert "BEGIN RSA PRIVATE KEY" in server.app_private_key
     finally:
         await server.close()
+
+
+async def test_standalone_sim_prints_working_settings(tmp_path, github_session):
+    import asyncio
+    import io
+
+    from bot.github.app import GitHubApp
+    from bot.sim.github.__main__ import DEMO_INSTALLATION, DEMO_REPOSITORY, serve
+
+    out, stop = io.StringIO(), asyncio.Event()
+    key_path = tmp_path / "app.pem"
+    task = asyncio.ensure_future(serve("127.0.0.1", 0, "/api/v3", key_path, stop=stop, out=out))
+    for _ in range(200):
+        if "GITHUB_PRIVATE_KEY_PATH" in out.getvalue():
+            break
+        await asyncio.sleep(0.01)
+    settings = dict(line.strip().removeprefix("export ").split("=", 1)
+                    for line in out.getvalue().splitlines() if "export " in line)
+    try:
+        app = GitHubApp(github_session, app_id=settings["GITHUB_APP_ID"],
+                        private_key=Path(settings["GITHUB_PRIVATE_KEY_PATH"]).read_text(),
+                        base_url=settings["GITHUB_API_URL"], write_interval=0)
+        gh = await app.client(DEMO_INSTALLATION)
+        assert (await gh.getitem(f"/repos/{DEMO_REPOSITORY}"))["full_name"] == DEMO_REPOSITORY
+        assert settings["GITHUB_API_URL"].endswith("/api/v3")
+    finally:
+        stop.set()
+        await task
