@@ -109,7 +109,7 @@ class Engine:
         poll_seconds: float = 1.0,
         health_interval: float = 1.0,
         holder: str | None = None,
-        max_concurrent: int = 500,
+        max_concurrent: int = 64,
     ) -> None:
         self.services = services
         self.settings = services.settings
@@ -130,7 +130,8 @@ class Engine:
         self._sources: OrderedDict[tuple[str, str], RepoSource] = OrderedDict()
         self._specs: dict[str, AppSpec] = {}
         self._pending_logs: dict[str, list[tuple[datetime, str, str, str | None]]] = {}
-        self._semaphore = asyncio.Semaphore(max_concurrent)
+        #: Deployments run at once by this process (others stay queued, holding no lease).
+        self.max_concurrent = max_concurrent
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -461,6 +462,7 @@ class Engine:
         removed = await self.store.delete_lock(target, environment)
         if removed:
             log.info("environment %s/%s unlocked by %s", target, environment, actor)
+            self._wake.set()
         return removed
 
     async def get_lock(self, target: str, environment: str) -> dict | None:
@@ -634,12 +636,16 @@ class Engine:
 
     async def _schedule_once(self) -> None:
         for key in await self.store.active_keys():
-            if key in self._running or self._stopping:
+            if len(self._running) >= self.max_concurrent or self._stopping:
+                return
+            if key in self._running:
                 continue
             queue = await self.store.queue(*key)
             if not queue:
                 continue
             head = queue[0]
+            if head.status == "queued" and await self.store.get_lock(*key) is not None:
+                continue  # a locked environment starts nothing new; it waits for /unlock
             if not await self.store.acquire_lease(key[0], key[1], self.holder, head.id, self.clock(), self.lease):
                 continue
             task = asyncio.create_task(self._run_with_lease(key, head.id), name=f"deploy-{head.id}")
@@ -657,8 +663,7 @@ class Engine:
 
         beat = asyncio.create_task(heartbeat())
         try:
-            async with self._semaphore:
-                await self._run(deployment_id, lost)
+            await self._run(deployment_id, lost)
         except asyncio.CancelledError:
             pass
         except _LeaseLost:

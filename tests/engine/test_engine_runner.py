@@ -217,3 +217,34 @@ async def test_subscribers_get_events_and_slow_ones_do_not_block(engine, sim_env
     assert [e.deployment.status for e in fast if e.kind == "status"][-1] == "completed"
     assert not slow
     unsubscribe()
+
+
+async def test_queued_deployment_waits_while_locked(engine, sim_env):
+    sim_env.sim.set_latency(0.2, "GET", "/accounts/*/workers/subdomain")
+    first = await engine.request_deploy(PrepareRequest(environment="staging", app=inline_app(sim_env)),
+                                        DeployOptions())
+    second = await engine.request_deploy(PrepareRequest(environment="staging", app=inline_app(sim_env)),
+                                         DeployOptions())
+    await engine.lock("shop", "staging", actor="ops", reason="incident")
+    assert (await wait_final(engine, first.id)).status == "completed"  # the running one finishes
+    await asyncio.sleep(0.3)
+    assert (await engine.get(second.id)).status == "queued"  # the queued one waits for /unlock
+    with pytest.raises(FlareshipError) as info:
+        await engine.request_deploy(PrepareRequest(environment="staging", app=inline_app(sim_env)), DeployOptions())
+    assert info.value.code == "DEPLOY_009"
+    await engine.unlock("shop", "staging", actor="ops")
+    assert (await wait_final(engine, second.id)).status == "completed"
+
+
+async def test_verify_token_scopes(engine, sim_env):
+    from tests.engine.harness import TOKEN
+
+    result = await engine.verify_token(TOKEN, ["Account:Workers Scripts:Edit"])
+    assert result["valid"] and "Account:Containers:Edit" in result["scopes"]
+    assert result["accounts"][0]["id"] == ACCOUNT_ID
+    with pytest.raises(FlareshipError) as info:
+        await engine.verify_token(TOKEN, ["Zone:Zone Settings:Edit"])
+    assert info.value.code == "AUTH_004" and "Zone:Zone Settings:Edit" in info.value.message
+    with pytest.raises(FlareshipError) as info:
+        await engine.verify_token("not-a-real-token-123456", [])
+    assert info.value.code == "AUTH_003" and info.value.status == 401
