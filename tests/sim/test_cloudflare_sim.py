@@ -203,3 +203,32 @@ async def test_token_details_need_api_tokens_read(cloudflare_sim, http):
     assert error_of(r)[:2] == (403, 10001)
     r = await http.get(f"{cloudflare_sim.url}/memberships", headers=AUTH)
     assert r.json()["result"][0]["account"]["id"] == ACC
+
+
+async def test_sim_registry_routes_every_oci_operation(http):
+    """Each operation of oci-distribution-subset.json reaches a registry handler (JSON errors,
+    never the router's 404/405)."""
+    from pathlib import Path
+
+    from bot.sim.registry import start_registry
+
+    spec = json.loads((Path(__file__).resolve().parents[2] / "bot/sim/specs/oci-distribution-subset.json")
+                      .read_text())
+    registry = await start_registry()
+    image = build_test_image("oci")
+    seed_image(registry.state, "acme/app", "v1", image)
+    values = {"name": "acme/app", "reference": "v1", "digest": digest_of(image.config), "session_id": "unknown"}
+    try:
+        for path, item in spec["paths"].items():
+            for method in item:
+                if method == "parameters":
+                    continue
+                url = registry.url + path.format(**values)
+                response = await http.request(method.upper(), url, content=b"{}" if method in ("put", "post") else None,
+                                              headers={"Content-Type": image.media_type})
+                assert response.status_code != 405, f"{method} {path}"
+                if response.status_code == 404:
+                    assert response.json()["errors"][0]["code"] in {"BLOB_UNKNOWN", "MANIFEST_UNKNOWN",
+                                                                     "NAME_UNKNOWN", "BLOB_UPLOAD_UNKNOWN"}
+    finally:
+        await registry.close()
