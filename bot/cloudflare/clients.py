@@ -71,7 +71,7 @@ class CloudflareClients:
 
     def registry(self, *, username: str | None = None, password: str | None = None) -> RegistryClient:
         """An OCI registry client on the shared pool (credentials for the target registry)."""
-        return RegistryClient(self.http, username=username, password=password)
+        return RegistryClient(self.http, username=username, password=password, sleep=self._sleep)
 
     async def aclose(self) -> None:
         if self._own_http:
