@@ -107,3 +107,17 @@ async def test_slow_deploy_updates_are_coalesced(workflow):
     assert len(writes) <= 2 + elapsed / 0.4, (elapsed, titles)
     gaps = [b.time - a.time for a, b in zip(writes, writes[1:])]
     assert all(gap >= 0.35 for gap in gaps), gaps
+
+
+async def test_rollback_to_a_named_release(workflow):
+    await workflow.comment("/deploy staging")
+    first_release = (await workflow.services.engine.live_release(REPOSITORY, "staging")).id
+    workflow.sim.repo(REPOSITORY).pulls[7].head_sha = SECOND_SHA
+    workflow.sim.set_file(REPOSITORY, SECOND_SHA, ".github/flareship.yml", FILES[".github/flareship.yml"])
+    workflow.sim.set_file(REPOSITORY, SECOND_SHA, "dist/index.js", FILES["dist/index.js"] + "// v2\n")
+    await workflow.comment("/deploy staging")
+    await workflow.comment("/rollback staging to rel_doesnotexist")
+    assert "rel_doesnotexist" in notice(workflow)
+    payload = await workflow.comment(f"/rollback staging to {first_release}")
+    assert workflow.reactions(payload["comment"]["id"]) == ["eyes", "rocket"]
+    assert (await workflow.services.engine.live_release(REPOSITORY, "staging")).sha == HEAD_SHA
