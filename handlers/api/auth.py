@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 import aiohttp
@@ -10,8 +11,11 @@ import gidgethub
 from aiohttp import web
 
 from bot.api_auth import ACTIONS, ScopeError, allows
+from bot.engine.config import CONFIG_PATH, parse_repo_config
 from bot.errors import FlareshipError
+from bot.github.contents import read_file
 from bot.logs import register_secret
+from bot.policy import Actor, EnvironmentRules, has_permission
 from bot.services import SERVICES
 from bot.store.api_tokens import token_json
 from handlers.api import models
@@ -24,7 +28,6 @@ from handlers.http import json_success
 log = logging.getLogger(__name__)
 
 _LEVELS = {"read": 1, "write": 2, "admin": 3}
-_REPO_ROLES = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
 
 
 def wider_permissions(requested: dict[str, str], installation: dict[str, str]) -> dict[str, dict]:
@@ -109,24 +112,49 @@ async def refresh_tokens(request: web.Request) -> web.Response:
     return json_success({"token": plaintext, "apiToken": token_json(new), "revokedId": old.id})
 
 
-async def _repository_permission(request: web.Request, repository: str, user: str) -> tuple[str, str]:
-    """(permission, role_name) of `user` on `repository`, through the App's installation."""
+async def _github_permission(request: web.Request, repository: str, user: str, environment: str,
+                             required_override: str | None) -> dict:
+    """Does `user`'s role on `repository` meet `environment`'s rule in the repository's policy
+    (`.github/flareship.yml` on the default branch; the built-in defaults when it has none)?"""
     github = _github(request)
     try:
-        app_client = github.app_client()
-        installation = await app_client.getitem(f"/repos/{repository}/installation")
-        client = await github.client(int(installation["id"]))
-        data = await client.getitem(f"/repos/{repository}/collaborators/{user}/permission")
+        installation = await github.app_client().getitem(f"/repos/{repository}/installation")
+        gh = await github.client(int(installation["id"]))
+        default_branch = (await gh.getitem(f"/repos/{repository}"))["default_branch"]
+        raw = await read_file(gh, repository, CONFIG_PATH, default_branch)
+        try:
+            data = await gh.getitem(f"/repos/{repository}/collaborators/{user}/permission")
+            actor = Actor(user, data.get("role_name"), data.get("permission"))
+        except gidgethub.BadRequest as exc:
+            if int(exc.status_code) not in (403, 404):
+                raise
+            actor = Actor(user, None, None)
     except gidgethub.HTTPException as exc:
         raise _github_error(exc, f"{user} on {repository}") from None
     except (aiohttp.ClientError, TimeoutError):
         raise FlareshipError("SYS_002", "GitHub is unreachable") from None
-    return data.get("permission", "none"), data.get("role_name") or data.get("permission", "none")
+    source = "default"
+    env_config: dict | object = {}
+    if raw is not None:
+        config = parse_repo_config(raw.decode("utf-8", "replace"))
+        if environment in config.environments:
+            env_config, source = config.environments[environment], "config"
+    rules = EnvironmentRules.from_config(environment, env_config)
+    if required_override is not None:
+        rules = replace(rules, required_permission=required_override)
+    return {
+        "user": user,
+        "repository": repository,
+        "permission": actor.role or "none",
+        "required": rules.required_permission,
+        "allowed": has_permission(actor, rules, "deploy"),
+        "source": source,
+    }
 
 
 async def validate_permissions(request: web.Request) -> web.Response:
     """POST /auth/permissions/validate: what the caller's token may do on an environment, and
-    optionally whether a GitHub user's repository permission meets the environment's requirement."""
+    optionally whether a GitHub user may deploy there under the repository's policy."""
     body = await parse_body(request, models.ValidatePermissionsRequest)
     token = caller(request)
     allowed = {action: allows(token.scopes, action, body.environment) for action in ACTIONS}
@@ -137,15 +165,8 @@ async def validate_permissions(request: web.Request) -> web.Response:
                                  details={"field": "githubUser" if not body.githubUser else "repository",
                                           "reason": "required with the other"})
         authorize(request, "read")
-        required = body.requiredPermission or ("maintain" if body.environment == "production" else "write")
-        permission, role = await _repository_permission(request, body.repository, body.githubUser)
-        result["github"] = {
-            "user": body.githubUser,
-            "repository": body.repository,
-            "permission": role,
-            "required": required,
-            "allowed": _REPO_ROLES.get(role, 0) >= _REPO_ROLES[required],
-        }
+        result["github"] = await _github_permission(
+            request, body.repository, body.githubUser, body.environment, body.requiredPermission)
     return json_success(result)
 
 

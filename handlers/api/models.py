@@ -330,16 +330,18 @@ class ValidatePermissionsRequest(Body):
     repository: str | None = Field(default=None, pattern=REPOSITORY_PATTERN)
     githubUser: str | None = Field(default=None, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?$")
     requiredPermission: Literal["read", "triage", "write", "maintain", "admin"] | None = Field(
-        default=None, description="Default: write for staging, maintain for production"
+        default=None, description="Override the rule; default: the environment's required_permission in "
+        ".github/flareship.yml on the default branch, else write (maintain for production)"
     )
 
 
 class GitHubUserPermission(Out):
     user: str
     repository: str
-    permission: str
+    permission: str = Field(description="The user's effective repository role, or none")
     required: str
-    allowed: bool
+    allowed: bool = Field(description="May deploy to the environment (role, or listed in allowed_users)")
+    source: Literal["config", "default"] = Field(description="Rule from .github/flareship.yml or the built-in default")
 
 
 class ValidatePermissionsResponse(Out):

@@ -70,13 +70,33 @@ async def test_validate_permissions_with_a_github_user(github_api):
         "environment": "production", "repository": REPOSITORY, "githubUser": "alice"})
     assert resp.status == 200, body
     github = body["data"]["github"]
-    assert github == {"user": "alice", "repository": REPOSITORY, "permission": "write", "required": "maintain", "allowed": False}
+    assert github == {"user": "alice", "repository": REPOSITORY, "permission": "write", "required": "maintain",
+                      "allowed": False, "source": "default"}
     resp, body = await github_api.call("POST", "/auth/permissions/validate", token=token, json={
         "environment": "production", "repository": REPOSITORY, "githubUser": "maya"})
     assert body["data"]["github"]["allowed"] is True
     resp, body = await github_api.call("POST", "/auth/permissions/validate", token=token, json={
         "environment": "staging", "repository": REPOSITORY})
     assert resp.status == 422 and body["error"]["details"]["field"] == "githubUser"
+    resp, body = await github_api.call("POST", "/auth/permissions/validate", token=token, json={
+        "environment": "staging", "repository": REPOSITORY, "githubUser": "stranger"})
+    assert body["data"]["github"]["permission"] == "none" and body["data"]["github"]["allowed"] is False
+
+
+async def test_validate_permissions_follows_the_repository_policy(github_sim, make_api):
+    policy = "environments:\n  production:\n    required_permission: admin\n    allowed_users: [alice]\n"
+    seed_repo(github_sim, files={".github/flareship.yml": policy})
+    github_sim.sim.add_collaborator(REPOSITORY, "alice", "write")
+    github_sim.sim.add_collaborator(REPOSITORY, "maya", "maintain")
+    api = await make_api(github_api_url=github_sim.url, github_app_id=str(github_sim.app_id),
+                         github_private_key=SecretStr(github_sim.app_private_key), github_write_interval=0)
+    token = await api.token("read")
+    for user, allowed in (("alice", True), ("maya", False)):
+        resp, body = await api.call("POST", "/auth/permissions/validate", token=token, json={
+            "environment": "production", "repository": REPOSITORY, "githubUser": user})
+        assert resp.status == 200, body
+        assert body["data"]["github"]["required"] == "admin" and body["data"]["github"]["source"] == "config"
+        assert body["data"]["github"]["allowed"] is allowed, user
 
 
 async def test_cloudflare_verify(deploy_api):
