@@ -419,6 +419,7 @@ class Reporter:
         #: Answers a PR deployment's current head SHA (checked when a queued deployment starts).
         self.head_sha = head_sha
         self._trackers: dict[str, _Tracker] = {}
+        self._check_run_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         #: Why a deployment was cancelled, when Flareship cancelled it (the head moved).
         self.cancel_notes: dict[str, str] = {}
         #: Deployments whose final state is written: late events (a last log line) change nothing.
@@ -673,21 +674,36 @@ class Reporter:
             deployment, details_url=self.details_url(deployment), log_lines=list(tracker.logs),
             queue_position=position, promote_target=self.promote_target(deployment),
         )
-        claimed, check_run_id = await self.store.check_run(repository, sha, env)
-        if check_run_id is None:
-            if not claimed:
-                await self.store.claim_check_run(repository, sha, env, deployment.id)
-            else:
-                check_run_id = await self._find_check_run(gh, owner, name, sha, env)
-        if check_run_id is None:
-            created = await gh.post("/repos/{owner}/{repo}/check-runs", {"owner": owner, "repo": name},
-                                    data={**body, "head_sha": sha})
-            await self.store.set_check_run(repository, sha, env, check_run_id=int(created["id"]),
-                                           deployment_id=deployment.id)
-            return
-        await gh.patch("/repos/{owner}/{repo}/check-runs/{check_run_id}",
-                       {"owner": owner, "repo": name, "check_run_id": check_run_id}, data=body)
-        await self.store.set_check_run(repository, sha, env, deployment_id=deployment.id)
+        lock = self._check_run_locks.setdefault((repository, sha, env), asyncio.Lock())
+        async with lock:  # one check run per (repository, SHA, environment), even for two deployments
+            if await self._superseded(repository, sha, env, deployment):
+                return
+            claimed, check_run_id = await self.store.check_run(repository, sha, env)
+            if check_run_id is None:
+                if not claimed:
+                    await self.store.claim_check_run(repository, sha, env, deployment.id)
+                else:
+                    check_run_id = await self._find_check_run(gh, owner, name, sha, env)
+            if check_run_id is None:
+                created = await gh.post("/repos/{owner}/{repo}/check-runs", {"owner": owner, "repo": name},
+                                        data={**body, "head_sha": sha})
+                await self.store.set_check_run(repository, sha, env, check_run_id=int(created["id"]),
+                                               deployment_id=deployment.id)
+                return
+            await gh.patch("/repos/{owner}/{repo}/check-runs/{check_run_id}",
+                           {"owner": owner, "repo": name, "check_run_id": check_run_id}, data=body)
+            await self.store.set_check_run(repository, sha, env, deployment_id=deployment.id)
+
+    async def _superseded(self, repository: str, sha: str, env: str, deployment: Any) -> bool:
+        """True when the check run already shows a newer deployment (a late write must not undo it)."""
+        shown = await self.store.check_run_deployment(repository, sha, env)
+        if not shown or shown == deployment.id:
+            return False
+        try:
+            other = await self.engine.get(shown)
+        except Exception:
+            return False
+        return other.created_at > deployment.created_at
 
     @staticmethod
     async def _find_check_run(gh: Any, owner: str, name: str, sha: str, env: str) -> int | None:

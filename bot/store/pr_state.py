@@ -145,6 +145,14 @@ class PullRequestState:
                 pr_check_runs.c.environment == environment))).first()
         return (row is not None, row[0] if row else None)
 
+    async def check_run_deployment(self, repository: str, head_sha: str, environment: str) -> str | None:
+        """The deployment the check run currently shows (the latest one written to it)."""
+        async with self.db.connect() as conn:
+            row = (await conn.execute(sa.select(pr_check_runs.c.deployment_id).where(
+                pr_check_runs.c.repository == repository, pr_check_runs.c.head_sha == head_sha,
+                pr_check_runs.c.environment == environment))).first()
+        return row[0] if row else None
+
     async def claim_check_run(self, repository: str, head_sha: str, environment: str, deployment_id: str) -> bool:
         """True when this call claimed the (repository, SHA, environment) slot first."""
         async with self.db.begin() as conn:
