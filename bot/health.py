@@ -49,6 +49,8 @@ class Probe:
     headers: dict[str, str] = field(default_factory=dict)
     #: Statuses that mean "reachable, but something about our access is wrong".
     degraded_statuses: dict[int, str] = field(default_factory=dict)
+    #: Builds a fresh bearer credential per probe (the GitHub App's JWT expires).
+    bearer: Callable[[], str] | None = None
 
 
 def classify(status: int | None, elapsed_ms: int, *, error: str | None, degraded_after_ms: int,
@@ -93,7 +95,8 @@ class HealthMonitor:
         self._on_result = on_result
 
     @classmethod
-    def from_settings(cls, settings, **kwargs) -> "HealthMonitor":
+    def from_settings(cls, settings, *, github_jwt: Callable[[], str] | None = None, **kwargs) -> "HealthMonitor":
+        """Probes for the configured endpoints; with `github_jwt`, GitHub is probed as the App (GET /app)."""
         cf_headers = {}
         if settings.cloudflare_api_token is not None:
             cf_headers["Authorization"] = f"Bearer {settings.cloudflare_api_token.get_secret_value()}"
@@ -107,9 +110,11 @@ class HealthMonitor:
             ),
             Probe(
                 "github",
-                settings.github_api_url.rstrip("/") + "/rate_limit",
+                settings.github_api_url.rstrip("/") + ("/app" if github_jwt else "/rate_limit"),
                 {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
-                {403: "GitHub refused the request (rate limit or access)"},
+                {401: "GitHub rejected the App's JWT (check GITHUB_APP_ID and the private key)",
+                 403: "GitHub refused the request (rate limit or access)"},
+                bearer=github_jwt,
             ),
             Probe("container_registry", settings.container_registry_url.rstrip("/") + "/v2/"),
         ]
@@ -120,15 +125,20 @@ class HealthMonitor:
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None
+        headers = dict(probe.headers)
         try:
+            if probe.bearer is not None:
+                headers["Authorization"] = f"Bearer {probe.bearer()}"
             async with asyncio.timeout(self.timeout):
-                async with self._session.get(probe.url, headers=probe.headers, allow_redirects=False) as resp:
+                async with self._session.get(probe.url, headers=headers, allow_redirects=False) as resp:
                     status = resp.status
                     await resp.read()
         except TimeoutError:
             error = f"No answer within {self.timeout:g}s"
         except aiohttp.ClientError as exc:
             error = f"Unreachable: {type(exc).__name__}"
+        except (ValueError, TypeError) as exc:  # e.g. a private key that cannot sign
+            error = f"Cannot build the request: {type(exc).__name__}"
         elapsed = int((time.perf_counter() - started) * 1000)
         state, issues = classify(status, elapsed, error=error, degraded_after_ms=self.degraded_after_ms,
                                  degraded_statuses=probe.degraded_statuses)

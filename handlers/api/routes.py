@@ -258,8 +258,9 @@ async def _running_parts(app: web.Application):
     """Health probes and the metrics' engine subscription live as long as the app."""
     state = app[API_STATE]
     settings = app[SERVICES].settings
+    github = app[SERVICES].github
     state.health = HealthMonitor.from_settings(
-        settings, interval=state.health_interval, timeout=state.health_timeout,
+        settings, github_jwt=github.jwt if github is not None else None, interval=state.health_interval, timeout=state.health_timeout,
         degraded_after_ms=state.health_degraded_after_ms,
         on_result=lambda name, r: state.metrics.health.labels(name).set(
             {"healthy": 1.0, "degraded": 0.5}.get(r.status, 0.0)),

@@ -172,3 +172,29 @@ async def test_api_calls_are_counted_and_metrics_shared_through_services(api):
     assert samples[("flareship_api_requests_total", (("operation", "getResourceUsage"), ("status", "200")))] == 1
     assert samples[("flareship_api_requests_total", (("operation", "getResourceUsage"), ("status", "401")))] == 1
     assert samples[("flareship_webhook_deliveries_total", (("event", "push"), ("outcome", "accepted")))] == 1
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
+async def test_github_is_probed_as_the_app(github_sim, make_api):
+    from pydantic import SecretStr
+
+    api = await make_api(github_api_url=github_sim.url, github_app_id=str(github_sim.app_id),
+                         github_private_key=SecretStr(github_sim.app_private_key))
+    for _ in range(100):
+        resp, body = await api.call("GET", "/health/deployment")
+        github = body["data"]["services"]["github"]
+        if github["lastCheck"]:
+            break
+        await asyncio.sleep(0.02)
+    assert github["status"] in ("healthy", "degraded") and "JWT" not in " ".join(github["issues"])
+    assert any(r.path.endswith("/app") and r.auth == "jwt" and r.status == 200 for r in github_sim.sim.requests)
+
+    wrong = await make_api(github_api_url=github_sim.url, github_app_id="999999",
+                           github_private_key=SecretStr(github_sim.app_private_key))
+    for _ in range(100):
+        resp, body = await wrong.call("GET", "/health/deployment")
+        github = body["data"]["services"]["github"]
+        if github["lastCheck"]:
+            break
+        await asyncio.sleep(0.02)
+    assert github["status"] == "degraded" and "JWT" in github["issues"][0]
