@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import pkgutil
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,8 @@ T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Milliseconds a SQLite writer waits for the lock before giving up (waits happen off the event loop).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: WAL bytes kept after a reset; also the size beyond which a checkpoint waits for writers to pause.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: Arbitrary constant key: replicas starting together on PostgreSQL migrate one at a time.
 _PG_MIGRATION_LOCK = 0x466C617265  # "Flare"
 
@@ -55,6 +58,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # No checkpoint inside a commit (it fsyncs, and would stall whoever committed, e.g. a
+        # webhook ack); `Database` checkpoints in the background instead.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     finally:
         cursor.close()
 
@@ -71,6 +78,7 @@ class Database:
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
         self._sync_engine: sa.Engine | None = None
         self._sync_connection: sa.Connection | None = None
+        self._checkpointer = _Checkpointer(self.url, self.write_lock) if self.dialect == "sqlite" else None
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -106,6 +114,8 @@ class Database:
         async with self.write_lock():
             async with self.engine.begin() as conn:
                 yield conn
+        if self._checkpointer is not None:
+            self._checkpointer.after_write()
 
     def write_lock(self) -> contextlib.AbstractAsyncContextManager:
         """Held around a write transaction made on a connection of one's own (SQLite only)."""
@@ -125,7 +135,12 @@ class Database:
         async with self.write_lock():
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flareship-sqlite")
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._run_sync_transaction, fn, args)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_sync_transaction, fn, args
+            )
+        if self._checkpointer is not None:
+            self._checkpointer.after_write()
+        return result
 
     def _run_sync_transaction(self, fn: Callable[..., T], args: tuple) -> T:
         if self._sync_engine is None:
@@ -160,6 +175,8 @@ class Database:
             return await conn.run_sync(_current_revision)
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         if self._executor is not None:
             executor, self._executor = self._executor, None
             sync_engine, self._sync_engine = self._sync_engine, None
@@ -177,6 +194,81 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({sa.engine.make_url(self.url).render_as_string(hide_password=True)!r})"
+
+
+class _Checkpointer:
+    """Copies the SQLite WAL back into the database file off the commit path.
+
+    Automatic checkpoints are off on every connection (they would run inside some commit and
+    fsync there); instead, at most once per `interval` after a write, a PASSIVE checkpoint runs
+    on its own connection in a worker thread. PASSIVE never blocks writers or readers. Under
+    writes that never pause, the WAL can only restart from its beginning if writers wait for
+    a moment, so past WAL_SIZE_LIMIT one RESTART checkpoint runs holding the write lock.
+    """
+
+    def __init__(self, url: str, write_lock: Callable[[], contextlib.AbstractAsyncContextManager], interval: float = 1.0):
+        database = sa.engine.make_url(url).database or ""
+        self.path = None if database in ("", ":memory:") or database.startswith("file:") else database
+        self.write_lock = write_lock
+        self.interval = interval
+        self._last = 0.0
+        self._running: asyncio.Future | None = None
+        self._connection = None
+        self._wal_too_big = False
+
+    def after_write(self) -> None:
+        if self.path is None or (self._running is not None and not self._running.done()):
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last < self.interval:
+            return
+        self._last = loop.time()
+        if self._wal_too_big:
+            self._running = asyncio.ensure_future(self._restart())
+        else:
+            self._running = loop.run_in_executor(None, self._checkpoint, "PASSIVE")
+        self._running.add_done_callback(self._report)
+
+    async def _restart(self) -> None:
+        async with self.write_lock():
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpoint, "RESTART")
+
+    @staticmethod
+    def _report(future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("SQLite checkpoint failed: %s", future.exception())
+
+    def _checkpoint(self, mode: str) -> None:
+        import sqlite3
+
+        if self._connection is None:
+            self._connection = sqlite3.connect(
+                self.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+            )
+        self._connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        wal = self.path + "-wal"
+        self._wal_too_big = os.path.exists(wal) and os.path.getsize(wal) > WAL_SIZE_LIMIT
+
+    async def close(self) -> None:
+        if self.path is None:
+            return
+        if self._running is not None:
+            await asyncio.wait([self._running])
+        loop = asyncio.get_running_loop()
+
+        def finish() -> None:
+            try:
+                if os.path.exists(self.path):
+                    self._checkpoint("TRUNCATE")
+            finally:
+                if self._connection is not None:
+                    self._connection.close()
+                    self._connection = None
+
+        try:
+            await loop.run_in_executor(None, finish)
+        except Exception as exc:  # a busy database at shutdown: the next start checkpoints
+            log.warning("final SQLite checkpoint failed: %s", exc)
 
 
 def alembic_config(connection: sa.Connection | None = None):

@@ -42,3 +42,32 @@ async def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path):
             assert (await conn.execute(sa.text("PRAGMA busy_timeout"))).scalar() >= 1000
     finally:
         await database.close()
+
+
+async def test_sqlite_checkpoints_off_the_commit_path(tmp_path):
+    """Commits never checkpoint (no fsync inside an ack); a background checkpoint and the one at
+    close bring the WAL back into the database file."""
+    import os
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    path = tmp_path / "c.db"
+    database = Database(f"sqlite:///{path}")
+    try:
+        async with database.connect() as conn:
+            assert (await conn.execute(sa.text("PRAGMA wal_autocheckpoint"))).scalar() == 0
+
+        def write(conn, n):
+            conn.execute(sa.text("CREATE TABLE IF NOT EXISTS t (x TEXT)"))
+            conn.execute(sa.text("INSERT INTO t VALUES (:x)"), [{"x": "y" * 5000} for _ in range(n)])
+
+        await database.run_write(write, 200)
+        assert os.path.getsize(f"{path}-wal") > 0
+        async with database.begin() as conn:
+            await conn.execute(sa.text("INSERT INTO t VALUES ('z')"))
+    finally:
+        await database.close()
+    assert not os.path.exists(f"{path}-wal") or os.path.getsize(f"{path}-wal") == 0
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 201
