@@ -4,6 +4,7 @@ Helpers (import them: `from tests.plugins.webhooks import load_fixture, sign, we
 - `load_fixture(name) -> dict` / `fixture_body(name) -> bytes` for tests/fixtures/github-webhooks/
 - `sign(body, secret) -> "sha256=..."`, `webhook_headers(event, delivery_id, body, secret)`
 - `post_webhook(client, event, payload, *, delivery_id=None, secret=TEST_WEBHOOK_SECRET)`
+- `await wait_processed(database, delivery_id)`: until the app's dispatcher marked it done/failed
 
 Fixtures:
 - `flareship_settings_overrides`: a dict other areas override (or extend) to point the app at the
@@ -78,6 +79,22 @@ async def post_webhook(client, event: str, payload: dict | bytes | str, *, deliv
     """POST a signed webhook (`payload` a dict, raw bytes or a fixture name) to /webhooks/github."""
     body = as_body(payload)
     return await client.post("/webhooks/github", data=body, headers=webhook_headers(event, delivery_id, body, secret))
+
+
+async def wait_processed(database, delivery_id: str, timeout: float = 10.0):
+    """Poll the store until the dispatcher has finished `delivery_id`; returns the StoredDelivery."""
+    import asyncio
+
+    from bot.store import deliveries
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        stored = await deliveries.get_delivery(database, delivery_id)
+        if stored is not None and stored.status in (deliveries.DONE, deliveries.FAILED):
+            return stored
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"delivery {delivery_id} not processed within {timeout}s: {stored}")
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 
 from bot.store import deliveries
 from bot.store import installations as store
 from tests.plugins.webhooks import load_fixture, post_webhook
-
-
-async def processed(database, delivery_id: str, timeout: float = 5.0) -> deliveries.StoredDelivery:
-    """Wait (polling the store) until the app's dispatcher has finished the delivery."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        stored = await deliveries.get_delivery(database, delivery_id)
-        if stored is not None and stored.status in ("done", "failed"):
-            return stored
-        assert asyncio.get_running_loop().time() < deadline, f"delivery {delivery_id} not processed: {stored}"
-        await asyncio.sleep(0.02)
+from tests.plugins.webhooks import wait_processed as processed
 
 
 async def test_installation_lifecycle_is_recorded(flareship_client, database):

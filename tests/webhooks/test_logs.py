@@ -11,7 +11,7 @@ from bot.logs import configure_logging
 from bot.services import SERVICES
 from tests.plugins.github_sim import INSTALLATION_ID, seed_repo
 from tests.plugins.webhooks import load_fixture
-from tests.webhooks.test_installations import processed
+from tests.plugins.webhooks import wait_processed as processed
 
 
 async def test_secrets_never_reach_the_logs(github_sim, make_flareship_client, database):
