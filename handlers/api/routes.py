@@ -27,6 +27,14 @@ ID_PARAM = {
 }
 
 
+RESUME_PARAMS = (
+    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+     "description": "Resume after this event id (sent by EventSource on reconnect)"},
+    {"name": "lastEventId", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+     "description": "Same as Last-Event-ID, for clients that cannot set headers"},
+)
+
+
 @dataclass(frozen=True)
 class Operation:
     method: str
@@ -70,8 +78,8 @@ OPERATIONS: tuple[Operation, ...] = (
               "Get detailed deployment status", "deployments", response=models.StatusResponse,
               path_params=(ID_PARAM,), errors=(401, 403, 404, 503)),
     Operation("GET", "/deploy/{deploymentId}/logs", deployments.stream_deployment_logs, "streamLogs",
-              "Stream deployment logs (Server-Sent Events)", "deployments", path_params=(ID_PARAM,),
-              errors=(401, 403, 404, 503), kind="sse",
+              "Stream deployment logs (Server-Sent Events)", "deployments", path_params=(ID_PARAM, *RESUME_PARAMS),
+              errors=(400, 401, 403, 404, 503), kind="sse",
               description="Replays stored lines, then streams new ones. Each event has `id: N` and "
                           "`data: {timestamp, level, message}`; reconnect with `Last-Event-ID` to resume. "
                           "Comments keep the connection alive; `event: end` carries the final status."),

@@ -26,6 +26,9 @@ async def test_validate_prepare_deploy_status_rollback(deploy_api):
     assert data["permissions"] == {"workers": True, "containers": True, "durableObjects": True}
     assert data["accountInfo"]["type"] in ("free", "pro", "business", "enterprise")
     assert body["metadata"]["version"] == "1.0.0"
+    # Without credentials, the server's own configured ones for the environment are checked.
+    resp, body = await api.call("POST", "/deploy/validate", token=token, json={"environment": "staging"})
+    assert resp.status == 200 and body["data"]["accountInfo"]["id"] == ACCOUNT_ID
 
     resp, body = await api.call("POST", "/deploy/prepare", token=token,
                                 json={"environment": "staging", "config": app_config(env)})
