@@ -60,10 +60,17 @@ def _installation_values(installation: Mapping[str, Any], now: datetime) -> dict
     }
 
 
-async def save_installation(conn, installation: Mapping[str, Any]) -> None:
-    """Create or refresh an installation from GitHub's `installation` object (a re-install undeletes)."""
+async def save_installation(conn, installation: Mapping[str, Any], *, refresh: bool = True) -> None:
+    """Create or refresh an installation from GitHub's `installation` object (a re-install undeletes).
+
+    `refresh=False` only makes sure the row exists: events other than `installation` may carry a
+    partial object that must not overwrite what the `installation` event recorded.
+    """
     values = _installation_values(installation, utcnow())
     insert = dialect_insert(conn)(installations).values(values)
+    if not refresh:
+        await conn.execute(insert.on_conflict_do_nothing(index_elements=["id"]))
+        return
     update = {k: insert.excluded[k] for k in values if k not in ("id", "created_at")}
     await conn.execute(insert.on_conflict_do_update(index_elements=["id"], set_=update))
 
