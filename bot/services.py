@@ -31,7 +31,7 @@ class Services:
     github: "GitHubApp | None" = None
     engine: "Engine | None" = None
     reporter: "Reporter | None" = None  # PR workflows: check runs, GitHub deployments, the PR comment
-    metrics: "Metrics | None" = None  # Prometheus hooks (bot.metrics): webhook_delivery, github_call, cloudflare_call, rate_limit
+    metrics: "Metrics | None" = None  # Prometheus hooks (bot.metrics): webhook_delivery, cloudflare_call, rate_limit
 
 
 #: How handlers reach the parts: `request.app[SERVICES]` (defined here, not in bot.app, so that
