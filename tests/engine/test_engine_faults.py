@@ -25,7 +25,7 @@ CALLS = [
     ("PUT", "/accounts/*/workers/scripts/*"),
     ("GET", "/accounts/*/workers/scripts/*/versions/*"),
     ("POST", "/accounts/*/containers/applications"),
-    ("GET", "/accounts/*/workers/scripts/*/deployments"),
+    ("GET", "/accounts/*/workers/durable_objects/namespaces"),
     ("POST", "/accounts/*/workers/scripts/*/subdomain"),
 ]
 FAULTS = {
