@@ -76,6 +76,7 @@ class Database:
         # (its busy handler). Queueing this process's write transactions on a FIFO lock instead
         # keeps that wait out of the webhook acks' tail latency. PostgreSQL needs no such thing.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._lock_owner: asyncio.Task | None = None
         self._sync_engine: sa.Engine | None = None
         self._sync_connection: sa.Connection | None = None
         self._checkpointer = _Checkpointer(self.url, self.write_lock) if self.dialect == "sqlite" else None
@@ -111,9 +112,20 @@ class Database:
         On SQLite these transactions take turns in this process (see `write_lock`); do not open
         one inside another.
         """
-        async with self.write_lock():
+        if self._write_lock is None:
             async with self.engine.begin() as conn:
                 yield conn
+            return
+        task = asyncio.current_task()
+        if self._write_lock.locked() and self._lock_owner is task:
+            raise RuntimeError("a SQLite write transaction was opened inside another one: it would wait forever")
+        async with self._write_lock:
+            self._lock_owner = task
+            try:
+                async with self.engine.begin() as conn:
+                    yield conn
+            finally:
+                self._lock_owner = None
         if self._checkpointer is not None:
             self._checkpointer.after_write()
 

@@ -71,3 +71,18 @@ async def test_sqlite_checkpoints_off_the_commit_path(tmp_path):
     assert not os.path.exists(f"{path}-wal") or os.path.getsize(f"{path}-wal") == 0
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 201
+
+
+async def test_nested_sqlite_write_transactions_fail_fast(tmp_path):
+    import pytest
+
+    database = Database(f"sqlite:///{tmp_path / 'n.db'}")
+    try:
+        async with database.begin():
+            with pytest.raises(RuntimeError, match="inside another"):
+                async with database.begin():
+                    pass
+        async with database.begin():  # the lock was released
+            pass
+    finally:
+        await database.close()
