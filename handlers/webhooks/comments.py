@@ -73,8 +73,8 @@ class CommentCommand:
             await self.notice(f"😕 {self.parsed.message}\n\n```\n{USAGE}\n```")
             await store.finish_command(self.key, outcome="refused")
             return
-        if created:
-            await react(self.gh, self.repository, self.comment_id, "eyes")
+        # Also when resuming after a crash: GitHub answers 200 for a reaction that is already there.
+        await react(self.gh, self.repository, self.comment_id, "eyes")
         if isinstance(self.parsed, Command) and self.parsed.name == "help":
             await self.notice(f"Flareship commands:\n\n```\n{USAGE}\n```")
             await store.finish_command(self.key, outcome="done")
