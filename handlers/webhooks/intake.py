@@ -7,6 +7,7 @@ content is decoded (415 / 400), and only then is the delivery written (group com
 
 from __future__ import annotations
 
+import json
 import logging
 
 from aiohttp import web
@@ -80,11 +81,8 @@ def delivery_from_event(event: sansio.Event, body: bytes, content_type: str) -> 
     repository = data.get("repository") if isinstance(data.get("repository"), dict) else {}
     action = data.get("action")
     installation_id = installation.get("id")
-    payload = body.decode("utf-8") if content_type == "application/json" else None
-    if payload is None:
-        import json
-
-        payload = json.dumps(data)
+    # JSON bodies are stored as sent; form-encoded ones as the JSON inside their `payload` field.
+    payload = body.decode("utf-8") if content_type == "application/json" else json.dumps(data)
     return NewDelivery(
         delivery_id=event.delivery_id,
         event=event.event,
