@@ -278,3 +278,39 @@ async def test_deploy_a_repository_by_ref(github_sim, sim_env, make_api):
     resp, body = await api.call("POST", "/deploy/prepare", token=token,
                                 json={"environment": "staging", "repository": "acme/not-installed"})
     assert resp.status == 404 and body["error"]["details"]["field"] == "repository", body
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
+async def test_retry_a_failed_deployment_and_rollback_with_nothing_before(deploy_api):
+    api, env = deploy_api, deploy_api.sim_env
+    token = await api.token("read", "deploy:staging")
+    env.sim.inject_fault("PUT", "/accounts/*/workers/scripts/*", error_code=10021, status=400, times=None)
+    resp, body = await api.call("POST", "/deploy", token=token, json={
+        "environment": "staging", "config": app_config(env),
+        "options": {"rollbackOnFailure": False, "maxRetries": 2}})
+    assert resp.status == 200, body
+    dep_id = body["data"]["deploymentId"]
+    failed = await wait_final(api, token, dep_id)
+    assert failed["status"] == "failed"
+    # New Durable Object classes upload the Worker with their migration, so that step fails.
+    step = failed["error"]["step"]
+    assert step in ("Deploying Durable Objects", "Uploading Worker version")
+    assert failed["error"]["code"] == {"Deploying Durable Objects": "DEPLOY_004", "Uploading Worker version": "DEPLOY_008"}[step]
+    assert failed["currentStep"]["name"] == step and failed["currentStep"]["status"] == "failed"
+    assert failed["progress"]["current"] == len(failed["completedSteps"])
+    assert failed["currentStep"]["logs"]  # the failing step's recent lines
+
+    resp, body = await api.call("POST", f"/deploy/{dep_id}/retry", token=token, json={"stepName": "No such step"})
+    assert resp.status == 422 and body["error"]["details"]["field"] == "stepName"
+    env.sim.faults.clear()
+    resp, body = await api.call("POST", f"/deploy/{dep_id}/retry", token=token, json={})
+    assert resp.status == 200, body
+    assert body["data"]["retryId"] == dep_id and body["data"]["attempt"] == 2 and body["data"]["maxAttempts"] == 2
+    assert body["data"]["status"] in ("queued", "in_progress", "completed")
+    done = await wait_final(api, token, dep_id)
+    assert done["status"] == "completed" and done["error"] is None
+
+    # Rolling back the environment's first release: there is nothing before it.
+    resp, body = await api.call("POST", f"/deploy/{dep_id}/rollback", token=token)
+    assert resp.status == 409 and body["error"]["code"] == "DEPLOY_007", body
+    assert "nothing to roll back to" in body["error"]["message"]
