@@ -66,6 +66,9 @@ class StepContext:
 def cloudflare_failure(exc: CloudflareError, step: str) -> FlareshipError:
     """The client's mapping, except that a generic outage/timeout reads as the step's own failure."""
     error = exc.to_flareship(step)
+    if error.code == "AUTH_003" and step != AUTHENTICATE:
+        # The token was accepted in step 2: it was revoked or expired while the deployment ran.
+        return FlareshipError("AUTH_005", error.message, step=step, details=error.details)
     if error.code in ("SYS_001", "SYS_002", "SYS_004") and step != AUTHENTICATE:
         details = dict(error.details)
         details["cause"] = error.code

@@ -153,3 +153,19 @@ async def test_validate_credentials(engine, sim_env):
     with pytest.raises(FlareshipError) as info:
         await engine.validate("staging", CloudflareCredentials("read-only-token-abcdef", ACCOUNT_ID))
     assert info.value.code == "AUTH_004" and info.value.status == 403
+
+
+async def test_token_revoked_mid_deployment_is_auth_005(engine, sim_env):
+    from tests.engine.harness import wait_final
+
+    sim_env.sim.set_latency(0.3, "POST", "/accounts/*/containers/registries/*/credentials")
+    d = await engine.request_deploy(PrepareRequest(environment="staging", app=inline_app(sim_env)), NO_ROLLBACK)
+    import asyncio
+    for _ in range(300):
+        if (await engine.get(d.id)).step("Uploading container").status == "running":
+            break
+        await asyncio.sleep(0.01)
+    sim_env.sim.tokens[TOKEN].status = "disabled"
+    d = await wait_final(engine, d.id)
+    assert d.status == "failed" and d.error.code == "AUTH_005"
+    assert d.error.step in ("Uploading container", "Deploying Durable Objects")
