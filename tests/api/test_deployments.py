@@ -314,3 +314,35 @@ async def test_retry_a_failed_deployment_and_rollback_with_nothing_before(deploy
     resp, body = await api.call("POST", f"/deploy/{dep_id}/rollback", token=token)
     assert resp.status == 409 and body["error"]["code"] == "DEPLOY_007", body
     assert "nothing to roll back to" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
+async def test_one_at_a_time_per_environment(deploy_api):
+    """A second deploy queues behind the running one (FIFO, with its position); prepare refuses
+    while one is in progress (409), and a locked environment refuses deploys (409)."""
+    api, env = deploy_api, deploy_api.sim_env
+    token = await api.token("read", "deploy:staging")
+    env.sim.set_latency(0.4, "GET", "/accounts/*/workers/subdomain")
+    first = (await api.call("POST", "/deploy", token=token,
+                            json={"environment": "staging", "config": app_config(env)}))[1]["data"]
+    for _ in range(200):
+        resp, body = await api.call("GET", f"/deploy/{first['deploymentId']}/status", token=token)
+        if body["data"]["status"] == "in_progress":
+            break
+        await asyncio.sleep(0.01)
+    resp, body = await api.call("POST", "/deploy/prepare", token=token,
+                                json={"environment": "staging", "config": app_config(env)})
+    assert resp.status == 409 and body["error"]["code"] == "DEPLOY_009", body
+    assert first["deploymentId"] in body["error"]["message"]
+    resp, body = await api.call("POST", "/deploy", token=token, json={"environment": "staging", "config": app_config(env)})
+    assert resp.status == 200, body
+    second = body["data"]
+    assert second["status"] == "queued" and second["queuePosition"] == 1
+    resp, body = await api.call("GET", f"/deploy/{second['deploymentId']}/status", token=token)
+    assert body["data"]["status"] == "queued" and body["data"]["queuePosition"] == 1
+    env.sim.faults.clear()
+    assert (await wait_final(api, token, second["deploymentId"]))["status"] == "completed"
+
+    await api.app[SERVICES].engine.lock("shop", "staging", actor="alice", reason="freeze")
+    resp, body = await api.call("POST", "/deploy", token=token, json={"environment": "staging", "config": app_config(env)})
+    assert resp.status == 409 and body["error"]["code"] == "DEPLOY_009" and "alice" in body["error"]["message"]
