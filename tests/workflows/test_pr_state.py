@@ -8,12 +8,19 @@ from bot.store.db import Database
 from bot.store.pr_state import PullRequestState
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_backend(request) -> str:
+    """Both backends here (the workflow scenarios around it run on SQLite only)."""
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        if callable(server):
+            server()  # skips when no PostgreSQL is available
+    return request.param
+
+
 @pytest.fixture
-async def state(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'pr.db'}")
-    await database.migrate()
-    yield PullRequestState(database)
-    await database.close()
+async def state(database):
+    return PullRequestState(database)
 
 
 async def test_command_claim_is_first_wins(state):
@@ -32,6 +39,7 @@ async def test_check_run_slot_per_repository_sha_environment(state):
     assert await state.check_run("o/r", "abc", "staging") == (True, None)
     await state.set_check_run("o/r", "abc", "staging", check_run_id=77, deployment_id="dep_2")
     assert await state.check_run("o/r", "abc", "staging") == (True, 77)
+    assert await state.check_run_deployment("o/r", "abc", "staging") == "dep_2"
     assert await state.claim_check_run("o/r", "abc", "production", "dep_3")
 
 
