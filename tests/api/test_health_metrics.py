@@ -41,7 +41,7 @@ async def test_probes_classify_real_servers():
         return web.json_response({"ok": True})
 
     async def slow(request):
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.6)
         return web.json_response({})
 
     async def hang(request):
@@ -55,17 +55,17 @@ async def test_probes_classify_real_servers():
     try:
         probes = [Probe(name, str(s.make_url("/v2/"))) for name, s in zip(("ok", "slow", "hang", "broken"), servers)]
         probes.append(Probe("dead", "http://127.0.0.1:9/v2/"))
-        monitor = HealthMonitor(probes, interval=60, timeout=0.5, degraded_after_ms=150)
+        monitor = HealthMonitor(probes, interval=60, timeout=1.5, degraded_after_ms=400)
         await monitor.start()
         try:
             started = time.perf_counter()
             await monitor.check_all()
-            assert time.perf_counter() - started < 2
+            assert time.perf_counter() - started < 3
             status = {name: r.status for name, r in monitor.results.items()}
             assert status == {"ok": "healthy", "slow": "degraded", "hang": "unhealthy", "broken": "unhealthy", "dead": "unhealthy"}
             assert "High response times detected" in monitor.results["slow"].issues
-            assert monitor.results["hang"].issues == ["No answer within 0.5s"]
-            assert monitor.results["ok"].last_check and monitor.results["ok"].response_time_ms < 500
+            assert monitor.results["hang"].issues == ["No answer within 1.5s"]
+            assert monitor.results["ok"].last_check and monitor.results["ok"].response_time_ms < 400
             assert monitor.snapshot()["healthy"] is False
         finally:
             await monitor.stop()
@@ -90,7 +90,7 @@ async def test_health_endpoint_answers_from_memory_with_a_hanging_dependency(mak
         for _ in range(3):
             started = time.perf_counter()
             resp, body = await api.call("GET", "/health/deployment")
-            assert time.perf_counter() - started < 0.5
+            assert time.perf_counter() - started < 1.5  # the Cloudflare probe itself waits 5 s
             assert resp.status == 200 and body["success"] is True
             data = body["data"]
             assert set(data["services"]) == {"cloudflare", "github", "container_registry"}
