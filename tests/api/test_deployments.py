@@ -322,14 +322,15 @@ async def test_one_at_a_time_per_environment(deploy_api):
     while one is in progress (409), and a locked environment refuses deploys (409)."""
     api, env = deploy_api, deploy_api.sim_env
     token = await api.token("read", "deploy:staging")
-    env.sim.set_latency(0.4, "GET", "/accounts/*/workers/subdomain")
+    env.sim.set_latency(2.0, "GET", "/accounts/*/workers/subdomain")
     first = (await api.call("POST", "/deploy", token=token,
                             json={"environment": "staging", "config": app_config(env)}))[1]["data"]
-    for _ in range(200):
+    for _ in range(1000):
         resp, body = await api.call("GET", f"/deploy/{first['deploymentId']}/status", token=token)
         if body["data"]["status"] == "in_progress":
             break
         await asyncio.sleep(0.01)
+    assert body["data"]["status"] == "in_progress"
     resp, body = await api.call("POST", "/deploy/prepare", token=token,
                                 json={"environment": "staging", "config": app_config(env)})
     assert resp.status == 409 and body["error"]["code"] == "DEPLOY_009", body
