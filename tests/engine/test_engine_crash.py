@@ -87,3 +87,50 @@ async def test_sigkill_during_step_then_resume(sim_env, tmp_path, step):
     finally:
         await clients.aclose()
         await database.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,path", [
+    ("PUT", "/accounts/*/workers/scripts/*"),
+    ("POST", "/accounts/*/containers/applications"),
+])
+async def test_sigkill_while_a_create_is_in_flight(sim_env, tmp_path, method, path):
+    """Cloudflare did the work but the process died before reading the answer: no duplicate."""
+    sim_env.sim.validate_requests = False
+    db_url = f"sqlite:///{tmp_path}/crash.db"
+    database = Database(db_url)
+    await database.migrate()
+    engine, clients = make_engine(sim_env.settings(db_url), database)
+    try:
+        d = await engine.prepare(PrepareRequest(environment="staging", app=inline_app(sim_env)))
+        await engine.deploy(d.id, DeployOptions())
+        injected = sim_env.sim.inject_fault(method, path, delay=30, after=True, times=1)
+        first = _spawn(sim_env, db_url, d.id, hold=None)
+        try:
+            for _ in range(3000):
+                if injected.hits:
+                    break
+                await asyncio.sleep(0.01)
+            assert injected.hits == 1
+            await asyncio.sleep(0.1)  # the simulator finishes the work, then holds the answer
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        second = _spawn(sim_env, db_url, d.id, hold=None)
+        try:
+            await _wait_for_line(second, "FINAL", timeout=60)
+            assert second.wait(timeout=10) == 0
+        finally:
+            if second.poll() is None:
+                second.kill()
+        done = await engine.get(d.id)
+        assert done.status == "completed", done.error
+        assert done.step("Deploying Durable Objects").attempt == 2
+        assert sim_env.sim.creates["application"] == 1
+        assert sim_env.sim.creates["namespace"] == 1
+        assert await engine.store.get_lease("shop", "staging") is None
+    finally:
+        await clients.aclose()
+        await database.close()
