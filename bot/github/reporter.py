@@ -425,8 +425,6 @@ class Reporter:
         #: Deployments whose final state is written: late events (a last log line) change nothing.
         self._finished: OrderedDict[str, str] = OrderedDict()
         self._unsubscribe: Callable[[], None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     def start(self) -> None:
         if self._unsubscribe is None:
