@@ -219,18 +219,34 @@ def report(r: dict) -> None:
           f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
 
 
-async def main(args) -> int:
+async def one_scenario(spec: str) -> None:
+    """Child mode: run one scenario in a fresh process (so peak RSS is that scenario's) and print JSON."""
+    latency, count, mode = spec.split(",")
     meter = WaitMeter()
     meter.install()
+    result = await run_scenario(float(latency), int(count), mode == "concurrent", meter)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_in_child(latency: float, count: int, mode: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--scenario", f"{latency},{count},{mode}"], cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise SystemExit(f"scenario {latency},{count},{mode} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+
+
+async def main(args) -> int:
     results = []
     latencies = [float(x) / 1000 for x in args.latencies.split(",")]
     for latency in latencies:
-        results.append(await run_scenario(latency, args.sequential, False, meter))
+        results.append(run_in_child(latency, args.sequential, "sequential"))
         report(results[-1])
     seq50 = next((r for r in results if r["latency_ms"] == 50), results[-1])
     if args.concurrent > 0:
         for latency in latencies:
-            results.append(await run_scenario(latency, args.concurrent, True, meter))
+            results.append(run_in_child(latency, args.concurrent, "concurrent"))
             report(results[-1])
     conc = [r for r in results if r["mode"] == "concurrent"]
     ok_overhead = seq50["overhead_share"] < 0.10
@@ -248,6 +264,11 @@ async def main(args) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-sim":
         asyncio.run(serve_sim(float(sys.argv[2])))
+        sys.exit(0)
+    if len(sys.argv) == 3 and sys.argv[1] == "--scenario":
+        logging_off = __import__("logging")
+        logging_off.disable(logging_off.WARNING)
+        asyncio.run(one_scenario(sys.argv[2]))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequential", type=int, default=10, help="deployments run one at a time")
