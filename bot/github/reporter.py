@@ -383,6 +383,7 @@ class _Tracker:
     seen_status: str | None = None  # last Flareship status seen (transitions are never coalesced)
     transitions: deque = field(default_factory=deque)  # (previous status, deployment snapshot)
     was_queued: bool = False
+    logs_loaded: bool = False  # the stored log read once (a restarted reporter missed earlier events)
     task: asyncio.Task | None = None
 
 
@@ -468,7 +469,8 @@ class Reporter:
             tracker.transitions.append((tracker.seen_status, deployment))
             tracker.seen_status = deployment.status
         if event.kind == "log" and event.log is not None:
-            tracker.logs.append(event.log)
+            if not tracker.logs or event.log.id > tracker.logs[-1].id:
+                tracker.logs.append(event.log)
         tracker.dirty = True
         if tracker.task is None or tracker.task.done():
             tracker.task = asyncio.get_running_loop().create_task(self._work(tracker))
@@ -668,6 +670,14 @@ class Reporter:
                 position = None
             if position is not None and position >= 1:
                 tracker.was_queued = True  # it waits behind another: check the PR head when it starts
+        if not tracker.logs_loaded:
+            tracker.logs_loaded = True
+            try:
+                stored = await self.engine.logs(deployment.id)
+            except Exception:
+                stored = []
+            merged = {line.id: line for line in [*stored, *tracker.logs]}
+            tracker.logs = deque((merged[k] for k in sorted(merged)), maxlen=LOG_LINES_KEPT)
         body = render_check_run(
             deployment, details_url=self.details_url(deployment), log_lines=list(tracker.logs),
             queue_position=position, promote_target=self.promote_target(deployment),

@@ -178,3 +178,16 @@ async def test_github_errors_while_reporting_are_retried(workflow):
     [gh_dep] = workflow.deployments("staging")
     assert workflow.deployment_states(gh_dep["id"]) == ["in_progress", "success"]
     assert workflow.reactions(payload["comment"]["id"]) == ["eyes", "rocket"]
+
+
+async def test_a_restarted_reporter_shows_the_stored_log(workflow):
+    await workflow.comment("/deploy staging")
+    [run] = workflow.check_runs(HEAD_SHA, "staging")
+    final = await workflow.services.engine.get(run["external_id"])
+    run["output"]["text"] = None
+    fresh = Reporter(engine=workflow.services.engine, github=workflow.services.github.client,
+                     store=workflow.services.reporter.store, public_url="http://127.0.0.1:8000", interval=0.01)
+    await fresh.on_event(DeploymentEvent(kind="status", deployment=final))
+    await fresh.drain()
+    [run] = workflow.check_runs(HEAD_SHA, "staging")
+    assert "Deployment completed" in run["output"]["text"] and "Queued" in run["output"]["text"]
