@@ -7,8 +7,11 @@ deployed configuration always names `HOST/ACCOUNT_ID/NAME@sha256:...`.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from urllib.parse import urlparse
+
+from cachetools import TTLCache
 
 from bot.cloudflare.registry import ImageRef, RegistryClient, parse_image_ref
 from bot.errors import FlareshipError
@@ -41,9 +44,29 @@ def destination_for(source: ImageRef, target: RegistryTarget, account_id: str) -
     return ImageRef(target.host, f"{account_id}/{name}", source.tag or "latest", None, target.scheme)
 
 
+#: Registry credentials last 15 minutes; each CloudflareClients reuses them for 10 (one request
+#: less per image operation). Forgotten as soon as an image operation fails.
+_CREDENTIALS: "weakref.WeakKeyDictionary[object, TTLCache]" = weakref.WeakKeyDictionary()
+
+
+def _cache_for(clients) -> TTLCache:
+    cache = _CREDENTIALS.get(clients)
+    if cache is None:
+        cache = _CREDENTIALS[clients] = TTLCache(maxsize=256, ttl=600)
+    return cache
+
+
+def forget_credentials(clients, account_id: str, target: RegistryTarget) -> None:
+    _cache_for(clients).pop((account_id, target.host), None)
+
+
 async def registry_client_for(cloudflare_client, clients, account_id: str, target: RegistryTarget) -> RegistryClient:
     """A registry client with push/pull credentials for the account's registry host."""
-    creds = await cloudflare_client.registry_credentials(account_id, target.host)
+    cache = _cache_for(clients)
+    creds = cache.get((account_id, target.host))
+    if creds is None:
+        creds = await cloudflare_client.registry_credentials(account_id, target.host)
+        cache[(account_id, target.host)] = creds
     registry = clients.registry()
     registry.set_credentials(target.host, creds.username, creds.password)
     if creds.registry_host and creds.registry_host != target.host:

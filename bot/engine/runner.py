@@ -355,8 +355,10 @@ class Engine:
             pinned = await images.resolve_digest(registry, image, target)
             return pinned.digest, None
         except CloudflareError as exc:
+            images.forget_credentials(self.cloudflare, account_id, target)
             return None, exc.public_message()
         except httpx.HTTPError as exc:
+            images.forget_credentials(self.cloudflare, account_id, target)
             return None, type(exc).__name__
 
     def _row(self, d: Deployment, state: dict, now: datetime, *, account_id: str | None = None) -> dict:

@@ -161,7 +161,11 @@ async def upload_container(ctx: StepContext) -> str:
             return "completed"
         pinned = await images.ensure_in_registry(registry, source, target, ctx.account_id)
     except CloudflareError as exc:
+        images.forget_credentials(ctx.clients, ctx.account_id, target)
         raise cloudflare_failure(exc, CONTAINER) from None
+    except BaseException:
+        images.forget_credentials(ctx.clients, ctx.account_id, target)
+        raise
     ctx.state["image"] = images.configuration_image(pinned)
     ctx.state["image_digest"] = pinned.digest
     await ctx.log(f"Image {container.image} pinned as {ctx.state['image']}")

@@ -21,7 +21,11 @@ def _break(sim_env, step: str) -> None:
     elif step == "Checking resources and quotas":
         sim.accounts[ACCOUNT_ID].plan = "free"
     elif step == "Uploading container":
-        sim.inject_fault("POST", "/accounts/*/containers/registries/*/credentials", status=500, times=None)
+        # the image vanished from its source registry after pre-flight resolved it
+        source = sim_env.source_registry.state
+        source.tags["acme/app"].clear()
+        for digest in list(source.blobs):
+            source.blobs.pop(digest)
     elif step == "Deploying Durable Objects":
         sim.inject_fault("POST", "/accounts/*/containers/applications", error_code=1101, status=400, times=None)
     elif step == "Uploading Worker version":

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from bot.engine import DeployOptions, PrepareRequest
-from bot.errors import CATALOGUE
+from bot.errors import CATALOGUE, FlareshipError
 from tests.engine.harness import make_engine, wait_final
 from tests.engine.test_engine_pipeline import inline_app
 
@@ -49,8 +49,12 @@ async def test_fault_ends_cleanly_without_duplicates(sim_env, database, method, 
     engine, clients = make_engine(sim_env.settings(database.url), database, timeout=0.4, sleep=_fast_sleep)
     await engine.start()
     try:
-        d = await engine.prepare(PrepareRequest(environment="staging", app=inline_app(sim_env)))
         injected = sim.inject_fault(method, path, times=1, **FAULTS[fault])
+        try:
+            d = await engine.prepare(PrepareRequest(environment="staging", app=inline_app(sim_env)))
+        except FlareshipError as exc:  # pre-flight met the fault: a clean refusal
+            assert exc.code in CATALOGUE and injected.hits == 1
+            return
         await engine.deploy(d.id, DeployOptions(rollback_on_failure=False))
         d = await wait_final(engine, d.id, timeout=30)
         assert injected.hits == 1  # the call was made and the fault hit it
