@@ -392,14 +392,15 @@ class Engine:
         d.max_attempts = max(1, options.max_retries)
         d.status = "queued"
         now = self.clock()
-        ok = await self.store.update_if(d.id, ("initiated",), status="queued", queued_at=now,
-                                        document=d.model_dump(mode="json"), updated_at=now)
+        ok, _cancel = await self._save(d, None, log="Queued" + (" (dry run)" if options.dry_run else ""),
+                                       only_if_status=("initiated",), queued_at=now)
         if not ok:
             return await self.get(d.id)
         await self._emit("status", d)
-        await self._log(d, "Queued" + (" (dry run)" if options.dry_run else ""))
         self._wake.set()
-        return await self.get(d.id)
+        queue = await self.store.queue(d.target, d.environment)
+        d.queue_position = next((i for i, item in enumerate(queue) if item.id == d.id), None)
+        return d
 
     async def request_deploy(self, req: PrepareRequest, options: DeployOptions) -> Deployment:
         d = await self.prepare(req, refuse_if_busy=False)
@@ -686,26 +687,28 @@ class Engine:
 
     # -- running one deployment ---------------------------------------------------------------
 
-    async def _save(self, d: Deployment, state: dict, *, log: str | None = None, level: str = "info",
-                    step: str | None = None, release: Release | None = None, **extra: Any) -> None:
-        """Persist the document + state, the step's buffered log lines (+ `log`) and a release in ONE
-        transaction, then publish the log lines."""
+    async def _save(self, d: Deployment, state: dict | None, *, log: str | None = None, level: str = "info",
+                    step: str | None = None, release: Release | None = None,
+                    only_if_status: tuple[str, ...] | None = None, **extra: Any) -> tuple[bool, bool]:
+        """Persist the document (+ state), the buffered step log lines (+ `log`) and a release in ONE
+        transaction, then publish the log lines. Returns (updated, cancel_requested)."""
         now = self.clock()
-        values = {"status": d.status, "document": d.model_dump(mode="json"), "state": state, "updated_at": now,
-                  **extra}
+        values = {"status": d.status, "document": d.model_dump(mode="json"), "updated_at": now, **extra}
+        if state is not None:
+            values["state"] = state
         pending = self._pending_logs.pop(d.id, [])
         if log is not None:
             pending.append((now, level, redact(log), step))
-        if not pending and release is None:
-            await self.store.update(d.id, **values)
-            return
-        ids = await self.store.update_and_log(d.id, values, pending,
-                                              release.model_dump() if release is not None else None)
+        updated, cancel, ids = await self.store.update_and_log(
+            d.id, values, pending, release.model_dump() if release is not None else None, only_if_status)
+        if not updated:
+            return False, False
         for line_id, (timestamp, lvl, message, line_step) in zip(ids, pending):
             logging.getLogger(__name__).log(logging.ERROR if lvl == "error" else logging.INFO,
                                             "[%s] %s", d.id, message)
             await self._emit("log", d, line=LogLine(id=line_id, timestamp=timestamp, level=lvl, message=message,
                                                     step=line_step))
+        return True, cancel
 
     def _spec_of(self, d: Deployment, state: dict) -> AppSpec:
         data = dict(d.config)
@@ -751,12 +754,15 @@ class Engine:
                 await self._rollback_on_failure(d, state, ctx, resumed=True)
                 return
             pipeline = ROLLBACK_PIPELINE if d.kind == "rollback" else PIPELINE
+            finished: Step | None = None  # completed, persisted with the next transition
             for step in d.steps:
                 if step.status in ("completed", "skipped"):
                     continue
                 if lost.is_set():
                     raise _LeaseLost()
                 if self._stopping:
+                    if finished is not None:
+                        await self._save(d, state)
                     return
                 current["step"] = step.name
                 step.status = "running"
@@ -764,10 +770,13 @@ class Engine:
                 step.ended_at = None
                 step.attempt += 1
                 step.error = step.error_code = None
-                # Persisted before the step runs; the same statement reads a pending cancel request.
-                if await self.store.update_returning_cancel(
-                        d.id, status=d.status, document=d.model_dump(mode="json"), state=state,
-                        updated_at=self.clock()):
+                # One transaction persists the previous step's completion (and its logs) and this
+                # step's start, and reads a pending cancel request.
+                _updated, cancel = await self._save(d, state)
+                if finished is not None:
+                    await self._emit("step", d, step=finished.model_copy())
+                    finished = None
+                if cancel:
                     step.status, step.started_at, step.attempt = "pending", None, step.attempt - 1
                     await self._cancelled(d, state)
                     return
@@ -789,9 +798,10 @@ class Engine:
                     return
                 step.status = "completed" if outcome != "skipped" else "skipped"
                 step.ended_at = self.clock()
-                await self._save(d, state)
-                await self._emit("step", d, step=step.model_copy())
+                finished = step
             await self._complete(d, state, ctx)
+            if finished is not None:
+                await self._emit("step", d, step=finished.model_copy())
 
     def _other_owners(self, d: Deployment, account_id: str):
         async def owners() -> set[str]:
@@ -832,16 +842,16 @@ class Engine:
         step.ended_at = self.clock()
         step.error = exc.message
         step.error_code = exc.code
-        await self._save(d, state)
-        await self._emit("step", d, step=step.model_copy())
-        await self._fail(d, state, exc, step.name, ctx=ctx)
+        await self._fail(d, state, exc, step.name, ctx=ctx, failed_step=step)
 
     async def _fail(self, d: Deployment, state: dict, exc: FlareshipError, step_name: str | None,
-                    ctx: StepContext | None = None) -> None:
+                    ctx: StepContext | None = None, failed_step: Step | None = None) -> None:
         d.error = DeploymentError(code=exc.code, message=exc.message, step=exc.step or step_name,
                                   correlation_id=d.correlation_id)
         await self._save(d, state, log=f"{step_name or 'Deployment'} failed: {exc.code} {exc.message}",
                          level="error", step=step_name)
+        if failed_step is not None:
+            await self._emit("step", d, step=failed_step.model_copy())
         touched = any(s.status in ("completed", "failed") for s in d.steps[3:]) or bool(state.get("image"))
         if (ctx is not None and d.kind == "deploy" and d.options.rollback_on_failure and not d.options.dry_run
                 and touched and d.previous_release is not None):

@@ -112,9 +112,22 @@ class DeploymentStore:
 
     async def update_and_log(self, deployment_id: str, values: dict[str, Any],
                              logs: list[tuple[datetime, str, str, str | None]] = (),
-                             release: dict[str, Any] | None = None) -> list[int]:
-        """One transaction: update the row, add log lines (their ids are returned) and a release."""
+                             release: dict[str, Any] | None = None,
+                             only_if_status: tuple[str, ...] | None = None) -> tuple[bool, bool, list[int]]:
+        """One transaction: update the row (optionally only when its status is one of
+        `only_if_status`), add log lines and a release.
+
+        Returns (updated, cancel_requested, log ids); nothing is written when not updated.
+        """
         async with self.db.begin() as conn:
+            statement = deployments.update().where(deployments.c.id == deployment_id)
+            if only_if_status is not None:
+                statement = statement.where(deployments.c.status.in_(only_if_status))
+            result = await conn.execute(statement.values(**values).returning(deployments.c.cancel_requested))
+            row = result.first()
+            if row is None:
+                await conn.rollback()
+                return False, False, []
             if release is not None:
                 existing = (await conn.execute(sa.select(releases.c.id).where(
                     releases.c.deployment_id == release["deployment_id"]))).first()
@@ -122,18 +135,10 @@ class DeploymentStore:
                     await conn.execute(releases.insert().values(**release))
             ids = []
             for timestamp, level, message, step in logs:
-                result = await conn.execute(deployment_logs.insert().values(
+                inserted = await conn.execute(deployment_logs.insert().values(
                     deployment_id=deployment_id, timestamp=timestamp, level=level, message=message, step=step))
-                ids.append(int(result.inserted_primary_key[0]))
-            await conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
-            return ids
-
-    async def update_returning_cancel(self, deployment_id: str, **values: Any) -> bool:
-        """Update the row and say, in the same statement, whether a cancel was requested."""
-        async with self.db.begin() as conn:
-            result = await conn.execute(deployments.update().where(deployments.c.id == deployment_id)
-                                        .values(**values).returning(deployments.c.cancel_requested))
-            return bool(result.scalar())
+                ids.append(int(inserted.inserted_primary_key[0]))
+            return True, bool(row[0]), ids
 
     async def cancel_requested(self, deployment_id: str) -> bool:
         async with self.db.connect() as conn:
