@@ -18,10 +18,10 @@ def _serve(args: argparse.Namespace) -> int:
     problems = settings.problems_for_serving()
     if problems:
         raise SettingsError(problems)
-    register_secret(settings.github_webhook_secret.get_secret_value())
-    register_secret(settings.private_key_pem())
+    register_secret(settings.github_webhook_secret.get_secret_value(), pinned=True)
+    register_secret(settings.private_key_pem(), pinned=True)
     if settings.cloudflare_api_token:
-        register_secret(settings.cloudflare_api_token.get_secret_value())
+        register_secret(settings.cloudflare_api_token.get_secret_value(), pinned=True)
     configure_logging(settings.log_level, settings.log_format)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port

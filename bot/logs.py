@@ -28,30 +28,73 @@ _TOKEN_PATTERNS = re.compile(
     r"|(?i:bearer|token|basic)\s+[A-Za-z0-9._\-+/=]{16,})"
 )
 
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
-_secret_pattern: re.Pattern[str] | None = None
+#: Long-lived secrets (webhook secret, private key): few, any shape, matched as substrings.
+_pinned: set[str] = set()
+_pinned_pattern: re.Pattern[str] | None = None
+#: Short-lived token-like secrets (installation tokens, JWTs, request-scoped Cloudflare tokens):
+#: possibly many, so they are matched by set look-up of each token-shaped run of the text, not by
+#: one ever-growing regex. value -> monotonic time it was last registered.
+_ephemeral: dict[str, float] = {}
+_lock = threading.Lock()
+EPHEMERAL_TTL = 2 * 3600.0  # longer than any token GitHub or Flareship mints (1 h)
+EPHEMERAL_MAX = 4096
+_RUN = re.compile(r"[A-Za-z0-9_\-.~+/]{6,}")
 
 
-def register_secret(value: str | None) -> None:
-    """Mask `value` (and each line of a multi-line secret such as a PEM key) in all future logs."""
-    global _secret_pattern
+def register_secret(value: str | None, *, pinned: bool = False) -> None:
+    """Mask `value` in every later log line.
+
+    `pinned` secrets (the webhook secret, the private key) are kept for the life of the process
+    and matched anywhere, line by line for multi-line ones; others are kept for a couple of hours
+    after they were last registered and matched as whole token-shaped words.
+    """
+    global _pinned_pattern
     if not value or len(value) < 6:
         return
-    parts = {value} | {line.strip() for line in value.splitlines() if len(line.strip()) >= 12}
-    with _secrets_lock:
-        if parts <= _secrets:
+    with _lock:
+        if pinned or not _RUN.fullmatch(value):
+            parts = {value} | {line.strip() for line in value.splitlines() if len(line.strip()) >= 12}
+            if parts <= _pinned:
+                return
+            _pinned.update(parts)
+            ordered = sorted(_pinned, key=len, reverse=True)
+            _pinned_pattern = re.compile("|".join(re.escape(p) for p in ordered))
             return
-        _secrets.update(parts)
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _secret_pattern = re.compile("|".join(re.escape(s) for s in ordered))
+        now = time.monotonic()
+        _ephemeral.pop(value, None)
+        _ephemeral[value] = now  # re-inserted: the dict stays ordered oldest first
+        stripped = value.rstrip("=")
+        if stripped != value and len(stripped) >= 6:
+            _ephemeral[stripped] = now
+        if len(_ephemeral) > EPHEMERAL_MAX or next(iter(_ephemeral.values())) < now - EPHEMERAL_TTL:
+            _prune(now)
+
+
+def _prune(now: float) -> None:
+    for key in list(_ephemeral):
+        if len(_ephemeral) > EPHEMERAL_MAX or _ephemeral[key] < now - EPHEMERAL_TTL:
+            del _ephemeral[key]
+        else:
+            break
+
+
+def _mask_run(match: re.Match[str]) -> str:
+    run = match.group()
+    if run in _ephemeral:
+        return MASK
+    trimmed = run.strip(".-/+~")
+    if trimmed in _ephemeral:
+        return run.replace(trimmed, MASK)
+    return run
 
 
 def redact(text: str) -> str:
     """Mask every registered secret and every token-shaped string in `text`."""
-    pattern = _secret_pattern
+    pattern = _pinned_pattern
     if pattern is not None:
         text = pattern.sub(MASK, text)
+    if _ephemeral:
+        text = _RUN.sub(_mask_run, text)
     return _TOKEN_PATTERNS.sub(MASK, text)
 
 

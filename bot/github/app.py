@@ -123,7 +123,7 @@ class GitHubApp:
         self.token_refresh_margin = token_refresh_margin
         self.cache_size = cache_size
         self.stats = RequestStats()
-        register_secret(private_key)
+        register_secret(private_key, pinned=True)
         self._jwt: tuple[str, float] | None = None
         self._tokens: dict[TokenKey, InstallationToken] = {}
         self._minting: dict[TokenKey, asyncio.Task[InstallationToken]] = {}
