@@ -264,9 +264,10 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def _rows(database: str) -> int:
+def _rows(database: str) -> tuple[int, dict[str, int]]:
     with sqlite3.connect(database) as conn:
-        return conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone()[0]
+        statuses = dict(conn.execute("SELECT status, count(*) FROM webhook_deliveries GROUP BY status").fetchall())
+    return sum(statuses.values()), statuses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                 measured[kind] = result
                 stored = ""
                 if database:
-                    count = _rows(database)
-                    stored = f"  stored {count} rows for {acked} acks"
+                    count, statuses = _rows(database)
+                    stored = f"  stored {count} rows for {acked} acks; by the end {statuses}"
                     ok &= count >= acked
                     os.remove(database)
                 print(f"  {kind:9s} c={concurrency:<4d} {result.rps:9.0f} req/s  p50 {result.percentile(50):6.2f} ms"

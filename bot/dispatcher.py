@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,8 @@ class Dispatcher:
         batch_size: int = 50,
         handler_timeout: float = 120.0,
         flush_interval: float = 0.25,
+        busy_share: float = 0.2,
+        intake_busy: Callable[[], bool] | None = None,
     ):
         self.services = services
         self.router = router
@@ -68,6 +71,10 @@ class Dispatcher:
         self.batch_size = batch_size
         self.handler_timeout = handler_timeout
         self.flush_interval = flush_interval
+        #: While webhooks are arriving (`intake_busy()`), handlers get at most this share of the
+        #: time: acknowledging fast comes first, the stored work waits a little (it is durable).
+        self.busy_share = busy_share
+        self.intake_busy = intake_busy
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -110,6 +117,7 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while not self._stopping:
+            started = time.monotonic()
             try:
                 handled = await self.run_once()
             except asyncio.CancelledError:
@@ -117,6 +125,8 @@ class Dispatcher:
             except Exception:
                 log.exception("webhook dispatcher could not read the store; retrying")
                 handled = 0
+            if handled and self._intake_is_busy():
+                await self._give_way(time.monotonic() - started)
             if handled == 0 and not self._stopping:
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
@@ -135,8 +145,11 @@ class Dispatcher:
             for delivery in claimed:
                 if self._stopping:
                     break
+                started = time.monotonic()
                 error = await self.handle(delivery)
                 handled += 1
+                if self._intake_is_busy():
+                    await self._give_way(time.monotonic() - started)
                 if error is None:
                     done.append(delivery.id)
                 else:
@@ -150,6 +163,13 @@ class Dispatcher:
             if unstarted:
                 await asyncio.shield(deliveries.release(self.database, unstarted))
         return handled
+
+    def _intake_is_busy(self) -> bool:
+        return self.intake_busy is not None and 0 < self.busy_share < 1 and self.intake_busy()
+
+    async def _give_way(self, spent: float) -> None:
+        """Pause so that handling takes about `busy_share` of the time while webhooks arrive."""
+        await asyncio.sleep(min(1.0, spent * (1 / self.busy_share - 1)))
 
     async def _flush(self, done: list[int], failed: list[tuple[int, str]]) -> None:
         if done or failed:

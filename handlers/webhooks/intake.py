@@ -123,6 +123,7 @@ async def _delivery_writer(app: web.Application):
     dispatcher = app.get(DISPATCHER)
     if dispatcher is not None:
         writer.on_stored = dispatcher.wake
+        dispatcher.intake_busy = writer.busy
     writer.start()
     try:
         yield

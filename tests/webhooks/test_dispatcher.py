@@ -146,3 +146,22 @@ async def test_context_github_uses_the_app_client_for_the_installation(database)
     assert await ctx.github() == "client-for-42"
     assert await ctx.github() == "client-for-42"
     assert calls == [42]  # created lazily, once
+
+
+async def test_handlers_give_way_while_webhooks_arrive(database):
+    """While the intake is busy, handling takes about `busy_share` of the time (acks come first)."""
+    import time
+
+    router = routing.Router()
+
+    @router.register("push")
+    async def slow(event, ctx):
+        await asyncio.sleep(0.02)
+
+    await store(database, make("b1"), make("b2"), make("b3"))
+    dispatcher = Dispatcher(services_for(database), router, busy_share=0.25, intake_busy=lambda: True)
+    started = time.monotonic()
+    assert await dispatcher.run_once() == 3
+    # 3 x 20 ms of handling, each followed by a 60 ms pause (25% share)
+    assert time.monotonic() - started >= 0.2
+    assert (await deliveries.count_by_status(database))["done"] == 3
