@@ -63,6 +63,7 @@ class Dispatcher:
         handler_timeout: float = 120.0,
         flush_interval: float = 0.25,
         busy_share: float = 0.2,
+        max_pause: float = 0.25,
         intake_busy: Callable[[], bool] | None = None,
     ):
         self.services = services
@@ -74,6 +75,7 @@ class Dispatcher:
         #: While webhooks are arriving (`intake_busy()`), handlers get at most this share of the
         #: time: acknowledging fast comes first, the stored work waits a little (it is durable).
         self.busy_share = busy_share
+        self.max_pause = max_pause  # a slow handler (waiting on GitHub) does not stall the queue
         self.intake_busy = intake_busy
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -169,7 +171,7 @@ class Dispatcher:
 
     async def _give_way(self, spent: float) -> None:
         """Pause so that handling takes about `busy_share` of the time while webhooks arrive."""
-        await asyncio.sleep(min(1.0, spent * (1 / self.busy_share - 1)))
+        await asyncio.sleep(min(self.max_pause, spent * (1 / self.busy_share - 1)))
 
     async def _flush(self, done: list[int], failed: list[tuple[int, str]]) -> None:
         if done or failed:
