@@ -27,6 +27,7 @@ from handlers.api.present import (
     deploy_json,
     prepare_json,
     status_json,
+    seed_status,
     step_medians,
     summary_json,
 )
@@ -218,7 +219,7 @@ async def rollback_deployment(request: web.Request) -> web.Response:
     medians = await _medians(engine, deployment.environment)
     estimate = max(1, math.ceil(sum(medians.values()))) if medians else DEFAULT_ROLLBACK_SECONDS
     return json_success(
-        {"rollbackId": rollback.id, "status": rollback.status, "targetVersion": target, "estimatedTime": estimate}
+        {"rollbackId": rollback.id, "status": seed_status(rollback.status), "targetVersion": target, "estimatedTime": estimate}
     )
 
 
@@ -235,7 +236,7 @@ async def retry_failed_step(request: web.Request) -> web.Response:
         )
     retried = await engine.retry(deployment.id, step_name=body.stepName, max_retries=body.maxRetries)
     return json_success(
-        {"retryId": retried.id, "status": retried.status, "attempt": retried.attempt, "maxAttempts": retried.max_attempts}
+        {"retryId": retried.id, "status": seed_status(retried.status), "attempt": retried.attempt, "maxAttempts": retried.max_attempts}
     )
 
 
@@ -245,13 +246,13 @@ async def cancel_deployment(request: web.Request) -> web.Response:
     deployment = await _deployment(request)
     authorize(request, "cancel", deployment.environment)
     cancelled = await engine.cancel(deployment.id)
-    return json_success({"deploymentId": cancelled.id, "status": cancelled.status})
+    return json_success({"deploymentId": cancelled.id, "status": seed_status(cancelled.status)})
 
 
 class ListQuery(models.Body):
     environment: str | None = Field(default=None, pattern=models.ENVIRONMENT_PATTERN)
     repository: str | None = Field(default=None, pattern=models.REPOSITORY_PATTERN)
-    status: models.DeploymentStatus | None = None
+    status: models.DeploymentStatusFilter | None = None
     limit: int = Field(default=20, ge=1, le=100)
     before: str | None = Field(default=None, pattern=models.DEPLOYMENT_ID_PATTERN, description="Cursor: nextCursor of the previous page")
 

@@ -24,8 +24,12 @@ Environment = Field(
 )
 
 PermissionLevel = Literal["read", "write", "admin"]
-DeploymentStatus = Literal["queued", "initiated", "in_progress", "completed", "failed", "rolled_back", "cancelled"]
-StepStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+#: The seed's statuses (plus `cancelled`); a deployment waiting in the queue reads `initiated`.
+DeploymentStatus = Literal["initiated", "in_progress", "completed", "failed", "rolled_back", "cancelled"]
+#: The engine's own statuses, accepted as a filter on GET /deployments (`queued` included).
+DeploymentStatusFilter = Literal["queued", "initiated", "in_progress", "completed", "failed", "rolled_back", "cancelled"]
+#: The seed's step statuses; a step with nothing to do is `completed` with `skipped: true`.
+StepStatus = Literal["pending", "running", "completed", "failed"]
 ServiceStatus = Literal["healthy", "degraded", "unhealthy"]
 
 
@@ -133,6 +137,7 @@ class DeployRequest(Body):
 class StepOut(Out):
     name: str
     status: StepStatus
+    skipped: bool | None = Field(default=None, description="True when the step had nothing to do")
     startTime: str | None = None
     endTime: str | None = None
     error: str | None = None
@@ -171,6 +176,7 @@ class CurrentStep(Out):
 class CompletedStep(Out):
     name: str
     status: StepStatus
+    skipped: bool | None = Field(default=None, description="True when the step had nothing to do")
     duration: float | None = Field(description="Seconds")
 
 

@@ -17,11 +17,23 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def seed_status(status: str) -> str:
+    """The seed's deployment statuses: a deployment waiting in the queue has been initiated
+    (its `queuePosition` says where it waits); `cancelled` is the one status the seed lacks."""
+    return "initiated" if status == "queued" else status
+
+
+def seed_step(step) -> dict:
+    """A step in the seed's statuses: a step with nothing to do (no container) is completed."""
+    skipped = step.status == "skipped"
+    return {"status": "completed" if skipped else step.status, **({"skipped": True} if skipped else {})}
+
+
 def steps_json(deployment: Deployment) -> list[dict]:
     return [
         {
             "name": s.name,
-            "status": s.status,
+            **seed_step(s),
             "startTime": iso(s.started_at),
             "endTime": iso(s.ended_at),
             "error": s.error,
@@ -41,7 +53,7 @@ def rollback_info(deployment: Deployment, live: Release | None = None) -> dict:
 def deploy_json(deployment: Deployment, live: Release | None = None) -> dict:
     return {
         "deploymentId": deployment.id,
-        "status": deployment.status,
+        "status": seed_status(deployment.status),
         "steps": steps_json(deployment),
         "urls": dict(deployment.urls),
         "rollbackInfo": rollback_info(deployment, live),
@@ -112,10 +124,10 @@ def status_json(
     error = deployment.error.model_dump(include={"code", "message", "step"}) if deployment.error else None
     return {
         "deploymentId": deployment.id,
-        "status": deployment.status,
+        "status": seed_status(deployment.status),
         "progress": {"current": len(done), "total": total, "percentage": round(len(done) * 100.0 / total, 1)},
         "currentStep": current_json,
-        "completedSteps": [{"name": s.name, "status": s.status, "duration": s.duration} for s in done],
+        "completedSteps": [{"name": s.name, **seed_step(s), "duration": s.duration} for s in done],
         "metadata": {
             "environment": deployment.environment,
             "startTime": iso(deployment.started_at or deployment.created_at),
@@ -131,7 +143,7 @@ def summary_json(deployment: Deployment) -> dict:
         "deploymentId": deployment.id,
         "kind": deployment.kind,
         "environment": deployment.environment,
-        "status": deployment.status,
+        "status": seed_status(deployment.status),
         "appName": deployment.app_name,
         "repository": deployment.repository,
         "ref": deployment.ref,

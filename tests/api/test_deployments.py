@@ -48,7 +48,7 @@ async def test_validate_prepare_deploy_status_rollback(deploy_api):
     assert resp.status == 200, body
     started = body["data"]
     assert started["deploymentId"] == dep_id
-    assert started["status"] in ("queued", "initiated", "in_progress", "completed")
+    assert started["status"] in ("initiated", "in_progress", "completed")
     assert [s["name"] for s in started["steps"]][0] == "Validating configuration" and len(started["steps"]) == 8
     assert set(started["rollbackInfo"]) == {"available", "previousVersion"}
 
@@ -93,7 +93,7 @@ async def test_validate_prepare_deploy_status_rollback(deploy_api):
     rollback = body["data"]
     assert rollback["rollbackId"].startswith("dep_") and rollback["rollbackId"] != second_id
     assert rollback["targetVersion"] == first_release
-    assert rollback["estimatedTime"] > 0 and rollback["status"] in ("queued", "initiated", "in_progress", "completed")
+    assert rollback["estimatedTime"] > 0 and rollback["status"] in ("initiated", "in_progress", "completed")
     done = await wait_final(api, token, rollback["rollbackId"])
     assert done["status"] == "completed", done
 
@@ -306,7 +306,7 @@ async def test_retry_a_failed_deployment_and_rollback_with_nothing_before(deploy
     resp, body = await api.call("POST", f"/deploy/{dep_id}/retry", token=token, json={})
     assert resp.status == 200, body
     assert body["data"]["retryId"] == dep_id and body["data"]["attempt"] == 2 and body["data"]["maxAttempts"] == 2
-    assert body["data"]["status"] in ("queued", "in_progress", "completed")
+    assert body["data"]["status"] in ("initiated", "in_progress", "completed")
     done = await wait_final(api, token, dep_id)
     assert done["status"] == "completed" and done["error"] is None
 
@@ -338,9 +338,9 @@ async def test_one_at_a_time_per_environment(deploy_api):
     resp, body = await api.call("POST", "/deploy", token=token, json={"environment": "staging", "config": app_config(env)})
     assert resp.status == 200, body
     second = body["data"]
-    assert second["status"] == "queued" and second["queuePosition"] == 1
+    assert second["status"] == "initiated" and second["queuePosition"] == 1
     resp, body = await api.call("GET", f"/deploy/{second['deploymentId']}/status", token=token)
-    assert body["data"]["status"] == "queued" and body["data"]["queuePosition"] == 1
+    assert body["data"]["status"] == "initiated" and body["data"]["queuePosition"] == 1
     env.sim.faults.clear()
     assert (await wait_final(api, token, second["deploymentId"]))["status"] == "completed"
 

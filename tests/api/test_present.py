@@ -94,3 +94,15 @@ def test_sse_framing():
     assert format_event({"status": "completed"}, event="end") == b'event: end\ndata: {"status":"completed"}\n\n'
     # A message with a newline stays one data line (JSON escapes it).
     assert format_event({"message": "a\nb"}, event_id=1).count(b"\n") == 3
+
+
+def test_responses_speak_the_seeds_status_vocabulary():
+    from types import SimpleNamespace
+
+    from handlers.api.present import seed_status, seed_step
+
+    assert seed_status("queued") == "initiated"
+    assert [seed_status(s) for s in ("in_progress", "completed", "failed", "rolled_back")] == \
+        ["in_progress", "completed", "failed", "rolled_back"]
+    assert seed_step(SimpleNamespace(status="skipped")) == {"status": "completed", "skipped": True}
+    assert seed_step(SimpleNamespace(status="running")) == {"status": "running"}
