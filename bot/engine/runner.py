@@ -593,7 +593,10 @@ class Engine:
 
     def subscribe(self, callback: Callable[[DeploymentEvent], Awaitable[None]]) -> Callable[[], None]:
         sub = _Subscriber(callback)
-        sub.task = asyncio.get_event_loop().create_task(sub.run())
+        try:
+            sub.task = asyncio.get_running_loop().create_task(sub.run())
+        except RuntimeError:  # subscribed before the loop runs: started with the first event
+            sub.task = None
         self._subscribers.append(sub)
 
         def unsubscribe() -> None:
@@ -610,6 +613,8 @@ class Engine:
         snapshot = d.model_copy(update={"steps": [s.model_copy() for s in d.steps], "urls": dict(d.urls)})
         event = DeploymentEvent(kind=kind, deployment=snapshot, step=step, log=line)
         for sub in list(self._subscribers):
+            if sub.task is None:
+                sub.task = asyncio.get_running_loop().create_task(sub.run())
             sub.offer(event)
 
     async def _log(self, d: Deployment, message: str, level: str = "info", step: str | None = None) -> LogLine:
