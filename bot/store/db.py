@@ -35,7 +35,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Milliseconds a SQLite writer waits for the lock before giving up (waits happen off the event loop).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 #: WAL bytes kept after a reset; also the size beyond which a checkpoint waits for writers to pause.
-WAL_SIZE_LIMIT = 256 * 1024 * 1024
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: Arbitrary constant key: replicas starting together on PostgreSQL migrate one at a time.
 _PG_MIGRATION_LOCK = 0x466C617265  # "Flare"
 
