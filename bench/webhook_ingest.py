@@ -65,6 +65,7 @@ def _serve_flareship(port_file: str, database_path: str, ingest_only: bool = Fal
 
     from bot.app import init_app
     from bot.logs import configure_logging
+    from bot.runtime import freeze_startup_objects
     from bot.settings import load_settings
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
@@ -82,6 +83,7 @@ def _serve_flareship(port_file: str, database_path: str, ingest_only: bool = Fal
     )
     configure_logging(settings.log_level, settings.log_format)
     app = init_app(settings)
+    app.on_startup.append(freeze_startup_objects)  # as `flareship serve` does
     if ingest_only:
         from bot.dispatcher import start_dispatcher, stop_dispatcher
 

@@ -25,7 +25,11 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
-    web.run_app(init_app(settings), host=host, port=port, print=None)
+    from bot.runtime import freeze_startup_objects
+
+    app = init_app(settings)
+    app.on_startup.append(freeze_startup_objects)  # last: after every part has started
+    web.run_app(app, host=host, port=port, print=None)
     return 0
 
 

@@ -9,7 +9,6 @@ previous process stored and did not finish.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import time
@@ -210,11 +209,6 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 async def start_dispatcher(app: web.Application) -> None:
     """`on_startup` hook: runs after every cleanup_ctx, so GitHub, the engine and the store are ready."""
     await app[DISPATCHER].start()
-    # Everything built at start-up (specs, models, tables, routes) lives as long as the process:
-    # move it out of the garbage collector's sight so collections during a burst of webhooks
-    # stay short. Measured with bench/webhook_ingest.py: ack p99 about halved.
-    gc.collect()
-    gc.freeze()
 
 
 async def stop_dispatcher(app: web.Application) -> None:
