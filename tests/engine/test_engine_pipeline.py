@@ -22,7 +22,7 @@ def inline_app(env, name="shop", environment="staging", *, image=True, classes=(
     return AppSpec(name=name, environment=environment, script_name=script, source="inline",
                    main_module="index.js",
                    durable_objects=[DurableObjectSpec(class_name=c, binding=c.upper()) for c in classes],
-                   container=container, vars={"MODE": "test", "LIMIT": 3}, health_check_timeout=2,
+                   container=container, vars={"MODE": "test", "LIMIT": 3}, health_check_timeout=1,
                    inline_modules={"index.js": module}, **kw)
 
 
