@@ -162,6 +162,8 @@ class DeliveryWriter:
         if self._task is not None:
             await self._task
             self._task = None
+            if self.batches:
+                log.info("delivery writer stopped: %d deliveries stored in %d commits", self.written, self.batches)
 
     async def store(self, delivery: NewDelivery) -> bool:
         if self._stopping:
