@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import uuid
 from collections import OrderedDict
@@ -35,7 +36,6 @@ from bot.engine.model import (
     PrepareRequest,
     Release,
     Step,
-    initial_steps,
     new_deployment_id,
     new_release_id,
 )
@@ -55,7 +55,7 @@ from bot.store.deployments import DeploymentStore
 
 log = logging.getLogger(__name__)
 
-ACCOUNT_ID = __import__("re").compile(r"^[0-9a-f]{32}$")
+ACCOUNT_ID = re.compile(r"^[0-9a-f]{32}$")
 SUBSCRIBER_QUEUE = 1000
 
 

@@ -22,7 +22,6 @@ from bot.cloudflare.errors import (
     AuthenticationError,
     CloudflareError,
     Conflict,
-    PermissionDenied,
     TokenInactive,
 )
 from bot.cloudflare.workers import WorkerModule, sqlite_migration
