@@ -242,8 +242,10 @@ class _Checkpointer:
         self._running.add_done_callback(self._report)
 
     async def _restart(self) -> None:
-        async with self.write_lock():
-            await asyncio.get_running_loop().run_in_executor(None, self._checkpoint, "RESTART")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._checkpoint, "PASSIVE")  # the bulk, writers still running
+        async with self.write_lock():  # then only what was written meanwhile, with writers paused
+            await loop.run_in_executor(None, self._checkpoint, "RESTART")
 
     @staticmethod
     def _report(future: asyncio.Future) -> None:
