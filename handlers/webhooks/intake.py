@@ -135,7 +135,7 @@ def setup(app: web.Application) -> None:
     """Register the route; the writer starts after the database is opened (cleanup_ctx order)."""
     settings = app[SERVICES].settings
     secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else ""
-    register_secret(secret)
+    register_secret(secret, pinned=True)
     app[WEBHOOK_SECRET] = secret
     app[DELIVERY_WRITER] = DeliveryWriter(None)
     app.cleanup_ctx.append(_delivery_writer)
