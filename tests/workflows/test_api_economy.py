@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tests.workflows.conftest import HEAD_SHA, INSTALLATION_ID
 
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
@@ -13,7 +15,9 @@ async def test_one_comment_deploy_costs_at_most_15_requests_and_8_writes(workflo
     workflow.services.reporter.interval = 1.0  # the production coalescing interval
     before = len(workflow.sim.requests)
 
+    started = time.monotonic()
     await workflow.comment("/deploy staging")
+    elapsed = time.monotonic() - started
 
     requests = workflow.sim.requests[before:]
     lines = [f"{r.method} {r.path} -> {r.status}" for r in requests]
@@ -23,8 +27,14 @@ async def test_one_comment_deploy_costs_at_most_15_requests_and_8_writes(workflo
     assert not [r for r in requests if r.path.endswith("/access_tokens")], "token was cached"
     run = workflow.check_runs(HEAD_SHA, "staging")[0]
     assert run["conclusion"] == "success"
-    assert len(requests) <= 15, lines
-    assert len(writes) <= 8, lines
+    # A deploy that outlasts the coalescing interval legitimately adds progress PATCHes of the
+    # check run (at most one per interval); on a quiet machine the simulated deploy takes well
+    # under a second and there are none. Everything else is the fixed cost being measured.
+    run_patches = [r for r in writes if r.method == "PATCH" and "/check-runs/" in r.path]
+    progress = len(run_patches) - 1
+    assert progress <= int(elapsed / workflow.services.reporter.interval), lines
+    assert len(requests) - progress <= 15, lines
+    assert len(writes) - progress <= 8, lines
 
 
 async def test_repeated_config_and_pull_request_reads_are_conditional(workflow):
