@@ -160,6 +160,13 @@ class Demo:
         await runner.setup()
         await web.SockSite(runner, sock, shutdown_timeout=1).start()
         self.closers.append(runner.cleanup)
+        # Real Cloudflare answers in tens of milliseconds and a real deploy lasts long enough for
+        # the check run to show each step; give the simulator some latency and let the reporter
+        # write twice a second (the default is once a second) so the demo shows the same.
+        self.cloudflare.sim.set_latency(0.04)
+        from bot.services import SERVICES
+
+        self.app[SERVICES].reporter.interval = 0.5
         self.http = aiohttp.ClientSession()
         self.closers.append(self.http.close)
         self._seed_repository()
