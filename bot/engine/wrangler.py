@@ -6,6 +6,7 @@ Only the fields Flareship's own `app` section leaves out are taken from it. Pure
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from typing import Any
 
@@ -14,66 +15,19 @@ from bot.errors import FlareshipError
 WRANGLER_FILES = ("wrangler.toml", "wrangler.jsonc", "wrangler.json")
 
 
+_JSON_STRING = r'"(?:\\.|[^"\\])*"'
+#: A string (kept as is) or a comment (dropped).
+_COMMENTS = re.compile(_JSON_STRING + r"|//[^\n]*|/\*[\s\S]*?(?:\*/|$)")
+#: A string (kept as is) or a comma that only whitespace separates from a closing bracket (dropped).
+_TRAILING_COMMAS = re.compile(_JSON_STRING + r"|,(?=\s*[}\]])")
+
+
 def strip_jsonc(text: str) -> str:
     """Remove // and /* */ comments and trailing commas, leaving strings untouched."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    in_string = False
-    while i < n:
-        c = text[i]
-        if in_string:
-            out.append(c)
-            if c == "\\" and i + 1 < n:
-                out.append(text[i + 1])
-                i += 2
-                continue
-            if c == '"':
-                in_string = False
-            i += 1
-            continue
-        if c == '"':
-            in_string = True
-            out.append(c)
-            i += 1
-        elif text.startswith("//", i):
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-        else:
-            out.append(c)
-            i += 1
-    # trailing commas: a comma followed (after whitespace) by } or ]
-    cleaned = "".join(out)
-    result: list[str] = []
-    in_string = False
-    i = 0
-    n = len(cleaned)
-    while i < n:
-        c = cleaned[i]
-        if in_string:
-            result.append(c)
-            if c == "\\" and i + 1 < n:
-                result.append(cleaned[i + 1])
-                i += 2
-                continue
-            if c == '"':
-                in_string = False
-            i += 1
-            continue
-        if c == '"':
-            in_string = True
-        elif c == ",":
-            j = i + 1
-            while j < n and cleaned[j] in " \t\r\n":
-                j += 1
-            if j < n and cleaned[j] in "}]":
-                i += 1
-                continue
-        result.append(c)
-        i += 1
-    return "".join(result)
+    def keep_strings(match: re.Match[str]) -> str:
+        return match.group() if match.group().startswith('"') else ""
+
+    return _TRAILING_COMMAS.sub(keep_strings, _COMMENTS.sub(keep_strings, text))
 
 
 def parse_wrangler(filename: str, content: bytes | str) -> dict[str, Any]:
