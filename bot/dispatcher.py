@@ -156,6 +156,8 @@ class Dispatcher:
                     done.append(delivery.id)
                 else:
                     failed.append((delivery.id, error))
+                if self.services.metrics is not None:
+                    self.services.metrics.webhook_delivery(delivery.event, "processed" if error is None else "failed")
                 if time.monotonic() - last_flush >= self.flush_interval:
                     await self._flush(done, failed)
                     last_flush = time.monotonic()

@@ -65,7 +65,7 @@ class Metrics:
     # -- hooks other areas call ----------------------------------------------------------------
 
     def webhook_delivery(self, event: str, outcome: str) -> None:
-        """outcome: accepted | duplicate | rejected | processed | failed."""
+        """outcome: accepted | duplicate | ping | rejected (at intake) | processed | failed (dispatcher)."""
         self.webhooks.labels(event or "unknown", outcome).inc()
 
     def cloudflare_call(self, method: str, status: int | None) -> None:
@@ -115,7 +115,15 @@ class Metrics:
             self.registry.register(self._services_collector)
 
     def render(self) -> bytes:
+        self._refresh_rate_limits()
         return generate_latest(self.registry)
+
+    def _refresh_rate_limits(self) -> None:
+        """GitHub's headroom as the client last saw it (kept by `GitHubApp.stats`), read at scrape time."""
+        services = getattr(self, "_services_collector", None)
+        github = getattr(getattr(services, "services", None), "github", None)
+        for scope, (remaining, limit) in list(getattr(getattr(github, "stats", None), "rate_limits", {}).items()):
+            self.rate_limit("github", scope, remaining, limit)
 
 
 class ServicesCollector(Collector):

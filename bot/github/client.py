@@ -44,6 +44,8 @@ class RequestStats:
 
     def __init__(self) -> None:
         self.counter: Counter[tuple[str, str, int]] = Counter()
+        #: Latest `x-ratelimit-remaining` / `x-ratelimit-limit` seen, per scope ("app", "installation:ID").
+        self.rate_limits: dict[str, tuple[int, int]] = {}
 
     def record(self, method: str, template: str, status: int) -> None:
         self.counter[(method, template, status)] += 1
@@ -59,8 +61,16 @@ class RequestStats:
     def writes(self) -> int:
         return sum(n for (m, _, _), n in self.counter.items() if m in MUTATING)
 
+    def record_rate_limit(self, scope: str, headers: Mapping[str, str]) -> None:
+        try:
+            remaining, limit = int(headers["x-ratelimit-remaining"]), int(headers["x-ratelimit-limit"])
+        except (KeyError, ValueError):
+            return
+        self.rate_limits[scope] = (remaining, limit)
+
     def reset(self) -> None:
         self.counter.clear()
+        self.rate_limits.clear()
 
 
 class WritePacer:
@@ -208,6 +218,8 @@ class FlareshipGitHubAPI(gidgethub.aiohttp.GitHubAPI):
                 return 502, {"content-type": "application/json"}, b'{"message": "connection failed"}'
             raise FlareshipError("SYS_002", f"GitHub could not be reached ({type(exc).__name__})") from exc
         self.stats.record(method, template, status)
+        scope = f"installation:{self.installation_id}" if self.installation_id is not None else "app"
+        self.stats.record_rate_limit(scope, response_headers)
         return status, response_headers, data
 
     async def sleep(self, seconds: float) -> None:

@@ -95,6 +95,20 @@ def delivery_from_event(event: sansio.Event, body: bytes, content_type: str) -> 
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
+    metrics = request.app[SERVICES].metrics
+    try:
+        response, outcome = await _receive(request)
+    except FlareshipError:
+        if metrics is not None:
+            metrics.webhook_delivery("unverified", "rejected")  # never label by what a forger sent
+        raise
+    if metrics is not None:
+        metrics.webhook_delivery(request.headers.get("X-GitHub-Event", "unknown")[:50], outcome)
+    return response
+
+
+async def _receive(request: web.Request) -> tuple[web.Response, str]:
+    """Verify, store and acknowledge; returns the response and its outcome for the metrics."""
     body = await read_capped(request)
     secret = request.app.get(WEBHOOK_SECRET)
     if not secret:
@@ -103,7 +117,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     event = parse_event(request.headers, body, secret, content_type)
     if event.event == "ping":
         log.info("ping from GitHub (hook %s)", (event.data.get("hook") or {}).get("id", "?"))
-        return json_success({"deliveryId": event.delivery_id, "event": "ping", "status": "pong"})
+        return json_success({"deliveryId": event.delivery_id, "event": "ping", "status": "pong"}), "ping"
     delivery = delivery_from_event(event, body, content_type)
     try:
         is_new = await request.app[DELIVERY_WRITER].store(delivery)
@@ -111,9 +125,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
         raise FlareshipError("SYS_002", "The delivery could not be stored; it was not accepted", status=503) from None
     if not is_new:
         log.info("webhook %s %s is a repeat; acknowledged, not processed again", event.event, event.delivery_id)
-        return json_success({"deliveryId": event.delivery_id, "event": event.event, "status": "duplicate"})
+        return json_success({"deliveryId": event.delivery_id, "event": event.event, "status": "duplicate"}), "duplicate"
     log.debug("webhook %s.%s %s stored", delivery.event, delivery.action, delivery.delivery_id)
-    return json_success({"deliveryId": event.delivery_id, "event": event.event, "status": "queued"}, status=202)
+    return json_success({"deliveryId": event.delivery_id, "event": event.event, "status": "queued"}, status=202), "accepted"
 
 
 async def _delivery_writer(app: web.Application):
