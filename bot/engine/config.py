@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.errors import FlareshipError
 
@@ -24,22 +24,25 @@ INSTANCE_TYPES = ("lite", "basic", "standard-1", "standard-2", "standard-3", "st
 PERMISSIONS = ("read", "triage", "write", "maintain", "admin")
 
 
+def _class_name(value: str) -> str:
+    if not CLASS_NAME.match(value):
+        raise ValueError("must be a JavaScript class name")
+    return value
+
+
+#: A Durable Object / container class name as JavaScript allows it.
+ClassName = Annotated[str, AfterValidator(_class_name)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class ContainerConfig(_Strict):
     image: str = Field(min_length=1, max_length=512)
-    class_name: str = "AppContainer"
+    class_name: ClassName = "AppContainer"
     instance_type: Literal["lite", "basic", "standard-1", "standard-2", "standard-3", "standard-4"] = "basic"
     max_instances: int = Field(default=5, ge=1, le=1000)
-
-    @field_validator("class_name")
-    @classmethod
-    def _class(cls, v: str) -> str:
-        if not CLASS_NAME.match(v):
-            raise ValueError("must be a JavaScript class name")
-        return v
 
     @field_validator("image")
     @classmethod
@@ -50,15 +53,8 @@ class ContainerConfig(_Strict):
 
 
 class DurableObjectConfig(_Strict):
-    class_name: str
+    class_name: ClassName
     binding: str | None = None
-
-    @field_validator("class_name")
-    @classmethod
-    def _class(cls, v: str) -> str:
-        if not CLASS_NAME.match(v):
-            raise ValueError("must be a JavaScript class name")
-        return v
 
     @field_validator("binding")
     @classmethod
