@@ -11,6 +11,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from bot.errors import CATALOGUE, FlareshipError, error_body, success_body
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 CORRELATION_HEADER = "X-Correlation-ID"
+_CORRELATION_HEADERS = (CORRELATION_HEADER, "X-Request-ID", "X-GitHub-Delivery")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 #: aiohttp's own HTTP errors (unknown route, wrong method, body too large, ...) -> catalogue code.
@@ -31,18 +33,27 @@ def now_iso() -> str:
 
 
 def request_correlation_id(request: web.Request) -> str:
-    """Take the caller's X-Correlation-ID / X-Request-ID when it is a sane token, else mint one."""
-    for header in (CORRELATION_HEADER, "X-Request-ID"):
+    """Take the caller's X-Correlation-ID / X-Request-ID when it is a sane token, else mint one.
+
+    A webhook's X-GitHub-Delivery counts as one: the acknowledgement's log lines then carry the
+    same id as the dispatcher's, and as GitHub's delivery log."""
+    for header in _CORRELATION_HEADERS:
         value = request.headers.get(header, "")
         if _SAFE_ID.match(value):
             return value
     return new_correlation_id()
 
 
+def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response encoded with orjson (several times faster than `json`, and UTF-8 as sent)."""
+    return web.Response(body=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), status=status, headers=headers,
+                        content_type="application/json")
+
+
 def json_success(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """Wrap `data` in the success envelope (JSON-able values only; pydantic models must be dumped)."""
     body = success_body(data, correlation_id=correlation_id.get(), timestamp=now_iso(), version=API_VERSION)
-    return web.json_response(body, status=status, headers=headers)
+    return json_response(body, status=status, headers=headers)
 
 
 def json_error(error: FlareshipError) -> web.Response:
@@ -59,7 +70,7 @@ def json_error(error: FlareshipError) -> web.Response:
         headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
     if error.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return web.json_response(body, status=error.status, headers=headers)
+    return json_response(body, status=error.status, headers=headers)
 
 
 @web.middleware

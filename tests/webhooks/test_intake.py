@@ -77,6 +77,26 @@ async def test_missing_or_bad_signature_is_401(flareship_client, database, secre
     assert await deliveries.get_delivery(database, "d-forged") is None
 
 
+async def test_legacy_sha1_signature_alone_is_401(flareship_client, database):
+    """GitHub signs every delivery with SHA-256; a request carrying only the SHA-1 header is not trusted."""
+    import hashlib
+    import hmac
+
+    body = fixture_body(PR_COMMENT)
+    headers = webhook_headers("issue_comment", "d-sha1", body)
+    del headers["X-Hub-Signature-256"]
+    headers["X-Hub-Signature"] = "sha1=" + hmac.new(TEST_WEBHOOK_SECRET.encode(), body, hashlib.sha1).hexdigest()
+    await _error(await flareship_client.post("/webhooks/github", data=body, headers=headers), 401, "AUTH_007")
+    assert await deliveries.get_delivery(database, "d-sha1") is None
+
+
+async def test_the_ack_carries_the_delivery_id_as_correlation_id(flareship_client):
+    response = await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    assert response.status == 202
+    assert response.headers["X-Correlation-ID"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    assert (await response.json())["metadata"]["correlationId"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+
+
 async def test_signature_over_other_bytes_is_401(flareship_client):
     body = fixture_body(PR_COMMENT)
     headers = webhook_headers("issue_comment", "d-tampered", body)
@@ -96,6 +116,12 @@ async def test_malformed_json_is_400(flareship_client, database):
     error = await _error(await flareship_client.post("/webhooks/github", data=body, headers=headers), 400, "SYS_006")
     assert "json" in error["message"].lower()
     assert await deliveries.get_delivery(database, "d-broken") is None
+
+
+@pytest.mark.parametrize("body", [b'{"action": "caf\xe9"}', b"", b"\xef\xbb\xbf{}"])
+async def test_body_that_is_not_utf8_json_is_400(flareship_client, body):
+    headers = webhook_headers("issue_comment", "d-latin1", body)
+    await _error(await flareship_client.post("/webhooks/github", data=body, headers=headers), 400, "SYS_006")
 
 
 async def test_json_that_is_not_an_object_is_400(flareship_client):
