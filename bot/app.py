@@ -11,7 +11,7 @@ from bot.services import SERVICES, Services
 from bot.settings import Settings
 from bot.store.db import Database
 from handlers import api, webhooks
-from handlers.http import correlation_middleware, error_middleware
+from handlers.http import envelope_middleware
 
 SETTINGS = web.AppKey("settings", Settings)
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
@@ -73,7 +73,7 @@ async def _pr_workflows(app: web.Application):
 
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[correlation_middleware, error_middleware],
+        middlewares=[envelope_middleware],
         client_max_size=MAX_BODY + 1,
     )
     app[SETTINGS] = settings

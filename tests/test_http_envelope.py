@@ -3,11 +3,11 @@
 from aiohttp import web
 
 from bot.errors import CATALOGUE, FlareshipError
-from handlers.http import correlation_middleware, error_middleware, json_success
+from handlers.http import envelope_middleware, json_success
 
 
 def _app():
-    app = web.Application(middlewares=[correlation_middleware, error_middleware])
+    app = web.Application(middlewares=[envelope_middleware])
 
     async def ok(request):
         return json_success({"hello": "world"})
