@@ -8,6 +8,7 @@ dispatcher then claims stored rows in order and marks each done or failed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,13 +43,6 @@ webhook_deliveries = sa.Table(
     sa.UniqueConstraint("delivery_id"),
     sa.Index("ix_webhook_deliveries_status_id", "status", "id"),
 )
-
-
-#: Built once: SQLAlchemy then reuses their compiled forms without re-deriving cache keys.
-_SELECT_STORED_IDS = sa.select(webhook_deliveries.c.delivery_id).where(
-    webhook_deliveries.c.delivery_id.in_(sa.bindparam("ids", expanding=True))
-)
-_INSERT_DELIVERY = webhook_deliveries.insert()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,39 +81,61 @@ def _stored(row) -> StoredDelivery:
 def store_new_deliveries(conn: sa.Connection, deliveries: Sequence[NewDelivery]) -> list[bool]:
     """Insert what is new; return, per input, whether it was new (a repeat id answers False).
 
-    Synchronous Core code, run by `Database.run_write` (pysqlite thread or asyncpg via run_sync).
-    Two cached statements: SELECT the ids already stored, INSERT the others (executemany). A
-    writer elsewhere inserting the same id in between makes the INSERT fail on the unique
-    constraint; the caller retries and the SELECT then sees it. Within one call the first
-    occurrence of an id wins.
+    Synchronous code, run by `Database.run_write` (pysqlite thread, or asyncpg via run_sync).
+    One statement per batch, `INSERT ... VALUES (...), (...) ON CONFLICT (delivery_id) DO
+    NOTHING RETURNING delivery_id`, on both databases: the ids it returns are the new ones, and
+    an id stored meanwhile by another process is simply not returned. It is sent as driver SQL
+    because SQLAlchemy's per-row parameter handling cost more than SQLite's own work (see
+    bench/webhook_ingest.py). Within one call the first occurrence of an id wins.
     """
     if not deliveries:
         return []
-    ids = list({d.delivery_id for d in deliveries})
-    seen = set(conn.execute(_SELECT_STORED_IDS, {"ids": ids}).scalars())
-    fresh: list[dict] = []
+    first: dict[str, NewDelivery] = {}
+    for d in deliveries:
+        first.setdefault(d.delivery_id, d)
+    dialect = conn.dialect
+    sql = _insert_ignoring_repeats_sql(dialect.paramstyle, len(first))
+    stamp = _bind_processor(dialect)
+    params = []
+    for d in first.values():
+        params += (d.delivery_id, d.event, d.action, d.installation_id, d.repository, d.payload, stamp(d.received_at))
+    new_ids = {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}
     outcome: list[bool] = []
     for d in deliveries:
-        is_new = d.delivery_id not in seen
+        is_new = d.delivery_id in new_ids
         outcome.append(is_new)
-        if is_new:
-            seen.add(d.delivery_id)
-            fresh.append(
-                {
-                    "delivery_id": d.delivery_id,
-                    "event": d.event,
-                    "action": d.action,
-                    "installation_id": d.installation_id,
-                    "repository": d.repository,
-                    "payload": d.payload,
-                    "received_at": d.received_at,
-                    "status": PENDING,
-                    "attempts": 0,
-                }
-            )
-    if fresh:
-        conn.execute(_INSERT_DELIVERY, fresh)
+        new_ids.discard(d.delivery_id)  # a second occurrence in this batch is a repeat
     return outcome
+
+
+_INSERTED_COLUMNS = ("delivery_id", "event", "action", "installation_id", "repository", "payload", "received_at")
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_ignoring_repeats_sql(paramstyle: str, rows: int) -> str:
+    """The multi-row INSERT for `rows` deliveries, in the driver's placeholder style."""
+    width = len(_INSERTED_COLUMNS)
+    if paramstyle == "qmark":  # sqlite3
+        placeholders = ["?"] * (rows * width)
+    elif paramstyle == "numeric_dollar":  # asyncpg
+        placeholders = [f"${n}" for n in range(1, rows * width + 1)]
+    else:
+        raise NotImplementedError(f"no delivery INSERT for the {paramstyle!r} parameter style")
+    values = ", ".join(
+        "(" + ", ".join(placeholders[i * width : (i + 1) * width]) + f", '{PENDING}', 0)" for i in range(rows)
+    )
+    columns = ", ".join(_INSERTED_COLUMNS + ("status", "attempts"))
+    return (
+        f"INSERT INTO {webhook_deliveries.name} ({columns}) VALUES {values} "
+        "ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _bind_processor(dialect) -> Callable[[datetime], object]:
+    """`received_at` as the column type binds it (UTC check included), without SQLAlchemy per row."""
+    process = webhook_deliveries.c.received_at.type.bind_processor(dialect)
+    return process if process is not None else (lambda value: value)
 
 
 async def insert_deliveries(conn, deliveries: Sequence[NewDelivery]) -> list[bool]:
@@ -136,7 +152,7 @@ class DeliveryWriter:
     """
 
     def __init__(self, database, *, max_batch: int = 500, on_stored: Callable[[], None] | None = None,
-                 gather_rounds: int = 2):
+                 gather_rounds: int = 8):
         self.database = database
         self.max_batch = max_batch
         self.gather_rounds = gather_rounds
@@ -186,7 +202,9 @@ class DeliveryWriter:
             self._wakeup.clear()
             while self._waiting:
                 # Let the event loop run the requests whose bytes are already here first: they
-                # join this commit instead of waiting for the next one (costs no wall time).
+                # join this commit instead of waiting for the next one. A request takes a few
+                # loop turns from its bytes to `store`; eight turns cost microseconds when idle
+                # and, under load, make commits about twice as large (bench/webhook_ingest.py).
                 for _ in range(self.gather_rounds):
                     if len(self._waiting) >= self.max_batch:
                         break
@@ -200,10 +218,7 @@ class DeliveryWriter:
     async def _write(self, batch: list[tuple[NewDelivery, asyncio.Future]]) -> None:
         items = [d for d, _ in batch]
         try:
-            try:
-                outcome = await self.database.run_write(store_new_deliveries, items)
-            except sa.exc.IntegrityError:  # another process stored one of these ids just now
-                outcome = await self.database.run_write(store_new_deliveries, items)
+            outcome = await self.database.run_write(store_new_deliveries, items)
         except Exception as exc:  # the callers answer 503; GitHub redelivers
             log.error("could not store %d webhook deliveries: %s", len(batch), exc)
             for _, future in batch:

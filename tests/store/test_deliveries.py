@@ -26,6 +26,35 @@ async def test_insert_reports_new_and_repeated_ids(database):
     assert (await deliveries.count_by_status(database))["pending"] == 3
 
 
+async def test_a_full_batch_fits_one_statement_and_keeps_every_field(database):
+    batch = [make(f"full{i}", event="issue_comment", action="created", installation_id=2**40 + i,
+                  repository=None if i % 2 else "acme/app", payload='{"n": %d}' % i)
+             for i in range(DeliveryWriter(database).max_batch)]
+    async with database.begin() as conn:
+        assert await deliveries.insert_deliveries(conn, batch) == [True] * len(batch)
+    stored = await deliveries.get_delivery(database, "full7")
+    assert (stored.event, stored.action, stored.installation_id, stored.repository, stored.payload) == (
+        "issue_comment", "created", 2**40 + 7, None, '{"n": 7}')
+    assert (stored.status, stored.attempts, stored.last_error) == ("pending", 0, None)
+
+
+async def test_two_writers_storing_the_same_ids_store_each_once(database, database_url):
+    """Two processes (two engines here) racing on the same delivery ids: one row each, one True, no error."""
+    from bot.store.db import Database
+
+    other = Database(database_url)
+    writers = [DeliveryWriter(database), DeliveryWriter(other)]
+    try:
+        ids = [f"race{i}" for i in range(40)]
+        results = await asyncio.gather(*(w.store(make(i)) for i in ids for w in writers))
+    finally:
+        for writer in writers:
+            await writer.stop()
+        await other.close()
+    assert [results[2 * n] + results[2 * n + 1] for n in range(len(ids))] == [1] * len(ids)
+    assert (await deliveries.count_by_status(database))["pending"] == len(ids)
+
+
 async def test_group_commit_writes_concurrent_deliveries_in_few_transactions(database):
     woken = []
     writer = DeliveryWriter(database, on_stored=lambda: woken.append(1))
