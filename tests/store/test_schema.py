@@ -86,3 +86,35 @@ async def test_nested_sqlite_write_transactions_fail_fast(tmp_path):
             pass
     finally:
         await database.close()
+
+
+async def test_sqlite_wal_is_reset_under_writes_that_never_pause(tmp_path, monkeypatch):
+    """A WAL only restarts from its beginning when writers pause; past the size limit the
+    checkpointer makes that pause, so the file stays bounded while writes keep succeeding."""
+    import asyncio
+    import os
+
+    import sqlalchemy as sa
+
+    from bot.store import db as db_module
+
+    monkeypatch.setattr(db_module, "WAL_SIZE_LIMIT", 256 * 1024)
+    path = tmp_path / "w.db"
+    database = Database(f"sqlite:///{path}")
+    database._checkpointer.interval = 0.01
+
+    def write(conn, n):
+        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS t (x TEXT)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (:x)"), [{"x": "y" * 4000} for _ in range(n)])
+
+    largest = 0
+    try:
+        for _ in range(300):  # ~12 MB in all, without a pause longer than a loop turn
+            await database.run_write(write, 10)
+            largest = max(largest, os.path.getsize(f"{path}-wal"))
+            await asyncio.sleep(0)
+        async with database.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*) FROM t"))).scalar() == 3000
+    finally:
+        await database.close()
+    assert largest < 4 * 1024 * 1024, f"the WAL grew to {largest} bytes: it was never reset"
