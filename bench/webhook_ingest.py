@@ -4,9 +4,11 @@
 
 Both servers run in their own process on 127.0.0.1, one at a time; the load comes from this
 process through a small keep-alive HTTP/1.1 client written on asyncio protocols (an aiohttp
-client would be the bottleneck). Every request is the real signed `issue_comment` fixture with a
-fresh `X-GitHub-Delivery`, so Flareship stores every one (SQLite file, WAL, synchronous=NORMAL).
-Prints requests/s, p50/p99 ack latency, the throughput ratio, and checks that every 202 is a row.
+client would be the bottleneck). Every request is the real `issue_comment` fixture (its comment made
+plain text, as most comments are), signed, with a fresh `X-GitHub-Delivery`, so Flareship stores every one (SQLite file, WAL, synchronous=NORMAL).
+Each server runs `--rounds` times, alternating, so the machine's drift affects both alike; the
+table reports the median round's requests/s and p50/p99 ack latency over all rounds' requests,
+and checks that every 202 is a row.
 Target (issue 2): ratio >= 50% and p99 < 20 ms at 50 concurrent.
 """
 
@@ -272,12 +274,56 @@ def _rows(database: str) -> tuple[int, dict[str, int]]:
     return sum(statuses.values()), statuses
 
 
+def _plain_comment(fixture: bytes) -> bytes:
+    """The fixture with its comment made plain text: most comments on a pull request are not
+    commands (the fixture's `/reviewers ...` would make every delivery a usage reply to a GitHub
+    that the bench does not run). Only the comment's text changes; the layout stays as stored."""
+    command = b'"body": "/reviewers unassign @CX-3PO"'
+    assert fixture.count(command) == 1, "the fixture's comment changed; update the bench"
+    return fixture.replace(command, b'"body": "Looks good to me, thanks!"')
+
+
+def _one_run(kind: str, workdir: str, body: bytes, concurrency: int, args) -> tuple[Result, str]:
+    """Start one server, load it, stop it; the result and a line describing the run."""
+    process, port, database = _start(kind, workdir, args.ingest_only)
+    try:
+        cpu_before = _cpu_seconds(process.pid)
+        result, acked, answered = asyncio.run(run_load(port, body, concurrency, duration=args.duration,
+                                                       max_requests=args.max_requests, warmup=args.warmup))
+        cpu = _cpu_seconds(process.pid) - cpu_before
+    finally:
+        _stop(process)
+    line = (f"{result.rps:9.0f} req/s  p50 {result.percentile(50):6.2f} ms  p99 {result.percentile(99):6.2f} ms"
+            f"  server CPU {cpu * 1e6 / max(1, answered):4.0f} us/req  statuses {result.statuses}")
+    if database:
+        count, statuses = _rows(database)
+        line += f"  stored {count} rows for {acked} acks ({statuses})"
+        os.remove(database)
+        if count < acked:
+            raise SystemExit(f"Flareship acknowledged {acked} deliveries but stored {count}")
+    return result, line
+
+
+def _pooled(results: list[Result]) -> Result:
+    """All rounds' latencies together; throughput is the median round's (rounds differ in length)."""
+    pooled = Result()
+    for result in results:
+        pooled.latencies += result.latencies
+    ordered = sorted(results, key=lambda r: r.rps)
+    median = ordered[len(ordered) // 2]
+    pooled.elapsed = len(pooled.latencies) / median.rps if median.rps else 0.0
+    return pooled
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run (after warm-up)")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per run (after warm-up)")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--max-requests", type=int, default=20_000, help="stop a run after this many answers")
+    parser.add_argument("--max-requests", type=int, default=40_000, help="stop a run after this many answers")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs per server, alternating bare and Flareship, so drift in the machine's speed "
+                             "affects both alike")
     parser.add_argument("--ingest-only", action="store_true",
                         help="run Flareship with its dispatcher stopped (intake cost alone)")
     parser.add_argument("--serve", choices=["bare", "flareship"], help=argparse.SUPPRESS)
@@ -291,41 +337,28 @@ def main(argv: list[str] | None = None) -> int:
         _serve_flareship(args.port_file, args.database, args.ingest_only)
         return 0
 
-    body = FIXTURE.read_bytes()
+    body = _plain_comment(FIXTURE.read_bytes())
     mode = "dispatcher stopped (intake only)" if args.ingest_only else "full app, dispatcher running"
     print(f"Flareship: {mode}; load average {os.getloadavg()[0]:.1f} at start")
-    print(f"payload: {FIXTURE.name} ({len(body)} bytes), {os.cpu_count()} CPUs, "
-          f"{args.duration:g} s or {args.max_requests} answers per run after {args.warmup:g} s warm-up")
+    print(f"payload: {FIXTURE.name} ({len(body)} bytes), {os.cpu_count()} CPUs, {args.rounds} rounds of "
+          f"{args.duration:g} s or {args.max_requests} answers per server after {args.warmup:g} s warm-up")
     rows: list[tuple] = []
     ok = True
     with tempfile.TemporaryDirectory(prefix="flareship-bench-") as workdir:
         for concurrency in args.concurrency:
-            measured = {}
-            for kind in ("bare", "flareship"):
-                process, port, database = _start(kind, workdir, args.ingest_only)
-                try:
-                    cpu_before = _cpu_seconds(process.pid)
-                    result, acked, answered = asyncio.run(run_load(port, body, concurrency, duration=args.duration,
-                                                         max_requests=args.max_requests, warmup=args.warmup))
-                    cpu = _cpu_seconds(process.pid) - cpu_before
-                finally:
-                    _stop(process)
-                measured[kind] = result
-                stored = ""
-                if database:
-                    count, statuses = _rows(database)
-                    stored = f"  stored {count} rows for {acked} acks; by the end {statuses}"
-                    ok &= count >= acked
-                    os.remove(database)
-                print(f"  {kind:9s} c={concurrency:<4d} {result.rps:9.0f} req/s  p50 {result.percentile(50):6.2f} ms"
-                      f"  p99 {result.percentile(99):6.2f} ms  server CPU {cpu * 1e6 / max(1, answered):5.0f} us/req"
-                      f"  statuses {result.statuses}{stored}")
-            ratio = measured["flareship"].rps / measured["bare"].rps if measured["bare"].rps else 0.0
-            p99 = measured["flareship"].percentile(99)
-            rows.append((concurrency, measured["bare"], measured["flareship"], ratio))
-            print(f"  ratio     c={concurrency:<4d} Flareship/bare = {ratio:.0%}")
+            runs: dict[str, list[Result]] = {"bare": [], "flareship": []}
+            for round_number in range(1, args.rounds + 1):
+                for kind in ("bare", "flareship"):
+                    result, line = _one_run(kind, workdir, body, concurrency, args)
+                    runs[kind].append(result)
+                    print(f"  c={concurrency:<4d} round {round_number}  {kind:9s} {line}")
+            bare, flare = _pooled(runs["bare"]), _pooled(runs["flareship"])
+            ratio = flare.rps / bare.rps if bare.rps else 0.0
+            rows.append((concurrency, bare, flare, ratio))
+            print(f"  c={concurrency:<4d} Flareship/bare = {ratio:.0%} (median rounds), "
+                  f"Flareship p99 {flare.percentile(99):.1f} ms (all rounds)")
             if concurrency == 50:
-                ok &= ratio >= 0.5 and p99 < 20
+                ok &= ratio >= 0.5 and flare.percentile(99) < 20
     print("\n| connections | bare req/s | bare p50/p99 ms | Flareship req/s | Flareship p50/p99 ms | ratio |")
     print("|---|---|---|---|---|---|")
     for concurrency, bare, flare, ratio in rows:

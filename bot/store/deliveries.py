@@ -240,8 +240,15 @@ class DeliveryWriter:
 async def claim_pending(database, limit: int) -> list[StoredDelivery]:
     """Mark up to `limit` oldest pending deliveries as processing (one attempt more) and return them.
 
-    One UPDATE ... RETURNING, so two dispatchers on one PostgreSQL never claim the same row.
+    One UPDATE ... RETURNING, so two dispatchers on one PostgreSQL never claim the same row. It
+    runs like the intake's group commit (`run_write`: one hop to the store's thread on SQLite), so
+    while webhooks pour in it holds the write lock for one statement, not for several round trips.
     """
+    rows = await database.run_write(_claim, limit)
+    return sorted((_stored(r) for r in rows), key=lambda d: d.id)
+
+
+def _claim(conn: sa.Connection, limit: int) -> list:
     t = webhook_deliveries
     oldest = sa.select(t.c.id).where(t.c.status == PENDING).order_by(t.c.id).limit(limit).scalar_subquery()
     statement = (
@@ -250,28 +257,27 @@ async def claim_pending(database, limit: int) -> list[StoredDelivery]:
         .values(status=PROCESSING, attempts=t.c.attempts + 1)
         .returning(*t.c)
     )
-    async with database.begin() as conn:
-        rows = (await conn.execute(statement)).all()
-    return sorted((_stored(r) for r in rows), key=lambda d: d.id)
+    return conn.execute(statement).all()
 
 
 async def record_outcomes(database, done: Sequence[int], failed: Sequence[tuple[int, str]]) -> None:
     """Mark deliveries done, or failed with their (redacted, truncated) error, in one transaction."""
-    if not done and not failed:
-        return
+    if done or failed:
+        await database.run_write(_record, list(done), [(pk, redact(error)[:MAX_ERROR_CHARS]) for pk, error in failed])
+
+
+def _record(conn: sa.Connection, done: list[int], failed: list[tuple[int, str]]) -> None:
     t = webhook_deliveries
     now = utcnow()
-    async with database.begin() as conn:
-        if done:
-            await conn.execute(
-                sa.update(t).where(t.c.id.in_(list(done))).values(status=DONE, last_error=None, processed_at=now)
-            )
-        for delivery_pk, error in failed:
-            await conn.execute(
-                sa.update(t)
-                .where(t.c.id == delivery_pk)
-                .values(status=FAILED, last_error=redact(error)[:MAX_ERROR_CHARS], processed_at=now)
-            )
+    if done:
+        conn.execute(sa.update(t).where(t.c.id.in_(done)).values(status=DONE, last_error=None, processed_at=now))
+    if failed:
+        conn.execute(
+            sa.update(t).where(t.c.id == sa.bindparam("pk")).values(
+                status=FAILED, last_error=sa.bindparam("error"), processed_at=now
+            ),
+            [{"pk": pk, "error": error} for pk, error in failed],
+        )
 
 
 async def release(database, ids: Sequence[int]) -> None:
