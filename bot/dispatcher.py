@@ -9,13 +9,13 @@ previous process stored and did not finish.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 from gidgethub import routing, sansio
 
@@ -193,7 +193,7 @@ class Dispatcher:
                 repository=delivery.repository,
             )
             try:
-                event = sansio.Event(json.loads(delivery.payload), event=delivery.event, delivery_id=delivery.delivery_id)
+                event = sansio.Event(orjson.loads(delivery.payload), event=delivery.event, delivery_id=delivery.delivery_id)
                 await asyncio.wait_for(self.router.dispatch(event, ctx), self.handler_timeout)
             except asyncio.TimeoutError:
                 log.error("webhook %s %s timed out after %ss", delivery.event, delivery.delivery_id, self.handler_timeout)

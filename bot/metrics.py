@@ -61,12 +61,20 @@ class Metrics:
             ["service"], registry=r,
         )
         self._unsubscribe = None
+        self._webhook_counters: dict[tuple[str, str], Counter] = {}
 
     # -- hooks other areas call ----------------------------------------------------------------
 
     def webhook_delivery(self, event: str, outcome: str) -> None:
-        """outcome: accepted | duplicate | ping | rejected (at intake) | processed | failed (dispatcher)."""
-        self.webhooks.labels(event or "unknown", outcome).inc()
+        """outcome: accepted | duplicate | ping | rejected (at intake) | processed | failed (dispatcher).
+
+        Called on every acknowledgement, so the labelled counters are looked up in a dict of our own
+        (`labels()` validates and locks on each call)."""
+        key = (event or "unknown", outcome)
+        counter = self._webhook_counters.get(key)
+        if counter is None:
+            counter = self._webhook_counters[key] = self.webhooks.labels(*key)
+        counter.inc()
 
     def cloudflare_call(self, method: str, status: int | None) -> None:
         label = str(status) if status is not None else "error"
