@@ -66,7 +66,7 @@ class Metrics:
     # -- hooks other areas call ----------------------------------------------------------------
 
     def webhook_delivery(self, event: str, outcome: str) -> None:
-        """outcome: accepted | duplicate | ping | rejected (at intake) | processed | failed (dispatcher).
+        """outcome: accepted | requeued | duplicate | ping | rejected (intake) | processed | failed (dispatcher).
 
         Called on every acknowledgement, so the labelled counters are looked up in a dict of our own
         (`labels()` validates and locks on each call)."""

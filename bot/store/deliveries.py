@@ -78,15 +78,21 @@ def _stored(row) -> StoredDelivery:
     return StoredDelivery(**row._mapping)
 
 
-def store_new_deliveries(conn: sa.Connection, deliveries: Sequence[NewDelivery]) -> list[bool]:
-    """Insert what is new; return, per input, whether it was new (a repeat id answers False).
+#: What storing a delivery did: a new row; a repeat of one whose handlers had failed, queued again
+#: (GitHub's "Redeliver" sends the same X-GitHub-Delivery); any other repeat, ignored.
+STORED, REQUEUED, DUPLICATE = "stored", "requeued", "duplicate"
+
+
+def store_new_deliveries(conn: sa.Connection, deliveries: Sequence[NewDelivery]) -> list[str]:
+    """Insert what is new; return, per input, STORED, REQUEUED or DUPLICATE.
 
     Synchronous code, run by `Database.run_write` (pysqlite thread, or asyncpg via run_sync).
     One statement per batch, `INSERT ... VALUES (...), (...) ON CONFLICT (delivery_id) DO
     NOTHING RETURNING delivery_id`, on both databases: the ids it returns are the new ones, and
     an id stored meanwhile by another process is simply not returned. It is sent as driver SQL
     because SQLAlchemy's per-row parameter handling cost more than SQLite's own work (see
-    bench/webhook_ingest.py). Within one call the first occurrence of an id wins.
+    bench/webhook_ingest.py). Repeats of failed deliveries go back to pending in the same
+    transaction. Within one call the first occurrence of an id wins.
     """
     if not deliveries:
         return []
@@ -100,12 +106,27 @@ def store_new_deliveries(conn: sa.Connection, deliveries: Sequence[NewDelivery])
     for d in first.values():
         params += (d.delivery_id, d.event, d.action, d.installation_id, d.repository, d.payload, stamp(d.received_at))
     new_ids = {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}
-    outcome: list[bool] = []
+    repeats = [i for i in first if i not in new_ids]
+    requeued = _requeue_failed(conn, repeats) if repeats else set()
+    outcome: list[str] = []
     for d in deliveries:
-        is_new = d.delivery_id in new_ids
-        outcome.append(is_new)
-        new_ids.discard(d.delivery_id)  # a second occurrence in this batch is a repeat
+        i = d.delivery_id
+        outcome.append(STORED if i in new_ids else REQUEUED if i in requeued else DUPLICATE)
+        new_ids.discard(i)  # a second occurrence in this batch is a repeat
+        requeued.discard(i)
     return outcome
+
+
+def _requeue_failed(conn: sa.Connection, delivery_ids: list[str]) -> set[str]:
+    """Failed deliveries among `delivery_ids` back to pending; returns their ids."""
+    t = webhook_deliveries
+    statement = (
+        sa.update(t)
+        .where(t.c.delivery_id.in_(delivery_ids), t.c.status == FAILED)
+        .values(status=PENDING, processed_at=None)
+        .returning(t.c.delivery_id)
+    )
+    return set(conn.execute(statement).scalars())
 
 
 _INSERTED_COLUMNS = ("delivery_id", "event", "action", "installation_id", "repository", "payload", "received_at")
@@ -138,7 +159,7 @@ def _bind_processor(dialect) -> Callable[[datetime], object]:
     return process if process is not None else (lambda value: value)
 
 
-async def insert_deliveries(conn, deliveries: Sequence[NewDelivery]) -> list[bool]:
+async def insert_deliveries(conn, deliveries: Sequence[NewDelivery]) -> list[str]:
     """`store_new_deliveries` on an AsyncConnection (inside the caller's transaction)."""
     return await conn.run_sync(store_new_deliveries, list(deliveries))
 
@@ -146,8 +167,8 @@ async def insert_deliveries(conn, deliveries: Sequence[NewDelivery]) -> list[boo
 class DeliveryWriter:
     """Group commit: every delivery waiting while a transaction runs goes into the next one.
 
-    `await writer.store(delivery)` returns once the row is committed (True) or was already
-    there (False); a database failure is raised to each waiting caller. One background task
+    `await writer.store(delivery)` returns once the row is committed: STORED, REQUEUED or
+    DUPLICATE (see `store_new_deliveries`); a database failure is raised to each waiting caller. One background task
     writes, so the event loop never blocks and commits never contend with each other.
     """
 
@@ -181,7 +202,7 @@ class DeliveryWriter:
             if self.batches:
                 log.info("delivery writer stopped: %d deliveries stored in %d commits", self.written, self.batches)
 
-    async def store(self, delivery: NewDelivery) -> bool:
+    async def store(self, delivery: NewDelivery) -> str:
         if self._stopping:
             raise RuntimeError("the delivery writer is stopping")
         self.start()
@@ -226,11 +247,11 @@ class DeliveryWriter:
                     future.set_exception(exc)
             return
         self.batches += 1
-        self.written += sum(outcome)
-        for (_, future), is_new in zip(batch, outcome):
+        self.written += outcome.count(STORED)
+        for (_, future), result in zip(batch, outcome):
             if not future.done():
-                future.set_result(is_new)
-        if self.on_stored is not None and any(outcome):
+                future.set_result(result)
+        if self.on_stored is not None and any(result != DUPLICATE for result in outcome):
             self.on_stored()
 
 
@@ -300,16 +321,6 @@ async def requeue_interrupted(database) -> int:
     async with database.begin() as conn:
         result = await conn.execute(sa.update(t).where(t.c.status == PROCESSING).values(status=PENDING))
     return result.rowcount or 0
-
-
-async def redeliver(database, delivery_id: str) -> bool:
-    """Put a failed (or done) delivery back in the queue, e.g. after fixing its cause."""
-    t = webhook_deliveries
-    async with database.begin() as conn:
-        result = await conn.execute(
-            sa.update(t).where(t.c.delivery_id == delivery_id, t.c.status.in_([DONE, FAILED])).values(status=PENDING)
-        )
-    return bool(result.rowcount)
 
 
 async def get_delivery(database, delivery_id: str) -> StoredDelivery | None:

@@ -21,7 +21,7 @@ from bot.errors import FlareshipError
 from bot.logs import register_secret
 from bot.services import SERVICES
 from bot.store.base import utcnow
-from bot.store.deliveries import DeliveryWriter, NewDelivery
+from bot.store.deliveries import DUPLICATE, REQUEUED, DeliveryWriter, NewDelivery
 from handlers.http import json_success
 
 log = logging.getLogger(__name__)
@@ -143,14 +143,18 @@ async def _receive(request: web.Request) -> tuple[web.Response, str]:
         return json_success({"deliveryId": event.delivery_id, "event": "ping", "status": "pong"}), "ping"
     delivery = delivery_from_event(event, body, content_type)
     try:
-        is_new = await request.app[DELIVERY_WRITER].store(delivery)
+        stored = await request.app[DELIVERY_WRITER].store(delivery)
     except Exception:
         raise FlareshipError("SYS_002", "The delivery could not be stored; it was not accepted", status=503) from None
-    if not is_new:
+    ack = {"deliveryId": event.delivery_id, "event": event.event}
+    if stored == DUPLICATE:
         log.info("webhook %s %s is a repeat; acknowledged, not processed again", event.event, event.delivery_id)
-        return json_success({"deliveryId": event.delivery_id, "event": event.event, "status": "duplicate"}), "duplicate"
+        return json_success({**ack, "status": "duplicate"}), "duplicate"
+    if stored == REQUEUED:
+        log.info("webhook %s %s redelivered after its handlers failed; queued again", event.event, event.delivery_id)
+        return json_success({**ack, "status": "requeued"}, status=202), "requeued"
     log.debug("webhook %s.%s %s stored", delivery.event, delivery.action, delivery.delivery_id)
-    return json_success({"deliveryId": event.delivery_id, "event": event.event, "status": "queued"}, status=202), "accepted"
+    return json_success({**ack, "status": "queued"}, status=202), "accepted"
 
 
 async def _delivery_writer(app: web.Application):

@@ -54,6 +54,27 @@ async def test_repeated_delivery_is_acknowledged_once(flareship_client, database
     assert sum(counts.values()) == 1
 
 
+async def test_githubs_redelivery_of_a_failed_delivery_runs_it_again(flareship_client, database):
+    """GitHub's "Redeliver" resends the same X-GitHub-Delivery: a delivery whose handlers failed is
+    queued again (202); one that was handled is still only acknowledged."""
+    from bot.dispatcher import DISPATCHER
+
+    await flareship_client.app[DISPATCHER].stop()  # these rows' outcomes are set by hand below
+    for delivery_id in ("d-failed", "d-done"):
+        assert (await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id=delivery_id)).status == 202
+    failed, done = await deliveries.get_delivery(database, "d-failed"), await deliveries.get_delivery(database, "d-done")
+    await deliveries.record_outcomes(database, [done.id], [(failed.id, "ConnectionError: GitHub was down")])
+
+    again = await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-failed")
+    assert again.status == 202 and (await again.json())["data"]["status"] == "requeued"
+    requeued = await deliveries.get_delivery(database, "d-failed")
+    assert (requeued.id, requeued.status, requeued.processed_at) == (failed.id, "pending", None)
+
+    repeat = await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-done")
+    assert repeat.status == 200 and (await repeat.json())["data"]["status"] == "duplicate"
+    assert (await deliveries.get_delivery(database, "d-done")).status == "done"
+
+
 async def test_concurrent_repeats_store_one_row(flareship_client, database):
     responses = await asyncio.gather(
         *(post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-race") for _ in range(10))
