@@ -3,7 +3,8 @@
 The intake stores and acknowledges; this background task does the work afterwards, so a slow or
 failing handler never delays GitHub's 2xx and never loses an event. A handler exception marks
 that delivery failed (with its error) and the dispatcher moves on. On start it picks up what a
-previous process stored and did not finish.
+previous process stored and did not finish; with replicas on PostgreSQL, a claim is taken back
+only once it is older than any handler can run (`claim_lease`), so no live replica loses its work.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -77,6 +79,10 @@ class Dispatcher:
         self.busy_share = busy_share
         self.max_pause = max_pause  # a slow handler (waiting on GitHub) does not stall the queue
         self.intake_busy = intake_busy
+        #: A claim older than this is taken back from a replica that must have died: no handler
+        #: runs longer than `handler_timeout`.
+        self.claim_lease = handler_timeout + 30.0
+        self._next_sweep = 0.0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -94,7 +100,7 @@ class Dispatcher:
         self._wakeup.set()
 
     async def start(self) -> None:
-        requeued = await deliveries.requeue_interrupted(self.database)
+        requeued = await self._take_back_claims(at_start=True)
         if requeued:
             log.info("resuming %d webhook deliveries interrupted by the previous process", requeued)
         self._stopping = False
@@ -117,10 +123,30 @@ class Dispatcher:
                 pass
         self._task = None
 
+    async def _take_back_claims(self, *, at_start: bool = False) -> int:
+        """Claims of a process that stopped mid-way go back to pending.
+
+        On SQLite this process owns the file, so at start-up every claim is a dead one. On
+        PostgreSQL other replicas may be working on theirs: only claims older than the lease are
+        taken back, at start-up and then about every `claim_lease / 4` seconds.
+        """
+        if self.database.dialect == "sqlite":
+            return await deliveries.requeue_interrupted(self.database) if at_start else 0
+        if not at_start and time.monotonic() < self._next_sweep:
+            return 0
+        self._next_sweep = time.monotonic() + self.claim_lease / 4
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.claim_lease)
+        taken = await deliveries.requeue_interrupted(self.database, claimed_before=cutoff)
+        if taken and not at_start:
+            log.warning("took back %d webhook deliveries claimed over %ds ago by a replica that stopped",
+                        taken, self.claim_lease)
+        return taken
+
     async def _run(self) -> None:
         while not self._stopping:
             started = time.monotonic()
             try:
+                await self._take_back_claims()
                 handled = await self.run_once()
             except asyncio.CancelledError:
                 raise

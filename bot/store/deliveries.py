@@ -40,6 +40,7 @@ webhook_deliveries = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("processed_at", UTCDateTime, nullable=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=True),
     sa.UniqueConstraint("delivery_id"),
     sa.Index("ix_webhook_deliveries_status_id", "status", "id"),
 )
@@ -72,6 +73,7 @@ class StoredDelivery:
     attempts: int
     last_error: str | None
     processed_at: datetime | None
+    claimed_at: datetime | None = None
 
 
 def _stored(row) -> StoredDelivery:
@@ -275,7 +277,7 @@ def _claim(conn: sa.Connection, limit: int) -> list:
     statement = (
         sa.update(t)
         .where(t.c.id.in_(oldest), t.c.status == PENDING)
-        .values(status=PROCESSING, attempts=t.c.attempts + 1)
+        .values(status=PROCESSING, attempts=t.c.attempts + 1, claimed_at=utcnow())
         .returning(*t.c)
     )
     return conn.execute(statement).all()
@@ -311,15 +313,20 @@ async def release(database, ids: Sequence[int]) -> None:
             )
 
 
-async def requeue_interrupted(database) -> int:
+async def requeue_interrupted(database, claimed_before: datetime | None = None) -> int:
     """Deliveries left `processing` by a process that stopped mid-way go back to `pending`.
 
-    Flareship runs one dispatcher per database; handlers are idempotent, so running one of these
-    again has the effect of running it once.
+    `claimed_before=None` takes back every claim: right for SQLite, where one process owns the
+    file, so at start-up any claim is a dead one. With replicas on PostgreSQL a claim may belong
+    to a live process, so only claims older than a lease are taken back (`Dispatcher`).
+    Handlers are idempotent, so running a delivery again has the effect of running it once.
     """
     t = webhook_deliveries
+    condition = t.c.status == PROCESSING
+    if claimed_before is not None:
+        condition &= sa.or_(t.c.claimed_at.is_(None), t.c.claimed_at < claimed_before)
     async with database.begin() as conn:
-        result = await conn.execute(sa.update(t).where(t.c.status == PROCESSING).values(status=PENDING))
+        result = await conn.execute(sa.update(t).where(condition).values(status=PENDING))
     return result.rowcount or 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from gidgethub import routing
 
@@ -104,7 +105,8 @@ async def test_background_task_is_woken_and_survives_failures(database):
 
 async def test_restart_resumes_what_was_stored_or_interrupted(database):
     await store(database, make("r1"), make("r2"), make("r3"))
-    await deliveries.claim_pending(database, 1)  # r1: a previous process crashed while handling it
+    [r1] = await deliveries.claim_pending(database, 1)  # r1: a previous process crashed while handling it
+    await _backdate_claim(database, r1.id, hours=1)
     seen: list = []
     dispatcher = Dispatcher(services_for(database), recording_router(seen), poll_interval=30)
     await dispatcher.start()  # no wake(): start-up alone must find the work
@@ -115,6 +117,36 @@ async def test_restart_resumes_what_was_stored_or_interrupted(database):
     assert [s[0] for s in seen] == ["r1", "r2", "r3"]
     assert (await deliveries.get_delivery(database, "r1")).attempts == 2
     assert (await deliveries.count_by_status(database))["done"] == 3
+
+
+async def _backdate_claim(database, pk: int, *, hours: float) -> None:
+    import sqlalchemy as sa
+
+    t = deliveries.webhook_deliveries
+    async with database.begin() as conn:
+        await conn.execute(sa.update(t).where(t.c.id == pk).values(claimed_at=utcnow() - timedelta(hours=hours)))
+
+
+async def test_a_fresh_claim_is_a_live_replicas_until_its_lease_runs_out(database):
+    """SQLite belongs to one process: at start-up every claim is a dead one. On PostgreSQL another
+    replica may be handling it: it is left alone until older than the lease, then taken back."""
+    await store(database, make("live"))
+    [claimed] = await deliveries.claim_pending(database, 1)
+    seen: list = []
+    dispatcher = Dispatcher(services_for(database), recording_router(seen), poll_interval=0.05)
+    dispatcher.claim_lease = 0.6
+    await dispatcher.start()
+    try:
+        if database.dialect == "sqlite":
+            await wait_until(lambda: dispatcher.processed == 1)
+        else:
+            await asyncio.sleep(0.3)
+            assert seen == [] and (await deliveries.get_delivery(database, "live")).status == "processing"
+            await wait_until(lambda: dispatcher.processed == 1)  # the sweep after the lease
+    finally:
+        await dispatcher.stop()
+    assert [s[0] for s in seen] == ["live"]
+    assert (await deliveries.get_delivery(database, "live")).attempts == 2
 
 
 async def test_stop_gives_unstarted_claims_back(database):

@@ -75,5 +75,9 @@ async def test_migration_matches_metadata(tmp_path):
         found = await conn.run_sync(columns)
     for table in (pr_commands, pr_check_runs, pr_comments, pr_github_deployments):
         assert found[table.name] == {c.name for c in table.columns}
-    assert await database.current_revision() == "0004"
+    from alembic.script import ScriptDirectory
+
+    from bot.store.db import alembic_config
+
+    assert await database.current_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
     await database.close()
