@@ -83,6 +83,8 @@ class Dispatcher:
         #: runs longer than `handler_timeout`.
         self.claim_lease = handler_timeout + 30.0
         self._next_sweep = 0.0
+        self.prune_interval = 3600.0  # handled deliveries expire by days; hourly is plenty
+        self._next_prune = 0.0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -142,11 +144,25 @@ class Dispatcher:
                         taken, self.claim_lease)
         return taken
 
+    async def _prune_if_due(self) -> None:
+        """Drop handled deliveries past their retention (`deliveries.KEEP_DONE` / `KEEP_FAILED`)."""
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self.prune_interval
+        try:
+            pruned = await deliveries.prune(self.database)
+        except Exception as exc:  # housekeeping: try again at the next interval
+            log.warning("could not prune old webhook deliveries: %s", exc)
+            return
+        if pruned:
+            log.info("pruned %d webhook deliveries past their retention", pruned)
+
     async def _run(self) -> None:
         while not self._stopping:
             started = time.monotonic()
             try:
                 await self._take_back_claims()
+                await self._prune_if_due()
                 handled = await self.run_once()
             except asyncio.CancelledError:
                 raise

@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -311,6 +311,40 @@ async def release(database, ids: Sequence[int]) -> None:
             await conn.execute(
                 sa.update(t).where(t.c.id.in_(list(ids)), t.c.status == PROCESSING).values(status=PENDING)
             )
+
+
+#: How long handled deliveries are kept. Done ones must outlive GitHub's redelivery window (3 days
+#: on github.com, 7 on GHES) so that a repeat is still recognised; failed ones stay longer, to be
+#: looked into and redelivered.
+KEEP_DONE = timedelta(days=14)
+KEEP_FAILED = timedelta(days=30)
+PRUNE_CHUNK = 1000
+
+
+async def prune(database, now: datetime | None = None) -> int:
+    """Delete deliveries handled longer ago than KEEP_DONE / KEEP_FAILED; returns how many.
+
+    In chunks of PRUNE_CHUNK rows, one transaction each, so the write lock is never held for long
+    and the intake's commits slip in between.
+    """
+    now = now or utcnow()
+    t = webhook_deliveries
+    expired = sa.or_(
+        sa.and_(t.c.status == DONE, t.c.processed_at < now - KEEP_DONE),
+        sa.and_(t.c.status == FAILED, t.c.processed_at < now - KEEP_FAILED),
+    )
+    chunk = sa.select(t.c.id).where(expired).limit(PRUNE_CHUNK).scalar_subquery()
+    deleted = 0
+    while True:
+        count = await database.run_write(_delete, chunk)
+        deleted += count
+        if count < PRUNE_CHUNK:
+            return deleted
+
+
+def _delete(conn: sa.Connection, ids) -> int:
+    t = webhook_deliveries
+    return conn.execute(sa.delete(t).where(t.c.id.in_(ids))).rowcount or 0
 
 
 async def requeue_interrupted(database, claimed_before: datetime | None = None) -> int:

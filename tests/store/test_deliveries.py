@@ -133,3 +133,33 @@ async def test_naive_times_are_refused(database):
     with pytest.raises(Exception, match="timezone-aware"):
         async with database.begin() as conn:
             await deliveries.insert_deliveries(conn, [make("n1", received_at=datetime(2026, 1, 1))])
+
+
+async def test_prune_drops_handled_deliveries_past_their_retention_only(database, monkeypatch):
+    monkeypatch.setattr(deliveries, "PRUNE_CHUNK", 3)  # several chunks
+    now = utcnow()
+    await _insert(database, [make(f"p{i}") for i in range(12)])
+    claimed = await deliveries.claim_pending(database, 12)
+    by_id = {d.delivery_id: d.id for d in claimed}
+    done_old = [by_id[f"p{i}"] for i in range(0, 5)]
+    done_recent, failed_old, failed_recent = [by_id["p5"]], [by_id["p6"], by_id["p7"]], [by_id["p8"]]
+    await deliveries.record_outcomes(database, done_old + done_recent, [(pk, "boom") for pk in failed_old + failed_recent])
+    await deliveries.release(database, [by_id["p9"]])  # p9 pending again; p10, p11 still processing
+
+    import sqlalchemy as sa
+
+    t = deliveries.webhook_deliveries
+    async with database.begin() as conn:
+        for pks, age in ((done_old, deliveries.KEEP_DONE), (failed_old, deliveries.KEEP_FAILED),
+                         (done_recent, deliveries.KEEP_DONE / 2), (failed_recent, deliveries.KEEP_DONE * 1.5)):
+            await conn.execute(sa.update(t).where(t.c.id.in_(pks)).values(processed_at=now - age - timedelta(minutes=1)))
+
+    assert await deliveries.prune(database, now) == 7
+    kept = await deliveries.count_by_status(database)
+    assert kept == {"pending": 1, "processing": 2, "done": 1, "failed": 1}
+    assert await deliveries.prune(database, now) == 0
+
+
+async def _insert(database, items) -> None:
+    async with database.begin() as conn:
+        await deliveries.insert_deliveries(conn, items)

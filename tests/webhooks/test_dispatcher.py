@@ -197,3 +197,25 @@ async def test_handlers_give_way_while_webhooks_arrive(database):
     # 3 x 20 ms of handling, each followed by a 60 ms pause (25% share)
     assert time.monotonic() - started >= 0.2
     assert (await deliveries.count_by_status(database))["done"] == 3
+
+
+async def test_the_dispatcher_prunes_expired_deliveries_as_it_runs(database):
+    await store(database, make("old"))
+    [old] = await deliveries.claim_pending(database, 1)
+    await deliveries.record_outcomes(database, [old.id], [])
+    import sqlalchemy as sa
+
+    t = deliveries.webhook_deliveries
+    async with database.begin() as conn:
+        expired = utcnow() - deliveries.KEEP_DONE - timedelta(hours=1)
+        await conn.execute(sa.update(t).where(t.c.id == old.id).values(processed_at=expired))
+    dispatcher = Dispatcher(services_for(database), recording_router([]), poll_interval=0.05)
+    await dispatcher.start()
+    try:
+        for _ in range(200):
+            if await deliveries.get_delivery(database, "old") is None:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await dispatcher.stop()
+    assert await deliveries.get_delivery(database, "old") is None
