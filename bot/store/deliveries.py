@@ -170,8 +170,8 @@ class DeliveryWriter:
     """Group commit: every delivery waiting while a transaction runs goes into the next one.
 
     `await writer.store(delivery)` returns once the row is committed: STORED, REQUEUED or
-    DUPLICATE (see `store_new_deliveries`); a database failure is raised to each waiting caller. One background task
-    writes, so the event loop never blocks and commits never contend with each other.
+    DUPLICATE (see `store_new_deliveries`); a database failure is raised to each waiting caller.
+    One background task writes, so the event loop never blocks and commits never contend.
     """
 
     def __init__(self, database, *, max_batch: int = 500, on_stored: Callable[[], None] | None = None,
