@@ -1,4 +1,5 @@
-"""The webhook dispatcher: runs stored deliveries through the handlers' router, in order, once each.
+"""The webhook dispatcher: runs stored deliveries through the handlers' router, once each, in
+GitHub's order within each repository (repositories side by side).
 
 The intake stores and acknowledges; this background task does the work afterwards, so a slow or
 failing handler never delays GitHub's 2xx and never loses an event. A handler exception marks
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -25,8 +26,7 @@ from bot.logs import correlated
 from bot.services import Services
 from bot.store import deliveries
 
-if TYPE_CHECKING:
-    from bot.store.deliveries import StoredDelivery
+from bot.store.deliveries import StoredDelivery
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class WebhookContext:
 
 
 class Dispatcher:
-    """One background task that claims stored deliveries oldest first and dispatches each."""
+    """One background task that claims stored deliveries oldest first and dispatches them (see `run_once`)."""
 
     def __init__(
         self,
@@ -62,6 +62,7 @@ class Dispatcher:
         *,
         poll_interval: float = 2.0,
         batch_size: int = 50,
+        parallel_repositories: int = 8,
         handler_timeout: float = 120.0,
         flush_interval: float = 0.25,
         busy_share: float = 0.2,
@@ -72,6 +73,7 @@ class Dispatcher:
         self.router = router
         self.poll_interval = poll_interval
         self.batch_size = batch_size
+        self.parallel_repositories = parallel_repositories
         self.handler_timeout = handler_timeout
         self.flush_interval = flush_interval
         #: While webhooks are arriving (`intake_busy()`), handlers get at most this share of the
@@ -179,36 +181,48 @@ class Dispatcher:
                 self._wakeup.clear()
 
     async def run_once(self) -> int:
-        """Claim one batch and handle it; returns how many deliveries were handled."""
+        """Claim one batch and handle it; returns how many deliveries were handled.
+
+        Deliveries about one repository run one after the other, in the order GitHub sent them;
+        different repositories run side by side (at most `parallel_repositories` at once), so
+        one slow repository does not hold up the others. A delivery about no repository (an
+        installation event) waits for everything before it and runs alone.
+        """
         claimed = await deliveries.claim_pending(self.database, self.batch_size)
-        done: list[int] = []
-        failed: list[tuple[int, str]] = []
-        last_flush = time.monotonic()
-        handled = 0
+        outcomes = _Outcomes()
+        started: set[int] = set()
         try:
-            for delivery in claimed:
+            for segment in _segments(claimed):
                 if self._stopping:
                     break
-                started = time.monotonic()
-                error = await self.handle(delivery)
-                handled += 1
-                if self._intake_is_busy():
-                    await self._give_way(time.monotonic() - started)
-                if error is None:
-                    done.append(delivery.id)
-                else:
-                    failed.append((delivery.id, error))
-                if self.services.metrics is not None:
-                    self.services.metrics.webhook_delivery(delivery.event, "processed" if error is None else "failed")
-                if time.monotonic() - last_flush >= self.flush_interval:
-                    await self._flush(done, failed)
-                    last_flush = time.monotonic()
+                lanes: dict[str, list[StoredDelivery]] = {}
+                for delivery in segment:
+                    lanes.setdefault(delivery.repository or "", []).append(delivery)
+                slots = asyncio.Semaphore(self.parallel_repositories)
+                await asyncio.gather(*(self._run_lane(lane, slots, started, outcomes) for lane in lanes.values()))
         finally:
-            await asyncio.shield(self._flush(done, failed))
-            unstarted = [d.id for d in claimed[handled:]]
+            await asyncio.shield(self._flush(outcomes))
+            unstarted = [d.id for d in claimed if d.id not in started]
             if unstarted:
                 await asyncio.shield(deliveries.release(self.database, unstarted))
-        return handled
+        return len(started)
+
+    async def _run_lane(self, lane: list[StoredDelivery], slots: asyncio.Semaphore, started: set[int],
+                        outcomes: _Outcomes) -> None:
+        async with slots:
+            for delivery in lane:
+                if self._stopping:
+                    return
+                started.add(delivery.id)
+                begun = time.monotonic()
+                error = await self.handle(delivery)
+                if self._intake_is_busy():
+                    await self._give_way(time.monotonic() - begun)
+                outcomes.add(delivery.id, error)
+                if self.services.metrics is not None:
+                    self.services.metrics.webhook_delivery(delivery.event, "processed" if error is None else "failed")
+                if time.monotonic() - outcomes.flushed_at >= self.flush_interval:
+                    await self._flush(outcomes)
 
     def _intake_is_busy(self) -> bool:
         return self.intake_busy is not None and 0 < self.busy_share < 1 and self.intake_busy()
@@ -217,15 +231,14 @@ class Dispatcher:
         """Pause so that handling takes about `busy_share` of the time while webhooks arrive."""
         await asyncio.sleep(min(self.max_pause, spent * (1 / self.busy_share - 1)))
 
-    async def _flush(self, done: list[int], failed: list[tuple[int, str]]) -> None:
+    async def _flush(self, outcomes: _Outcomes) -> None:
+        done, failed = outcomes.take()
         if done or failed:
             await deliveries.record_outcomes(self.database, done, failed)
             self.processed += len(done)
             self.failed += len(failed)
-            done.clear()
-            failed.clear()
 
-    async def handle(self, delivery: "StoredDelivery") -> str | None:
+    async def handle(self, delivery: StoredDelivery) -> str | None:
         """Dispatch one delivery; returns None when every handler succeeded, else the error text."""
         with correlated(delivery.delivery_id):
             ctx = WebhookContext(
@@ -245,6 +258,37 @@ class Dispatcher:
                 return f"{type(exc).__name__}: {exc}"
             log.debug("webhook %s.%s %s handled", delivery.event, delivery.action, delivery.delivery_id)
             return None
+
+
+class _Outcomes:
+    """Results waiting to be written in one transaction (several lanes add to it)."""
+
+    def __init__(self) -> None:
+        self.done: list[int] = []
+        self.failed: list[tuple[int, str]] = []
+        self.flushed_at = time.monotonic()
+
+    def add(self, delivery_pk: int, error: str | None) -> None:
+        if error is None:
+            self.done.append(delivery_pk)
+        else:
+            self.failed.append((delivery_pk, error))
+
+    def take(self) -> tuple[list[int], list[tuple[int, str]]]:
+        done, failed, self.done, self.failed = self.done, self.failed, [], []
+        self.flushed_at = time.monotonic()
+        return done, failed
+
+
+def _segments(claimed: list[StoredDelivery]) -> list[list[StoredDelivery]]:
+    """Split a batch where a delivery names no repository: it runs alone, after what came before."""
+    segments: list[list[StoredDelivery]] = [[]]
+    for delivery in claimed:
+        if delivery.repository is None:
+            segments += [[delivery], []]
+        else:
+            segments[-1].append(delivery)
+    return [segment for segment in segments if segment]
 
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

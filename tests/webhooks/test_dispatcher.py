@@ -219,3 +219,44 @@ async def test_the_dispatcher_prunes_expired_deliveries_as_it_runs(database):
     finally:
         await dispatcher.stop()
     assert await deliveries.get_delivery(database, "old") is None
+
+
+def _about(delivery_id: str, repository: str | None, event: str = "push") -> NewDelivery:
+    return NewDelivery(delivery_id, event, None, 42, repository, '{"ref": "main"}', utcnow())
+
+
+async def test_repositories_run_side_by_side_and_each_in_order(database):
+    """A slow repository does not hold up the others; within one repository GitHub's order holds;
+    an installation event (no repository) waits for what came before it and runs alone."""
+    await store(database, _about("a1", "acme/slow"), _about("b1", "acme/fast"), _about("a2", "acme/slow"),
+                _about("b2", "acme/fast"), _about("i1", None, "installation"), _about("b3", "acme/fast"))
+    events: list[str] = []
+    slow_may_finish = asyncio.Event()
+    router = routing.Router()
+
+    @router.register("push")
+    async def push(event, ctx):
+        events.append(f"start {event.delivery_id}")
+        if ctx.repository == "acme/slow" and event.delivery_id == "a1":
+            await slow_may_finish.wait()
+        events.append(f"end {event.delivery_id}")
+
+    @router.register("installation")
+    async def installation(event, ctx):
+        events.append(f"start {event.delivery_id}")
+        events.append(f"end {event.delivery_id}")
+
+    dispatcher = Dispatcher(services_for(database), router)
+    run = asyncio.ensure_future(dispatcher.run_once())
+    for _ in range(200):
+        if "end b2" in events:
+            break
+        await asyncio.sleep(0.01)
+    assert "end b2" in events and "start a2" not in events, events  # acme/fast went on meanwhile
+    assert "start i1" not in events  # the installation event waits for everything before it
+    slow_may_finish.set()
+    assert await run == 6
+    assert events.index("end a1") < events.index("start a2")
+    assert max(events.index(f"end {d}") for d in ("a1", "a2", "b1", "b2")) < events.index("start i1")
+    assert events.index("end i1") < events.index("start b3")
+    assert (await deliveries.count_by_status(database))["done"] == 6
