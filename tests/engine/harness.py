@@ -85,7 +85,9 @@ async def start_sim_env(*, plan: str = "paid", port: int = 0, validate_requests:
     sim.add_account(ACCOUNT_ID, name="Acme", plan=plan)
     sim.add_token(TOKEN, account_ids=[ACCOUNT_ID])
     app = make_app(sim)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    # handler_cancellation: a request whose client died (the SIGKILL tests) stops with it, as
+    # it would on a real server, instead of sleeping through an injected delay past the test.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
     await runner.setup()
     site = web.SockSite(runner, sock, shutdown_timeout=0.5)
     await site.start()
