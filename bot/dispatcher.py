@@ -112,7 +112,7 @@ class Dispatcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Let the running handler finish (up to `timeout`), give unstarted claims back, end the task."""
+        """Let the running handlers finish (up to `timeout`), give unfinished claims back, end the task."""
         self._stopping = True
         self._wakeup.set()
         if self._task is None:
@@ -190,7 +190,7 @@ class Dispatcher:
         """
         claimed = await deliveries.claim_pending(self.database, self.batch_size)
         outcomes = _Outcomes()
-        started: set[int] = set()
+        finished: set[int] = set()  # the rest goes back to pending, even one cut short by a stop
         try:
             for segment in _segments(claimed):
                 if self._stopping:
@@ -199,28 +199,28 @@ class Dispatcher:
                 for delivery in segment:
                     lanes.setdefault(delivery.repository or "", []).append(delivery)
                 slots = asyncio.Semaphore(self.parallel_repositories)
-                await asyncio.gather(*(self._run_lane(lane, slots, started, outcomes) for lane in lanes.values()))
+                await asyncio.gather(*(self._run_lane(lane, slots, finished, outcomes) for lane in lanes.values()))
         finally:
             await asyncio.shield(self._flush(outcomes))
-            unstarted = [d.id for d in claimed if d.id not in started]
-            if unstarted:
-                await asyncio.shield(deliveries.release(self.database, unstarted))
-        return len(started)
+            unfinished = [d.id for d in claimed if d.id not in finished]
+            if unfinished:
+                await asyncio.shield(deliveries.release(self.database, unfinished))
+        return len(finished)
 
-    async def _run_lane(self, lane: list[StoredDelivery], slots: asyncio.Semaphore, started: set[int],
+    async def _run_lane(self, lane: list[StoredDelivery], slots: asyncio.Semaphore, finished: set[int],
                         outcomes: _Outcomes) -> None:
         async with slots:
             for delivery in lane:
                 if self._stopping:
                     return
-                started.add(delivery.id)
                 begun = time.monotonic()
                 error = await self.handle(delivery)
-                if self._intake_is_busy():
-                    await self._give_way(time.monotonic() - begun)
                 outcomes.add(delivery.id, error)
+                finished.add(delivery.id)
                 if self.services.metrics is not None:
                     self.services.metrics.webhook_delivery(delivery.event, "processed" if error is None else "failed")
+                if self._intake_is_busy():
+                    await self._give_way(time.monotonic() - begun)
                 if time.monotonic() - outcomes.flushed_at >= self.flush_interval:
                     await self._flush(outcomes)
 

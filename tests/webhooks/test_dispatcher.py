@@ -260,3 +260,20 @@ async def test_repositories_run_side_by_side_and_each_in_order(database):
     assert max(events.index(f"end {d}") for d in ("a1", "a2", "b1", "b2")) < events.index("start i1")
     assert events.index("end i1") < events.index("start b3")
     assert (await deliveries.count_by_status(database))["done"] == 6
+
+
+async def test_a_handler_cut_short_by_stop_gives_its_delivery_back(database):
+    await store(database, make("stuck"))
+    entered = asyncio.Event()
+    router = routing.Router()
+
+    @router.register("push")
+    async def forever(event, ctx):
+        entered.set()
+        await asyncio.Event().wait()
+
+    dispatcher = Dispatcher(services_for(database), router)
+    await dispatcher.start()
+    await asyncio.wait_for(entered.wait(), 5)
+    await dispatcher.stop(timeout=0.2)
+    assert (await deliveries.get_delivery(database, "stuck")).status == "pending"
