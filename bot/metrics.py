@@ -62,6 +62,7 @@ class Metrics:
         )
         self._unsubscribe = None
         self._webhook_counters: dict[tuple[str, str], Counter] = {}
+        self._services = None  # set by attach_services
 
     # -- hooks other areas call ----------------------------------------------------------------
 
@@ -118,9 +119,9 @@ class Metrics:
 
     def attach_services(self, services) -> None:
         """Export what GitHub and Cloudflare clients already count, read at scrape time."""
-        if not getattr(self, "_services_collector", None):
-            self._services_collector = ServicesCollector(services)
-            self.registry.register(self._services_collector)
+        if self._services is None:
+            self._services = services
+            self.registry.register(ServicesCollector(services))
 
     def render(self) -> bytes:
         self._refresh_rate_limits()
@@ -128,8 +129,7 @@ class Metrics:
 
     def _refresh_rate_limits(self) -> None:
         """GitHub's headroom as the client last saw it (kept by `GitHubApp.stats`), read at scrape time."""
-        services = getattr(self, "_services_collector", None)
-        github = getattr(getattr(services, "services", None), "github", None)
+        github = getattr(self._services, "github", None)
         for scope, (remaining, limit) in list(getattr(getattr(github, "stats", None), "rate_limits", {}).items()):
             self.rate_limit("github", scope, remaining, limit)
 

@@ -62,11 +62,9 @@ class RequestStats:
         return sum(n for (m, _, _), n in self.counter.items() if m in MUTATING)
 
     def record_rate_limit(self, scope: str, headers: Mapping[str, str]) -> None:
-        try:
-            remaining, limit = int(headers["x-ratelimit-remaining"]), int(headers["x-ratelimit-limit"])
-        except (KeyError, ValueError):
-            return
-        self.rate_limits[scope] = (remaining, limit)
+        limit = sansio.RateLimit.from_http(headers)  # None when the answer carries no rate-limit headers
+        if limit is not None:
+            self.rate_limits[scope] = (limit.remaining, limit.limit)
 
     def reset(self) -> None:
         self.counter.clear()
