@@ -240,3 +240,67 @@ def test_sign_matches_githubs_documented_example():
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
     )
     assert TEST_WEBHOOK_SECRET
+
+
+# -- reading a verified body (pure) ---------------------------------------------------------------
+
+
+def _verified(body: bytes, *, event: str = "issue_comment", content_type: str = "application/json"):
+    from handlers.webhooks.intake import verify_webhook
+
+    return verify_webhook(webhook_headers(event, "d-pure", body, content_type=content_type), body, TEST_WEBHOOK_SECRET,
+                          content_type)
+
+
+def test_the_stored_columns_are_read_without_decoding_the_rest():
+    body = fixture_body(PR_COMMENT)
+    payload = json.loads(body)
+    webhook = _verified(body)
+    assert (webhook.action, webhook.installation_id, webhook.repository) == (
+        "created", payload["installation"]["id"], payload["repository"]["full_name"])
+    assert webhook.payload == body.decode("utf-8")  # kept exactly as GitHub sent it
+
+
+@pytest.mark.parametrize("body", [
+    b'{"action": 7, "installation": {"id": "9"}, "repository": {"full_name": 3}}',
+    b'{"installation": [1], "repository": null}',
+    b'{"installation": {"id": true}, "repository": {}}',
+])
+def test_columns_of_the_wrong_type_are_left_empty(body):
+    webhook = _verified(body)
+    assert (webhook.action, webhook.installation_id, webhook.repository) == (None, None, None)
+
+
+def test_a_document_with_an_integer_beyond_64_bits_is_still_read():
+    body = b'{"action": "created", "installation": {"id": 5}, "big": 123456789012345678901234567890}'
+    webhook = _verified(body)
+    assert (webhook.action, webhook.installation_id) == ("created", 5)
+
+
+def test_the_ping_hook_id_is_read():
+    assert _verified(fixture_body("ping"), event="ping").hook_id == json.loads(fixture_body("ping"))["hook"]["id"]
+
+
+def test_reading_many_documents_in_turn_gives_each_its_own_fields():
+    """One simdjson parser serves every request on a thread; no answer may leak into the next."""
+    for n in range(50):
+        body = json.dumps({"action": f"a{n}", "installation": {"id": n}, "repository": {"full_name": f"o/r{n}"}}).encode()
+        webhook = _verified(body)
+        assert (webhook.action, webhook.installation_id, webhook.repository) == (f"a{n}", n, f"o/r{n}")
+
+
+@pytest.mark.parametrize("body", [b'{"a": 1,}', b'{"a": NaN}', b'{"a": 1} x', b'{"a": "\\ud800"}', b"\xef\xbb\xbf{}",
+                                  b'{"a": "\xc3"}', b"nul"])
+def test_documents_that_are_not_json_are_refused(body):
+    from bot.errors import FlareshipError
+
+    with pytest.raises(FlareshipError) as raised:
+        _verified(body)
+    assert raised.value.status == 400 and "not valid JSON" in raised.value.message
+
+
+async def test_big_integers_do_not_stop_a_delivery(flareship_client, database):
+    body = b'{"action": "created", "number": 123456789012345678901234567890}'
+    response = await flareship_client.post("/webhooks/github", data=body, headers=webhook_headers("issues", "d-bigint", body))
+    assert response.status == 202
+    assert (await deliveries.get_delivery(database, "d-bigint")).payload == body.decode()
