@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import lz4.frame
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
@@ -52,6 +53,30 @@ class UTCDateTime(TypeDecorator):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
+
+
+class CompressedText(TypeDecorator):
+    """Text kept lz4-compressed (standard frame format) on SQLite, as plain text on PostgreSQL.
+
+    For webhook payloads: 5-25 KB of JSON that lz4 shrinks about 4x in about 10 us. On SQLite that
+    is 4x less written to the WAL and again by each checkpoint, a row that fits its B-tree page
+    instead of spilling into overflow pages, and a small row to rewrite whenever a delivery's
+    status changes. PostgreSQL compresses large values itself (TOAST). Values stored as text
+    (before this type, or by hand) read back unchanged.
+    """
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect) -> str | bytes | None:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return lz4.frame.compress(value.encode("utf-8"))
+
+    def process_result_value(self, value: str | bytes | None, dialect) -> str | None:
+        if isinstance(value, bytes):
+            return lz4.frame.decompress(value).decode("utf-8")
+        return value
 
 
 def utcnow() -> datetime:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from bot.logs import redact
-from bot.store.base import UTCDateTime, metadata, utcnow
+from bot.store.base import CompressedText, UTCDateTime, metadata, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ webhook_deliveries = sa.Table(
     sa.Column("action", sa.String(100), nullable=True),
     sa.Column("installation_id", sa.BigInteger, nullable=True),
     sa.Column("repository", sa.String(255), nullable=True),
-    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("payload", CompressedText, nullable=False),
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Column("status", sa.String(16), nullable=False, server_default=PENDING),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -103,10 +103,10 @@ def store_new_deliveries(conn: sa.Connection, deliveries: Sequence[NewDelivery])
         first.setdefault(d.delivery_id, d)
     dialect = conn.dialect
     sql = _insert_ignoring_repeats_sql(dialect.paramstyle, len(first))
-    stamp = _bind_processor(dialect)
+    pack, stamp = _bind_processor(dialect, "payload"), _bind_processor(dialect, "received_at")
     params = []
     for d in first.values():
-        params += (d.delivery_id, d.event, d.action, d.installation_id, d.repository, d.payload, stamp(d.received_at))
+        params += (d.delivery_id, d.event, d.action, d.installation_id, d.repository, pack(d.payload), stamp(d.received_at))
     new_ids = {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}
     repeats = [i for i in first if i not in new_ids]
     requeued = _requeue_failed(conn, repeats) if repeats else set()
@@ -154,10 +154,11 @@ def _insert_ignoring_repeats_sql(paramstyle: str, rows: int) -> str:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _bind_processor(dialect) -> Callable[[datetime], object]:
-    """`received_at` as the column type binds it (UTC check included), without SQLAlchemy per row."""
-    process = webhook_deliveries.c.received_at.type.bind_processor(dialect)
+@functools.lru_cache(maxsize=8)
+def _bind_processor(dialect, column: str) -> Callable[[object], object]:
+    """A value of `column` as its type binds it (payload compression on SQLite, the UTC check of
+    `received_at`), without SQLAlchemy's per-row statement machinery."""
+    process = webhook_deliveries.c[column].type.bind_processor(dialect)
     return process if process is not None else (lambda value: value)
 
 
