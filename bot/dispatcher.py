@@ -3,14 +3,16 @@ GitHub's order within each repository (repositories side by side).
 
 The intake stores and acknowledges; this background task does the work afterwards, so a slow or
 failing handler never delays GitHub's 2xx and never loses an event. A handler exception marks
-that delivery failed (with its error) and the dispatcher moves on. On start it picks up what a
+that delivery failed (with its error) and the dispatcher moves on. Claims are streamed into
+per-repository lanes, so a slow repository holds up only itself. On start it picks up what a
 previous process stored and did not finish; with replicas on PostgreSQL, a claim is taken back
-only once it is older than any handler can run (`claim_lease`), so no live replica loses its work.
+only once it is older than `claim_lease` and not renewed by a live replica, so none loses its work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -89,6 +91,11 @@ class Dispatcher:
         self._next_prune = 0.0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._claimed: dict[int, StoredDelivery] = {}  # claimed and not finished
+        self._queues: dict[str, collections.deque[StoredDelivery]] = {}
+        self._lanes: dict[str, asyncio.Task] = {}
+        self._slots = asyncio.Semaphore(parallel_repositories)
+        self._outcomes = _Outcomes()
         self._stopping = False
         self.processed = 0
         self.failed = 0
@@ -132,13 +139,15 @@ class Dispatcher:
 
         On SQLite this process owns the file, so at start-up every claim is a dead one. On
         PostgreSQL other replicas may be working on theirs: only claims older than the lease are
-        taken back, at start-up and then about every `claim_lease / 4` seconds.
+        taken back, at start-up and then about every `claim_lease / 4` seconds, when this
+        process first renews its own (each replica's renewal keeps its claims out of the sweep).
         """
         if self.database.dialect == "sqlite":
             return await deliveries.requeue_interrupted(self.database) if at_start else 0
         if not at_start and time.monotonic() < self._next_sweep:
             return 0
         self._next_sweep = time.monotonic() + self.claim_lease / 4
+        await deliveries.renew_claims(self.database, list(self._claimed))  # ours are alive, queued or running
         cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.claim_lease)
         taken = await deliveries.requeue_interrupted(self.database, claimed_before=cutoff)
         if taken and not at_start:
@@ -160,69 +169,128 @@ class Dispatcher:
             log.info("pruned %d webhook deliveries past their retention", pruned)
 
     async def _run(self) -> None:
-        while not self._stopping:
-            started = time.monotonic()
-            try:
-                await self._take_back_claims()
-                await self._prune_if_due()
-                handled = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook dispatcher could not read the store; retrying")
-                handled = 0
-            if handled and self._intake_is_busy():
-                await self._give_way(time.monotonic() - started)
-            if handled == 0 and not self._stopping:
+        """Claim while there is room, hand each delivery to its repository's lane, repeat.
+
+        Claims are streamed: a slow lane holds up only its own repository, never the next
+        claim. At most `batch_size` deliveries are claimed and unfinished at a time, and a new
+        claim waits until half of that room is free, so that claims stay few and batched.
+        """
+        try:
+            while not self._stopping:
+                claimed: list[StoredDelivery] = []
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
-                except asyncio.TimeoutError:
-                    pass
-                self._wakeup.clear()
+                    await self._take_back_claims()
+                    await self._prune_if_due()
+                    room = self.batch_size - len(self._claimed)
+                    if room >= max(1, self.batch_size // 2):
+                        claimed = await deliveries.claim_pending(self.database, room)
+                        await self._admit(claimed)
+                    if not self._claimed or time.monotonic() - self._outcomes.flushed_at >= self.flush_interval:
+                        await self._flush()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("webhook dispatcher could not read the store; retrying")
+                if not claimed and not self._stopping:
+                    wait = self.flush_interval if self._claimed else self.poll_interval
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), wait)
+                    except asyncio.TimeoutError:
+                        pass
+                    self._wakeup.clear()
+        finally:
+            try:
+                await self._drain()  # handlers already running finish; the lanes take no more
+            finally:
+                await self._wind_down()
 
     async def run_once(self) -> int:
-        """Claim one batch and handle it; returns how many deliveries were handled.
+        """Claim one batch, handle all of it, record the outcomes; returns how many were handled.
 
-        Deliveries about one repository run one after the other, in the order GitHub sent them;
-        different repositories run side by side (at most `parallel_repositories` at once), so
-        one slow repository does not hold up the others. A delivery about no repository (an
-        installation event) waits for everything before it and runs alone.
+        The background task (`start`) does the same continuously; this is the unit tests and
+        one-off runs use.
         """
         claimed = await deliveries.claim_pending(self.database, self.batch_size)
-        outcomes = _Outcomes()
-        finished: set[int] = set()  # the rest goes back to pending, even one cut short by a stop
         try:
-            for segment in _segments(claimed):
-                if self._stopping:
-                    break
-                lanes: dict[str, list[StoredDelivery]] = {}
-                for delivery in segment:
-                    lanes.setdefault(delivery.repository or "", []).append(delivery)
-                slots = asyncio.Semaphore(self.parallel_repositories)
-                await asyncio.gather(*(self._run_lane(lane, slots, finished, outcomes) for lane in lanes.values()))
+            await self._admit(claimed)
+            await self._drain()
+            return sum(1 for d in claimed if d.id not in self._claimed)
         finally:
-            await asyncio.shield(self._flush(outcomes))
-            unfinished = [d.id for d in claimed if d.id not in finished]
-            if unfinished:
-                await asyncio.shield(deliveries.release(self.database, unfinished))
-        return len(finished)
+            if self._stopping:
+                await self._wind_down()
+            else:
+                await asyncio.shield(self._flush())
 
-    async def _run_lane(self, lane: list[StoredDelivery], slots: asyncio.Semaphore, finished: set[int],
-                        outcomes: _Outcomes) -> None:
-        async with slots:
-            for delivery in lane:
-                if self._stopping:
-                    return
-                begun = time.monotonic()
-                error = await self.handle(delivery)
-                outcomes.add(delivery.id, error)
-                finished.add(delivery.id)
-                if self.services.metrics is not None:
-                    self.services.metrics.webhook_delivery(delivery.event, "processed" if error is None else "failed")
-                if self._intake_is_busy():
-                    await self._give_way(time.monotonic() - begun)
-                if time.monotonic() - outcomes.flushed_at >= self.flush_interval:
-                    await self._flush(outcomes)
+    async def _admit(self, claimed: list[StoredDelivery]) -> None:
+        """Queue each delivery on its repository's lane, in claim order (GitHub's order).
+
+        Deliveries about one repository run one after the other; repositories run side by side,
+        at most `parallel_repositories` at once. A delivery about no repository (an installation
+        event) waits for every lane to finish, runs alone, and only then is the rest admitted.
+        """
+        for delivery in claimed:
+            self._claimed[delivery.id] = delivery
+        for delivery in claimed:
+            if self._stopping:
+                return
+            if delivery.repository is None:
+                await self._drain()
+                if not self._stopping:
+                    await self._run_one(delivery)
+                continue
+            self._queues.setdefault(delivery.repository, collections.deque()).append(delivery)
+            if delivery.repository not in self._lanes:
+                self._lanes[delivery.repository] = asyncio.get_running_loop().create_task(
+                    self._run_lane(delivery.repository), name=f"webhook-lane {delivery.repository}"
+                )
+
+    async def _run_lane(self, repository: str) -> None:
+        """Handle one repository's queued deliveries in order until its queue is empty."""
+        queue = self._queues[repository]
+        try:
+            async with self._slots:
+                while queue and not self._stopping:
+                    await self._run_one(queue.popleft())
+        finally:
+            # No await between the last look at the queue and leaving: a delivery admitted
+            # meanwhile either found this lane still registered (and was run) or starts a new one.
+            del self._lanes[repository]
+            if not queue:
+                self._queues.pop(repository, None)
+
+    async def _run_one(self, delivery: StoredDelivery) -> None:
+        begun = time.monotonic()
+        error = await self.handle(delivery)
+        self._outcomes.add(delivery.id, error)
+        self._claimed.pop(delivery.id, None)
+        if self.services.metrics is not None:
+            self.services.metrics.webhook_delivery(delivery.event, "processed" if error is None else "failed")
+        self._wakeup.set()  # room for the next claim
+        if self._intake_is_busy():
+            await self._give_way(time.monotonic() - begun)
+        if time.monotonic() - self._outcomes.flushed_at >= self.flush_interval:
+            await self._flush()
+
+    async def _drain(self) -> None:
+        """Wait until every lane has finished its queue (or stopped)."""
+        while self._lanes:
+            await asyncio.gather(*self._lanes.values(), return_exceptions=True)
+
+    async def _wind_down(self) -> None:
+        """On stop: end the lanes, record what finished, give back what was claimed and not run
+        (a delivery whose handler the stop cut short included)."""
+        lanes = list(self._lanes.values())
+        for lane in lanes:
+            lane.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        self._queues.clear()
+        await asyncio.shield(self._flush())
+        unfinished, self._claimed = list(self._claimed), {}
+        if unfinished:
+            try:
+                await asyncio.shield(deliveries.release(self.database, unfinished))
+            except Exception as exc:  # they are taken back at the next start (or after the lease)
+                log.warning("could not give back %d claimed webhook deliveries: %s", len(unfinished), exc)
 
     def _intake_is_busy(self) -> bool:
         return self.intake_busy is not None and 0 < self.busy_share < 1 and self.intake_busy()
@@ -231,12 +299,19 @@ class Dispatcher:
         """Pause so that handling takes about `busy_share` of the time while webhooks arrive."""
         await asyncio.sleep(min(self.max_pause, spent * (1 / self.busy_share - 1)))
 
-    async def _flush(self, outcomes: _Outcomes) -> None:
-        done, failed = outcomes.take()
-        if done or failed:
+    async def _flush(self) -> None:
+        """Record finished deliveries in one transaction; on failure they wait for the next flush."""
+        done, failed = self._outcomes.take()
+        if not (done or failed):
+            return
+        try:
             await deliveries.record_outcomes(self.database, done, failed)
-            self.processed += len(done)
-            self.failed += len(failed)
+        except Exception as exc:
+            self._outcomes.put_back(done, failed)
+            log.warning("could not record %d webhook outcomes yet: %s", len(done) + len(failed), exc)
+            return
+        self.processed += len(done)
+        self.failed += len(failed)
 
     async def handle(self, delivery: StoredDelivery) -> str | None:
         """Dispatch one delivery; returns None when every handler succeeded, else the error text."""
@@ -279,16 +354,9 @@ class _Outcomes:
         self.flushed_at = time.monotonic()
         return done, failed
 
-
-def _segments(claimed: list[StoredDelivery]) -> list[list[StoredDelivery]]:
-    """Split a batch where a delivery names no repository: it runs alone, after what came before."""
-    segments: list[list[StoredDelivery]] = [[]]
-    for delivery in claimed:
-        if delivery.repository is None:
-            segments += [[delivery], []]
-        else:
-            segments[-1].append(delivery)
-    return [segment for segment in segments if segment]
+    def put_back(self, done: list[int], failed: list[tuple[int, str]]) -> None:
+        self.done[:0] = done
+        self.failed[:0] = failed
 
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -348,6 +348,17 @@ def _delete(conn: sa.Connection, ids) -> int:
     return conn.execute(sa.delete(t).where(t.c.id.in_(ids))).rowcount or 0
 
 
+async def renew_claims(database, ids: Sequence[int]) -> None:
+    """Stamp this process's unfinished claims as fresh, so that no replica's sweep (nor its own)
+    takes back a delivery still queued here behind a slow one (`requeue_interrupted`)."""
+    if ids:
+        t = webhook_deliveries
+        async with database.begin() as conn:
+            await conn.execute(
+                sa.update(t).where(t.c.id.in_(list(ids)), t.c.status == PROCESSING).values(claimed_at=utcnow())
+            )
+
+
 async def requeue_interrupted(database, claimed_before: datetime | None = None) -> int:
     """Deliveries left `processing` by a process that stopped mid-way go back to `pending`.
 

@@ -277,3 +277,100 @@ async def test_a_handler_cut_short_by_stop_gives_its_delivery_back(database):
     await asyncio.wait_for(entered.wait(), 5)
     await dispatcher.stop(timeout=0.2)
     assert (await deliveries.get_delivery(database, "stuck")).status == "pending"
+
+
+async def test_a_slow_repository_does_not_hold_up_deliveries_that_arrive_later(database):
+    """Claims are streamed: while one repository's handler is slow, deliveries stored afterwards for
+    other repositories are claimed and handled; the slow repository's next one waits its turn; and
+    no more than `batch_size` deliveries are ever claimed and unfinished."""
+    slow_may_finish = asyncio.Event()
+    events: list[str] = []
+    router = routing.Router()
+
+    @router.register("push")
+    async def push(event, ctx):
+        events.append(f"start {event.delivery_id}")
+        if event.delivery_id == "a1":
+            await slow_may_finish.wait()
+        events.append(f"end {event.delivery_id}")
+
+    dispatcher = Dispatcher(services_for(database), router, poll_interval=30, batch_size=4)
+    await dispatcher.start()
+    try:
+        await store(database, _about("a1", "acme/slow"), _about("b1", "acme/fast"))
+        dispatcher.wake()
+        await wait_until(lambda: "start a1" in events and "end b1" in events)
+        await store(database, _about("a2", "acme/slow"), _about("c1", "acme/other"), _about("b2", "acme/fast"),
+                    _about("c2", "acme/other"), _about("c3", "acme/other"))
+        dispatcher.wake()
+        await wait_until(lambda: "end b2" in events and "end c1" in events)
+        assert "start a2" not in events, events  # acme/slow keeps GitHub's order
+        await wait_until(lambda: "end c3" in events)  # claimed as room came free, a1 still running
+        # a1 running and a2 queued: room for two more claims, not four
+        await store(database, *(_about(f"a{n}", "acme/slow") for n in range(3, 7)))
+        dispatcher.wake()
+        await asyncio.sleep(0.3)
+        assert [d.delivery_id for d in await _pending(database)] == ["a5", "a6"]
+        slow_may_finish.set()
+        await wait_until(lambda: dispatcher.processed == 11)
+    finally:
+        await dispatcher.stop()
+    assert [e for e in events if e.startswith("start a")] == [f"start a{n}" for n in range(1, 7)]
+    assert events.index("end a1") < events.index("start a2")
+    assert events.index("end c1") < events.index("start c2") < events.index("start c3")
+    assert (await deliveries.count_by_status(database))["done"] == 11
+
+
+async def _pending(database):
+    import sqlalchemy as sa
+
+    t = deliveries.webhook_deliveries
+    async with database.connect() as conn:
+        rows = (await conn.execute(sa.select(t.c.delivery_id).where(t.c.status == "pending").order_by(t.c.id))).all()
+    return rows
+
+
+async def test_outcomes_that_cannot_be_recorded_are_kept_for_the_next_flush(database, monkeypatch):
+    await store(database, make("o1"), make("o2"))
+    real_record = deliveries.record_outcomes
+    attempts = []
+
+    async def flaky(*args):
+        attempts.append(args)
+        if len(attempts) == 1:
+            raise ConnectionError("database went away")
+        await real_record(*args)
+
+    monkeypatch.setattr(deliveries, "record_outcomes", flaky)
+    dispatcher = Dispatcher(services_for(database), recording_router([]), poll_interval=0.05, flush_interval=0.05)
+    await dispatcher.start()
+    try:
+        await wait_until(lambda: dispatcher.processed == 2)
+    finally:
+        await dispatcher.stop()
+    assert len(attempts) >= 2
+    assert (await deliveries.count_by_status(database))["done"] == 2
+
+
+async def test_claims_queued_behind_a_slow_delivery_outlive_the_lease(database):
+    """A claim waiting in its lane longer than the lease is renewed, not taken back and run twice."""
+    await store(database, _about("q1", "acme/app"), _about("q2", "acme/app"))
+    runs: list[str] = []
+    router = routing.Router()
+
+    @router.register("push")
+    async def push(event, ctx):
+        runs.append(event.delivery_id)
+        if event.delivery_id == "q1":
+            await asyncio.sleep(1.0)
+
+    dispatcher = Dispatcher(services_for(database), router, poll_interval=0.05)
+    dispatcher.claim_lease = 0.4  # swept about every 0.1 s
+    await dispatcher.start()
+    try:
+        await wait_until(lambda: dispatcher.processed == 2)
+        await asyncio.sleep(0.3)
+    finally:
+        await dispatcher.stop()
+    assert runs == ["q1", "q2"]
+    assert [(await deliveries.get_delivery(database, d)).attempts for d in ("q1", "q2")] == [1, 1]
