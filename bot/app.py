@@ -5,12 +5,13 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from bot.details_links import DetailsLinks
 from bot.dispatcher import DISPATCHER, Dispatcher, start_dispatcher, stop_dispatcher
 from bot.github.app import GitHubApp
 from bot.services import SERVICES, Services
 from bot.settings import Settings
 from bot.store.db import Database
-from handlers import api, webhooks
+from handlers import api, pages, webhooks
 from handlers.http import envelope_middleware
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -77,7 +78,8 @@ def init_app(settings: Settings) -> web.Application:
         client_max_size=MAX_BODY + 1,
     )
     app[SETTINGS] = settings
-    app[SERVICES] = Services(settings=settings)
+    secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else None
+    app[SERVICES] = Services(settings=settings, details_links=DetailsLinks(secret, settings.public_url))
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(_github)
     app.cleanup_ctx.append(_store)
@@ -88,4 +90,5 @@ def init_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(stop_dispatcher)
     webhooks.setup(app)
     api.setup(app)
+    pages.setup(app)
     return app

@@ -16,6 +16,7 @@ from bot.settings import Settings
 if TYPE_CHECKING:  # imported for type checkers only; each part is optional until wired
     import aiohttp
 
+    from bot.details_links import DetailsLinks
     from bot.engine import Engine
     from bot.github.app import GitHubApp
     from bot.github.reporter import Reporter
@@ -32,6 +33,7 @@ class Services:
     engine: "Engine | None" = None
     reporter: "Reporter | None" = None  # PR workflows: check runs, GitHub deployments, the PR comment
     metrics: "Metrics | None" = None  # Prometheus hooks (bot.metrics): webhook_delivery, cloudflare_call, rate_limit
+    details_links: "DetailsLinks | None" = None  # signed links to the live page (check runs' Details)
 
 
 #: How handlers reach the parts: `request.app[SERVICES]` (defined here, not in bot.app, so that

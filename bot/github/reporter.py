@@ -751,6 +751,7 @@ async def running_reporter(services: Any, *, interval: float = 1.0):
         engine=services.engine, github=github, store=PullRequestState(services.database),
         public_url=services.settings.public_url, interval=interval,
         head_sha=lambda deployment: pull_request_head(github, deployment),
+        details_url=(lambda deployment: links.url(deployment.id)) if (links := services.details_links) else None,
     )
     services.reporter = reporter
     reporter.start()

@@ -15,7 +15,13 @@ async def test_deploy_staging_happy_path(workflow):
     run = runs[0]
     assert run["status"] == "completed" and run["conclusion"] == "success", run["output"]
     assert run["external_id"].startswith("dep_")
-    assert run["details_url"] == f"http://127.0.0.1:8000/deployments/{run['external_id']}"
+    # Details opens the live page without an API token: the link is signed for this deployment.
+    page_path = f"/deployments/{run['external_id']}?token="
+    assert run["details_url"].startswith(f"http://127.0.0.1:8000{page_path}")
+    page = await workflow.client.get(run["details_url"].removeprefix("http://127.0.0.1:8000"))
+    assert page.status == 200 and page.content_type == "text/html"
+    html = await page.text()
+    assert "to staging: completed" in html and HEAD_SHA[:12] in html
     assert run["output"]["title"] == "Live on staging"
     assert run["output"]["summary"].count("✅ completed") == 6  # container + DOs skipped for a Worker-only app
     assert [a["identifier"] for a in run["actions"]] == ["rollback", "promote"]
