@@ -256,6 +256,14 @@ class Demo:
         return [(d, [s["state"] for s in repo.deployment_statuses.get(d["id"], [])])
                 for d in repo.deployments.values() if d["environment"] == env]
 
+    async def open_page(self, url: str) -> str | None:
+        """An HTML page of Flareship's, as a browser opening a link from GitHub would get it."""
+        try:
+            async with self.http.get(url) as response:
+                return await response.text() if response.status == 200 else None
+        except aiohttp.ClientError:
+            return None
+
     async def fetch_live(self, url: str) -> dict | None:
         try:
             async with self.http.get(url.rstrip("/") + "/health") as response:
@@ -301,6 +309,10 @@ async def deploy_staging(demo: Demo, story: Story) -> dict | None:
     if run:
         labels = [a["label"] for a in run.get("actions") or []]
         story.say(f"buttons: {', '.join(labels) or '(none)'}; details: {run.get('details_url')}")
+        if run.get("details_url"):
+            page = await demo.open_page(run["details_url"])
+            story.expect(page is not None and "to staging: completed" in page,
+                         "the Details link opens the live page without an API token")
     deployments = demo.github_deployments("staging")
     if deployments:
         gh, states = deployments[-1]
