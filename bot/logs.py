@@ -25,7 +25,8 @@ MASK = "***"
 _TOKEN_PATTERNS = re.compile(
     r"(gh[pousr]_[A-Za-z0-9_]{16,}|github_pat_[A-Za-z0-9_]{20,}|cfat_[A-Za-z0-9_\-]{16,}|fls_[A-Za-z0-9_\-]{16,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
-    r"|(?i:bearer|token|basic)\s+[A-Za-z0-9._\-+/=]{16,})"
+    r"|(?i:bearer|token|basic)\s+[A-Za-z0-9._\-+/=]{16,}"
+    r"|(?<=[?&]token=)[A-Za-z0-9._\-%]{8,})"  # signed links' tokens (access log lines of the live page)
 )
 
 #: Long-lived secrets (webhook secret, private key): few, any shape, matched as substrings.

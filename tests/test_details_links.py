@@ -70,3 +70,12 @@ def test_without_a_webhook_secret_links_are_signed_by_this_process_only():
 
 def test_ids_are_quoted_in_the_link():
     assert "/deployments/dep%2F..%2Fx?token=" in DetailsLinks("s", "https://x").url("dep/../x", now=NOW)
+
+
+def test_link_tokens_are_masked_in_log_lines():
+    from bot.logs import MASK, redact
+
+    url = DetailsLinks("webhook-secret", "https://x").url("dep_1", now=NOW)
+    line = f'127.0.0.1 "GET {url.removeprefix("https://x")} HTTP/1.1" 200 5123'
+    assert _token(url) not in redact(line)
+    assert f"/deployments/dep_1?token={MASK} HTTP/1.1" in redact(line)
