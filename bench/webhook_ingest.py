@@ -11,15 +11,48 @@ alternating, so drift in the machine's speed affects both alike; the table repor
 round's requests/s and p50/p99 ack latency over all rounds' requests, and checks that every 202
 is a row. Target (issue 2): ratio >= 50% and p99 < 20 ms at 50 concurrent.
 
-Where Flareship's time goes (py-spy and thread CPU times, 2 cores): an ack costs the event loop
-about 125 us against the bare server's 90 (HMAC and aiohttp alike; orjson decode 13 us, envelope,
-correlation id and metrics a few each), and each row costs about 35 us of SQLite work in the
-store's thread. With a closed-loop client every connection's request joins the same group
-commit, so the loop waits for it: about 2.5 ms per 50 rows, a quarter of each cycle. Smaller
-batches, commits started eagerly from `store()` so that they overlap the loop's work, rows
-streamed into an open transaction as they arrive, a dedicated writer thread and commits on the
-loop itself were each measured: none was faster on this machine. Overlap raises every request's
-CPU cost (the loop then serves a few requests per turn instead of a whole convoy).
+Where Flareship's time goes (per-thread CPU from /proc, py-spy, and stand-ins for the store; 2
+cores, load generator included). The event loop spends about 130-170 us per ack against the bare
+server's 100-110 (aiohttp and the HMAC are common to both). The body is validated and its stored
+columns read with simdjson (3 us) instead of being decoded whole (orjson: 14 us alone, about 27
+under load). Each row costs the store's thread about 50 us: lz4 compression (11 us) and SQLite's
+insert and commit.
+
+The limit is the commit convoy. With a closed-loop client, all 50 connections wait on the same
+group commit, and the loop idles through it. Stand-ins for the store (`DeliveryWriter._write`
+replaced in a scratch copy), `--ingest-only`, measured on this machine:
+
+| store | acks/s |
+|---|---|
+| an instant answer (no database) | 8400-8900, the bare server's rate |
+| a sleep as long as a 50-row commit | 4800 |
+| that sleep, with commits capped at 25 rows | 8200 |
+| real SQLite, commits capped at 25 rows | 3600 |
+| the same without RETURNING | 4500 |
+| the 25-row sleep beside a CPU burner taking what a writer process would | 5900 |
+
+Overlapping commits with the loop's work would pay, but a store thread cannot deliver the overlap.
+The thread and the loop then contend for the GIL: each RETURNING row and each lz4 call releases it
+and takes it back, and the loop's own cost per ack rises by 50 us. A separate SQLite writer
+process (no GIL shared) might reach 55-60% here; it is not built.
+
+Also measured and rejected:
+
+| alternative | result |
+|---|---|
+| Half-size batches | slower |
+| Commits submitted eagerly from `store()` | slower |
+| A dedicated writer thread | slower |
+| Rows streamed into an open transaction | no change |
+| Commits on the loop thread | no change |
+| A shorter switch interval | no change |
+| GC thresholds | no change |
+| cache_size, mmap_size, page size | no change |
+| AUTOINCREMENT | no change |
+| uvloop | speeds up the bare server, not Flareship |
+
+lz4 (`CompressedText`) gave no throughput on its own. It took the p99 from about 21 to 18 ms (fewer
+pages to checkpoint) and makes a stored delivery a quarter of its size.
 """
 
 from __future__ import annotations
