@@ -161,7 +161,37 @@ class Database:
             self._checkpointer.after_write()
         return result
 
-    def _run_sync_transaction(self, fn: Callable[..., T], args: tuple) -> T:
+    async def run_sqlite_write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(dbapi_connection, *args)` in one `BEGIN IMMEDIATE` transaction (SQLite only).
+
+        The webhook intake's hot path: a plain sqlite3 connection in the store's thread, with
+        nothing of SQLAlchemy's per-statement Python around it. The thread runs beside the event
+        loop, and every Python line it runs competes with the loop for the GIL; a few statements
+        each releasing it for all their work is what lets commits overlap the loop's work.
+        """
+        async with self.write_lock():
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flareship-sqlite")
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_dbapi_transaction, fn, args
+            )
+        if self._checkpointer is not None:
+            self._checkpointer.after_write()
+        return result
+
+    def _run_dbapi_transaction(self, fn: Callable[..., T], args: tuple) -> T:
+        raw = self._sync_connection_in_thread().connection.driver_connection
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(raw, *args)
+        except BaseException:
+            raw.rollback()
+            raise
+        raw.commit()
+        return result
+
+    def _sync_connection_in_thread(self) -> sa.Connection:
+        """The store thread's one SQLAlchemy connection (pragmas applied), opened on first use."""
         if self._sync_engine is None:
             url = sa.engine.make_url(self.url).set(drivername="sqlite+pysqlite")
             self._sync_engine = sa.create_engine(
@@ -170,9 +200,13 @@ class Database:
             event.listen(self._sync_engine, "connect", _sqlite_pragmas)
         if self._sync_connection is None or self._sync_connection.closed:
             self._sync_connection = self._sync_engine.connect()  # kept: no pool round trip per batch
+        return self._sync_connection
+
+    def _run_sync_transaction(self, fn: Callable[..., T], args: tuple) -> T:
+        connection = self._sync_connection_in_thread()
         try:
-            with self._sync_connection.begin():
-                return fn(self._sync_connection, *args)
+            with connection.begin():
+                return fn(connection, *args)
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 self._sync_connection = None

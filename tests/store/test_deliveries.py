@@ -72,6 +72,25 @@ async def test_payloads_stored_as_text_still_read_back(database):
     assert (await deliveries.get_delivery(database, "old")).payload == '{"legacy": true}'
 
 
+async def test_one_commit_sorts_new_repeated_and_redelivered_deliveries(database):
+    """In one group commit: new ids are stored, a repeat of a handled delivery is ignored, a repeat
+    of a failed one is queued again, and an id twice in the batch is stored once."""
+    async with database.begin() as conn:
+        await deliveries.insert_deliveries(conn, [make("handled"), make("broken")])
+    handled, broken = await deliveries.claim_pending(database, 2)
+    await deliveries.record_outcomes(database, [handled.id], [(broken.id, "boom")])
+    writer = DeliveryWriter(database)
+    try:
+        results = await asyncio.gather(*(writer.store(make(i)) for i in ("n1", "handled", "broken", "n2", "n1")))
+    finally:
+        await writer.stop()
+    assert results == [STORED, DUPLICATE, REQUEUED, STORED, DUPLICATE]
+    assert writer.batches == 1
+    counts = await deliveries.count_by_status(database)
+    assert counts == {"pending": 3, "processing": 0, "done": 1, "failed": 0}
+    assert (await deliveries.get_delivery(database, "n2")).payload == "{}"
+
+
 async def test_two_writers_storing_the_same_ids_store_each_once(database, database_url):
     """Two processes (two engines here) racing on the same delivery ids: one row each, one True, no error."""
     from bot.store.db import Database
