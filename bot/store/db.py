@@ -151,15 +151,7 @@ class Database:
         if self.dialect != "sqlite":
             async with self.engine.begin() as conn:
                 return await conn.run_sync(fn, *args)
-        async with self.write_lock():
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flareship-sqlite")
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run_sync_transaction, fn, args
-            )
-        if self._checkpointer is not None:
-            self._checkpointer.after_write()
-        return result
+        return await self._in_store_thread(self._run_sync_transaction, fn, args)
 
     async def run_sqlite_write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(dbapi_connection, *args)` in one `BEGIN IMMEDIATE` transaction (SQLite only).
@@ -169,12 +161,15 @@ class Database:
         loop, and every Python line it runs competes with the loop for the GIL; a few statements
         each releasing it for all their work is what lets commits overlap the loop's work.
         """
+        return await self._in_store_thread(self._run_dbapi_transaction, fn, args)
+
+    async def _in_store_thread(self, transaction: Callable[..., T], fn: Callable[..., T], args: tuple) -> T:
+        """One write transaction in the store's thread, under the write lock; then a checkpoint
+        is considered."""
         async with self.write_lock():
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flareship-sqlite")
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run_dbapi_transaction, fn, args
-            )
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, transaction, fn, args)
         if self._checkpointer is not None:
             self._checkpointer.after_write()
         return result

@@ -13,8 +13,8 @@ from html import escape
 from aiohttp import web
 
 from bot.engine.model import Deployment, LogLine
+from bot.errors import FlareshipError
 from bot.services import SERVICES
-from handlers.api.deployments import engine_of
 
 #: Log lines shown (the newest); the REST API streams all of them.
 MAX_LOG_LINES = 300
@@ -30,8 +30,11 @@ _HEADERS = {
 
 async def deployment_page(request: web.Request) -> web.Response:
     deployment_id = request.match_info["deploymentId"]
-    request.app[SERVICES].details_links.check(deployment_id, request.query.get("token"))
-    engine = engine_of(request)
+    services = request.app[SERVICES]
+    services.details_links.check(deployment_id, request.query.get("token"))
+    engine = services.engine
+    if engine is None:
+        raise FlareshipError("SYS_002", "The deployment engine is not running")
     deployment = await engine.get(deployment_id)
     logs = await engine.logs(deployment_id)
     html = render_deployment_page(deployment, logs[-MAX_LOG_LINES:], now=datetime.now(timezone.utc))
