@@ -44,7 +44,16 @@ async def test_event_is_stored_before_the_202(flareship_client, database_url):
     assert stored.status in deliveries.STATUSES
 
 
+async def _hold_the_dispatcher(client) -> None:
+    """Leave stored deliveries pending: a handler failing meanwhile (no GitHub here) would turn a
+    repeat into a redelivery of a failed delivery, which is queued again by design."""
+    from bot.dispatcher import DISPATCHER
+
+    await client.app[DISPATCHER].stop()
+
+
 async def test_repeated_delivery_is_acknowledged_once(flareship_client, database):
+    await _hold_the_dispatcher(flareship_client)
     first = await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-dup")
     again = await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-dup")
     assert first.status == 202
@@ -57,9 +66,7 @@ async def test_repeated_delivery_is_acknowledged_once(flareship_client, database
 async def test_githubs_redelivery_of_a_failed_delivery_runs_it_again(flareship_client, database):
     """GitHub's "Redeliver" resends the same X-GitHub-Delivery: a delivery whose handlers failed is
     queued again (202); one that was handled is still only acknowledged."""
-    from bot.dispatcher import DISPATCHER
-
-    await flareship_client.app[DISPATCHER].stop()  # these rows' outcomes are set by hand below
+    await _hold_the_dispatcher(flareship_client)  # these rows' outcomes are set by hand below
     for delivery_id in ("d-failed", "d-done"):
         assert (await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id=delivery_id)).status == 202
     failed, done = await deliveries.get_delivery(database, "d-failed"), await deliveries.get_delivery(database, "d-done")
@@ -76,6 +83,7 @@ async def test_githubs_redelivery_of_a_failed_delivery_runs_it_again(flareship_c
 
 
 async def test_concurrent_repeats_store_one_row(flareship_client, database):
+    await _hold_the_dispatcher(flareship_client)
     responses = await asyncio.gather(
         *(post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-race") for _ in range(10))
     )
