@@ -54,7 +54,7 @@ class DetailsLinks:
             raise FlareshipError("AUTH_007", "This page needs the signed link from the check run's Details button",
                                  status=401)
         expires_text, _, signature = token.partition(".")
-        if not expires_text.isdigit() or len(expires_text) > 12 or not hmac.compare_digest(
+        if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12 or not hmac.compare_digest(
             signature, self._signature(deployment_id, int(expires_text))
         ):
             raise FlareshipError("AUTH_007", "This link is not valid for this deployment", status=401)

@@ -48,6 +48,8 @@ def test_one_link_per_day_so_re_rendered_check_runs_keep_theirs():
     lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),
     lambda t: "-1." + t.split(".")[1],
     lambda t: "9" * 40 + "." + t.split(".")[1],
+    lambda t: "²." + t.split(".")[1],  # a digit to str.isdigit, not to int()
+    lambda t: "١٧٩٨٣٢٩٦٠٠." + t.split(".")[1],  # Arabic-Indic digits, which int() would read
 ])
 def test_tampered_or_missing_tokens_are_refused(mangle):
     links = DetailsLinks("webhook-secret", "https://x")
