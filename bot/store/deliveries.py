@@ -112,7 +112,10 @@ def store_new_deliveries(conn: sa.Connection, deliveries: Sequence[NewDelivery])
         params += (d.delivery_id, d.event, d.action, d.installation_id, d.repository, pack(d.payload), stamp(d.received_at))
     new_ids = {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}
     repeats = [i for i in first if i not in new_ids]
-    requeued = _requeue_failed(conn, repeats) if repeats else set()
+    requeued = set()
+    if repeats:
+        sql = _requeue_failed_sql(dialect.paramstyle, len(repeats))
+        requeued = {row[0] for row in conn.exec_driver_sql(sql, tuple(repeats))}
     return _outcomes([d.delivery_id for d in deliveries], new_ids, requeued)
 
 
@@ -126,15 +129,11 @@ def _outcomes(delivery_ids: list[str], new_ids: set[str], requeued: set[str]) ->
     return outcome
 
 
-#: The SQLite dialect, for binding rows the way the table's column types would (`sqlite_row`).
-_SQLITE = sqlite_dialect.dialect()
-
-
 def sqlite_row(d: NewDelivery) -> tuple:
     """A delivery as SQLite stores it (payload lz4-compressed, time as text), made when it arrives,
     so the commit has nothing left to convert."""
     return (d.delivery_id, d.event, d.action, d.installation_id, d.repository,
-            _bind_processor(_SQLITE, "payload")(d.payload), _bind_processor(_SQLITE, "received_at")(d.received_at))
+            _SQLITE_PACK(d.payload), _SQLITE_STAMP(d.received_at))
 
 
 def store_sqlite_rows(raw: sqlite3.Connection, rows: Sequence[tuple]) -> list[str]:
@@ -160,23 +159,26 @@ def store_sqlite_rows(raw: sqlite3.Connection, rows: Sequence[tuple]) -> list[st
     else:
         new_ids = {i for (i,) in raw.execute(f"SELECT delivery_id FROM {webhook_deliveries.name} WHERE id > ?", (before,))}
         if repeats := [i for i in first if i not in new_ids]:
-            requeued = {i for (i,) in raw.execute(
-                f"UPDATE {webhook_deliveries.name} SET status = '{PENDING}', processed_at = NULL "
-                f"WHERE status = '{FAILED}' AND delivery_id IN ({', '.join('?' * len(repeats))}) RETURNING delivery_id",
-                repeats)}
+            requeued = {i for (i,) in raw.execute(_requeue_failed_sql("qmark", len(repeats)), repeats)}
     return _outcomes([row[0] for row in rows], new_ids, requeued)
 
 
-def _requeue_failed(conn: sa.Connection, delivery_ids: list[str]) -> set[str]:
-    """Failed deliveries among `delivery_ids` back to pending; returns their ids."""
-    t = webhook_deliveries
-    statement = (
-        sa.update(t)
-        .where(t.c.delivery_id.in_(delivery_ids), t.c.status == FAILED)
-        .values(status=PENDING, processed_at=None)
-        .returning(t.c.delivery_id)
+def _placeholders(paramstyle: str, count: int) -> list[str]:
+    if paramstyle == "qmark":  # sqlite3
+        return ["?"] * count
+    if paramstyle == "numeric_dollar":  # asyncpg
+        return [f"${n}" for n in range(1, count + 1)]
+    raise NotImplementedError(f"no delivery SQL for the {paramstyle!r} parameter style")
+
+
+@functools.lru_cache(maxsize=64)
+def _requeue_failed_sql(paramstyle: str, count: int) -> str:
+    """Failed deliveries among `count` ids back to pending, returning their ids (driver SQL)."""
+    return (
+        f"UPDATE {webhook_deliveries.name} SET status = '{PENDING}', processed_at = NULL "
+        f"WHERE status = '{FAILED}' AND delivery_id IN ({', '.join(_placeholders(paramstyle, count))}) "
+        "RETURNING delivery_id"
     )
-    return set(conn.execute(statement).scalars())
 
 
 _INSERTED_COLUMNS = ("delivery_id", "event", "action", "installation_id", "repository", "payload", "received_at")
@@ -186,12 +188,7 @@ _INSERTED_COLUMNS = ("delivery_id", "event", "action", "installation_id", "repos
 def _insert_ignoring_repeats_sql(paramstyle: str, rows: int, returning: bool = True) -> str:
     """The multi-row INSERT for `rows` deliveries, in the driver's placeholder style."""
     width = len(_INSERTED_COLUMNS)
-    if paramstyle == "qmark":  # sqlite3
-        placeholders = ["?"] * (rows * width)
-    elif paramstyle == "numeric_dollar":  # asyncpg
-        placeholders = [f"${n}" for n in range(1, rows * width + 1)]
-    else:
-        raise NotImplementedError(f"no delivery INSERT for the {paramstyle!r} parameter style")
+    placeholders = _placeholders(paramstyle, rows * width)
     values = ", ".join(
         "(" + ", ".join(placeholders[i * width : (i + 1) * width]) + f", '{PENDING}', 0)" for i in range(rows)
     )
@@ -208,6 +205,11 @@ def _bind_processor(dialect, column: str) -> Callable[[object], object]:
     `received_at`), without SQLAlchemy's per-row statement machinery."""
     process = webhook_deliveries.c[column].type.bind_processor(dialect)
     return process if process is not None else (lambda value: value)
+
+
+#: Rows bound the way the table's column types bind them on SQLite (`sqlite_row`).
+_SQLITE = sqlite_dialect.dialect()
+_SQLITE_PACK, _SQLITE_STAMP = _bind_processor(_SQLITE, "payload"), _bind_processor(_SQLITE, "received_at")
 
 
 async def insert_deliveries(conn, deliveries: Sequence[NewDelivery]) -> list[str]:
