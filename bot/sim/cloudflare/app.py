@@ -241,6 +241,10 @@ async def get_user(request):
     if token.kind == "account":
         raise SimError(401, 1000, "Invalid API Token")
     sim._usable(token)
+    if not token.allows("user_details:read"):
+        # As Cloudflare answers a token without User Details Read; wrangler's whoami takes 9109
+        # to mean "no email" (https://github.com/cloudflare/workers-sdk, packages/wrangler/src/user/whoami.ts).
+        raise SimError(403, 9109, "Unauthorized to access requested resource")
     return envelope({"id": "sim-user-" + token.id[:8], "email": "sim@flareship.test", "suspended": False})
 
 

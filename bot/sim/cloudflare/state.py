@@ -28,6 +28,8 @@ PERMISSIONS = (
     "workers_routes:edit",
     "containers:read",
     "containers:edit",
+    # User:User Details:Read, which GET /user needs (account-owned tokens cannot hold it).
+    "user_details:read",
 )
 FULL_PERMISSIONS = frozenset(PERMISSIONS)
 #: A typical deploy token: everything but billing and token reading.
