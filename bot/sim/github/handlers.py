@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from multidict import MultiDict
+from multidict import MultiDict, MultiMapping
 
 from bot.sim.github.state import (
     LEVELS,
@@ -47,14 +47,22 @@ class Call:
     method: str
     path: str
     params: dict[str, str]
-    query: MultiDict
+    query: MultiMapping[str]
     body: Any
     accept: str
     #: scheme://host[:port][prefix] as the client sees it (for absolute URLs)
     api_root: str
     server_root: str
     token: IssuedToken | None = None
-    repo: Repository | None = None
+    #: the repository of a `/repos/{owner}/{repo}/...` route, set once the server has authorised it
+    found_repo: Repository | None = None
+
+    @property
+    def repo(self) -> Repository:
+        """The authorised repository; only repository routes read it, and the server sets it for them."""
+        if self.found_repo is None:
+            raise LookupError(f"{self.path} is not a repository route")
+        return self.found_repo
 
 
 Handler = Callable[[Call], Awaitable[Reply]]

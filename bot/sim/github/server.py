@@ -233,7 +233,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             return handling.respond(not_found(), path)
         if not _allowed(issued.permissions, permissions):
             return handling.respond(error(403, "Resource not accessible by integration"), path)
-        call.repo = repo
+        call.found_repo = repo
     call.token = auth.token if auth.kind == "token" else None
     try:
         reply = await handler(call)

@@ -14,13 +14,14 @@ import copy
 import functools
 import json
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Hashable
+from typing import Any, cast
 from urllib.parse import quote
 
 from cachetools import LRUCache
 from jsonschema import FormatChecker
 from jsonschema.exceptions import best_match
-from multidict import CIMultiDict, MultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiMapping
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from openapi_core.templating.paths.finders import APICallPathFinder
@@ -75,7 +76,7 @@ def openapi() -> OpenAPI:
     checker = _SharedFormatChecker()
     checker.checkers = dict(OAS30WriteValidator.FORMAT_CHECKER.checkers)
     factory = SchemaValidatorsFactory(OAS30WriteValidator, checker)
-    return OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None, schema_validators_factory=factory,
+    return OpenAPI.from_dict(cast("dict[Hashable, Any]", spec), config=Config(spec_validator_cls=None, schema_validators_factory=factory,
                                                   path_finder_cls=_CachedPathFinder))
 
 
@@ -214,8 +215,8 @@ def _body_problem(template: str, method: str, body: bytes) -> Problem | None:
 _BODY_ERRORS = ("RequestBody", "MediaType")
 
 
-def validate_request(template: PathTemplate, params: dict[str, str], method: str, query: MultiDict,
-                     headers: CIMultiDict, body: bytes, content_type: str) -> Problem | None:
+def validate_request(template: PathTemplate, params: dict[str, str], method: str, query: MultiMapping[str],
+                     headers: CIMultiDictProxy[str], body: bytes, content_type: str) -> Problem | None:
     """None when the request conforms; otherwise GitHub's 404/422 answer.
 
     openapi-core checks the operation, path and query parameters; the body is checked separately.
