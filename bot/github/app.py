@@ -195,13 +195,17 @@ class GitHubApp:
                 self._mint(key, int(installation_id), permissions, repositories)
             )
             self._minting[key] = task
-            task.add_done_callback(lambda _t, key=key: self._minting.pop(key, None))
+            task.add_done_callback(functools.partial(self._forget_mint, key))
         # shield: one caller giving up must not cancel the mint the others are waiting for.
         return await asyncio.shield(task)
 
     def invalidate_token(self, installation_id: int, permissions: dict[str, str] | None = None,
                          repositories: list[str] | None = None) -> None:
         self._tokens.pop(token_key(installation_id, permissions, repositories), None)
+
+    def _forget_mint(self, key: TokenKey, _task: asyncio.Task[InstallationToken]) -> None:
+        """Drop a finished mint so the next request for that key starts afresh."""
+        self._minting.pop(key, None)
 
     async def _mint(self, key: TokenKey, installation_id: int, permissions: dict[str, str] | None,
                     repositories: list[str] | None) -> InstallationToken:

@@ -156,9 +156,9 @@ def rate_limit_wait(exc: HTTPException, *, attempt: int, now: float, policy: Ret
         return retry_after
     remaining = _header(headers, "x-ratelimit-remaining")
     reset = _header(headers, "x-ratelimit-reset")
-    if isinstance(exc, RateLimitExceeded) or (remaining == "0" and reset is not None):
-        if isinstance(exc, RateLimitExceeded):
-            return max(0.0, exc.rate_limit.reset_datetime.timestamp() - now) + 1.0
+    if isinstance(exc, RateLimitExceeded):
+        return max(0.0, exc.rate_limit.reset_datetime.timestamp() - now) + 1.0
+    if remaining == "0" and reset is not None:
         return max(0.0, float(reset) - now) + 1.0
     message = " ".join(str(a) for a in exc.args).lower()
     if status == 429 or "secondary rate limit" in message or "abuse" in message:

@@ -134,13 +134,13 @@ def make_registry_routes(state: RegistryState, authorize: Authorize | None = Non
                                                      "Location": f"/v2/{repo}/manifests/{digest}"})
         if (resp := denied(request, "pull", repo)) is not None:
             return resp
-        digest = state.resolve(repo, reference)
-        if digest is None:
+        resolved = state.resolve(repo, reference)
+        if resolved is None:
             if repo not in state.manifests:
                 return _error(404, "NAME_UNKNOWN", f"repository {repo} not known to registry")
             return _error(404, "MANIFEST_UNKNOWN", f"manifest {reference} unknown")
-        media_type, data = state.manifests[repo][digest]
-        headers = {"Docker-Content-Digest": digest, "Content-Type": media_type, "Content-Length": str(len(data))}
+        media_type, data = state.manifests[repo][resolved]
+        headers = {"Docker-Content-Digest": resolved, "Content-Type": media_type, "Content-Length": str(len(data))}
         if request.method == "HEAD":
             return web.Response(status=200, headers=headers)
         return web.Response(status=200, body=data, headers=headers)

@@ -8,7 +8,10 @@ stuck lock. All times are supplied by the caller (an injectable clock), never by
 
 from __future__ import annotations
 
+import builtins
+
 from datetime import datetime, timedelta
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -111,7 +114,7 @@ class DeploymentStore:
             await conn.execute(deployments.update().where(deployments.c.id == deployment_id).values(**values))
 
     async def update_and_log(self, deployment_id: str, values: dict[str, Any],
-                             logs: list[tuple[datetime, str, str, str | None]] = (),
+                             logs: Sequence[tuple[datetime, str, str, str | None]] = (),
                              release: dict[str, Any] | None = None,
                              only_if_status: tuple[str, ...] | None = None) -> tuple[bool, bool, list[int]]:
         """One transaction: update the row (optionally only when its status is one of
@@ -161,7 +164,7 @@ class DeploymentStore:
             return (await conn.execute(sa.select(deployments).where(deployments.c.id == deployment_id))).first()
 
     async def list(self, *, environment=None, repository=None, status=None, target=None, limit=50,
-                   before: str | None = None) -> list[sa.Row]:
+                   before: str | None = None) -> builtins.list[sa.Row]:
         q = sa.select(deployments)
         if environment:
             q = q.where(deployments.c.environment == environment)
@@ -178,14 +181,14 @@ class DeploymentStore:
         async with self.db.connect() as conn:
             return list((await conn.execute(q)).fetchall())
 
-    async def active_keys(self) -> list[tuple[str, str]]:
+    async def active_keys(self) -> builtins.list[tuple[str, str]]:
         """(target, environment) pairs with queued or in-progress deployments."""
         q = (sa.select(deployments.c.target, deployments.c.environment)
              .where(deployments.c.status.in_(("queued", "in_progress"))).distinct())
         async with self.db.connect() as conn:
             return [(r.target, r.environment) for r in (await conn.execute(q)).fetchall()]
 
-    async def queue(self, target: str, environment: str) -> list[sa.Row]:
+    async def queue(self, target: str, environment: str) -> builtins.list[sa.Row]:
         """In-progress deployments first (to resume), then queued ones in FIFO order."""
         q = (
             sa.select(deployments.c.id, deployments.c.status, deployments.c.queued_at)
@@ -225,7 +228,7 @@ class DeploymentStore:
                 deployment_id=deployment_id, timestamp=timestamp, level=level, message=message, step=step))
             return int(result.inserted_primary_key[0])
 
-    async def logs(self, deployment_id: str, after: int = 0, limit: int = 10_000) -> list[sa.Row]:
+    async def logs(self, deployment_id: str, after: int = 0, limit: int = 10_000) -> builtins.list[sa.Row]:
         q = (sa.select(deployment_logs).where(deployment_logs.c.deployment_id == deployment_id,
                                               deployment_logs.c.id > after)
              .order_by(deployment_logs.c.id).limit(limit))
@@ -316,7 +319,10 @@ class DeploymentStore:
                     target=target, environment=environment, actor=actor, reason=reason, created_at=now))
         except IntegrityError:
             pass
-        return await self.get_lock(target, environment)
+        lock = await self.get_lock(target, environment)
+        if lock is None:  # inserted or kept above; gone only if an unlock raced this call
+            raise LookupError(f"the lock on {target} {environment} was removed while it was being set")
+        return lock
 
     async def delete_lock(self, target: str, environment: str) -> bool:
         async with self.db.begin() as conn:
