@@ -43,6 +43,9 @@ webhook_deliveries = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("processed_at", UTCDateTime, nullable=True),
     sa.Column("claimed_at", UTCDateTime, nullable=True),
+    #: The dispatcher process (`bot.store.dispatchers`) whose claim this is; NULL for claims made
+    #: without registering (`Dispatcher.run_once`) or before revision 0006.
+    sa.Column("claimed_by", sa.String(32), nullable=True),
     sa.UniqueConstraint("delivery_id"),
     sa.Index("ix_webhook_deliveries_status_id", "status", "id"),
 )
@@ -76,6 +79,7 @@ class StoredDelivery:
     last_error: str | None
     processed_at: datetime | None
     claimed_at: datetime | None = None
+    claimed_by: str | None = None
 
 
 def _stored(row) -> StoredDelivery:
