@@ -20,6 +20,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from bot.logs import redact
 from bot.store.base import CompressedText, UTCDateTime, metadata, utcnow
+from bot.store.delivery_order import Blockers, Slot
 
 log = logging.getLogger(__name__)
 
@@ -321,28 +322,64 @@ class DeliveryWriter:
 
 # -- the dispatcher's side -----------------------------------------------------------------
 
+#: Arbitrary constant key: on PostgreSQL replicas claim one at a time (see `claim_pending`).
+_PG_CLAIM_LOCK = 0x466C617266  # "Flarf"
+#: Pending rows a claim reads at a time, and at most per claim (rows held behind other owners'
+#: claims are passed over; past the budget they wait for the next claim).
+CLAIM_CHUNK = 100
+CLAIM_SCAN_BUDGET = 2000
 
-async def claim_pending(database, limit: int) -> list[StoredDelivery]:
-    """Mark up to `limit` oldest pending deliveries as processing (one attempt more) and return them.
 
-    One UPDATE ... RETURNING, so two dispatchers on one PostgreSQL never claim the same row. It
-    runs like the intake's group commit (`run_write`: one hop to the store's thread on SQLite), so
-    while webhooks pour in it holds the write lock for one statement, not for several round trips.
+async def claim_pending(database, limit: int, owner: str | None = None) -> list[StoredDelivery]:
+    """Mark up to `limit` of the oldest pending deliveries that may run now as processing by
+    `owner` (one attempt more) and return them, oldest first.
+
+    A pending delivery may not run yet while one it must follow (`delivery_order`: an older one
+    of its repository, or an installation change of its installation) is claimed by another
+    owner, live or dead and awaiting takeover, or is itself left pending: so no replica overtakes
+    another's claims within a repository, and a delivery taken back from a dead one runs before
+    the later ones of its repository. `owner=None` claims without a registration
+    (`Dispatcher.run_once`). On PostgreSQL the transaction holds an advisory lock, so replicas
+    claim one at a time and each sees the others' claims (SQLite's write lock does the same).
+    It runs like the intake's group commit (`run_write`: one hop to the store's thread on SQLite).
     """
-    rows = await database.run_write(_claim, limit)
+    rows = await database.run_write(_claim, limit, owner)
     return sorted((_stored(r) for r in rows), key=lambda d: d.id)
 
 
-def _claim(conn: sa.Connection, limit: int) -> list:
+def _claim(conn: sa.Connection, limit: int, owner: str | None) -> list[sa.Row]:
     t = webhook_deliveries
-    oldest = sa.select(t.c.id).where(t.c.status == PENDING).order_by(t.c.id).limit(limit).scalar_subquery()
+    if limit <= 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CLAIM_LOCK})
+    ordering = (t.c.id, t.c.event, t.c.installation_id, t.c.repository)
+    others = conn.execute(sa.select(*ordering).where(t.c.status == PROCESSING, t.c.claimed_by.is_distinct_from(owner)))
+    blockers = Blockers([Slot(*row) for row in others])
+    chosen: list[int] = []
+    after, budget = 0, CLAIM_SCAN_BUDGET
+    while len(chosen) < limit and budget > 0:
+        pending = sa.select(*ordering).where(t.c.status == PENDING, t.c.id > after).order_by(t.c.id).limit(CLAIM_CHUNK)
+        rows = [Slot(*row) for row in conn.execute(pending)]
+        for slot in rows:
+            if blockers.holds(slot):
+                blockers.add(slot)  # the ones after it wait for it in turn
+            else:
+                chosen.append(slot.id)
+                if len(chosen) == limit:
+                    break
+        if len(rows) < CLAIM_CHUNK:
+            break
+        after, budget = rows[-1].id, budget - len(rows)
+    if not chosen:
+        return []
     statement = (
         sa.update(t)
-        .where(t.c.id.in_(oldest), t.c.status == PENDING)
-        .values(status=PROCESSING, attempts=t.c.attempts + 1, claimed_at=utcnow())
+        .where(t.c.id.in_(chosen), t.c.status == PENDING)
+        .values(status=PROCESSING, attempts=t.c.attempts + 1, claimed_at=utcnow(), claimed_by=owner)
         .returning(*t.c)
     )
-    return conn.execute(statement).all()
+    return list(conn.execute(statement).all())
 
 
 async def record_outcomes(database, done: Sequence[int], failed: Sequence[tuple[int, str]]) -> None:
@@ -365,14 +402,20 @@ def _record(conn: sa.Connection, done: list[int], failed: list[tuple[int, str]])
         )
 
 
-async def release(database, ids: Sequence[int]) -> None:
-    """Give claimed but unprocessed deliveries back (the dispatcher is stopping)."""
+async def release(database, ids: Sequence[int], owner: str | None = None) -> None:
+    """Give back deliveries `owner` claimed and did not run (the dispatcher is stopping); a claim
+    that meanwhile passed to another owner is left alone."""
     if ids:
-        t = webhook_deliveries
-        async with database.begin() as conn:
-            await conn.execute(
-                sa.update(t).where(t.c.id.in_(list(ids)), t.c.status == PROCESSING).values(status=PENDING)
-            )
+        await database.run_write(_release, list(ids), owner)
+
+
+def _release(conn: sa.Connection, ids: list[int], owner: str | None) -> None:
+    t = webhook_deliveries
+    conn.execute(
+        sa.update(t)
+        .where(t.c.id.in_(ids), t.c.status == PROCESSING, t.c.claimed_by.is_not_distinct_from(owner))
+        .values(status=PENDING, claimed_by=None)
+    )
 
 
 #: How long handled deliveries are kept. Done ones must outlive GitHub's redelivery window (3 days
@@ -409,31 +452,20 @@ def _delete(conn: sa.Connection, ids) -> int:
     return conn.execute(sa.delete(t).where(t.c.id.in_(ids))).rowcount or 0
 
 
-async def renew_claims(database, ids: Sequence[int]) -> None:
-    """Stamp this process's unfinished claims as fresh, so that no replica's sweep (nor its own)
-    takes back a delivery still queued here behind a slow one (`requeue_interrupted`)."""
-    if ids:
-        t = webhook_deliveries
-        async with database.begin() as conn:
-            await conn.execute(
-                sa.update(t).where(t.c.id.in_(list(ids)), t.c.status == PROCESSING).values(claimed_at=utcnow())
-            )
-
-
 async def requeue_interrupted(database, claimed_before: datetime | None = None) -> int:
-    """Deliveries left `processing` by a process that stopped mid-way go back to `pending`.
+    """Deliveries left `processing` go back to `pending`, whoever claimed them.
 
     `claimed_before=None` takes back every claim: right for SQLite, where one process owns the
-    file, so at start-up any claim is a dead one. With replicas on PostgreSQL a claim may belong
-    to a live process, so only claims older than a lease are taken back (`Dispatcher`).
-    Handlers are idempotent, so running a delivery again has the effect of running it once.
+    file, so at start-up any claim is a dead one. Dispatchers take back the claims of dead
+    owners through their registry (`bot.store.dispatchers.beat`). Handlers are idempotent, so
+    running a delivery again has the effect of running it once.
     """
     t = webhook_deliveries
     condition = t.c.status == PROCESSING
     if claimed_before is not None:
         condition &= sa.or_(t.c.claimed_at.is_(None), t.c.claimed_at < claimed_before)
     async with database.begin() as conn:
-        result = await conn.execute(sa.update(t).where(condition).values(status=PENDING))
+        result = await conn.execute(sa.update(t).where(condition).values(status=PENDING, claimed_by=None))
     return result.rowcount or 0
 
 
