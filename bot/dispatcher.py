@@ -3,31 +3,30 @@ GitHub's order within each repository (repositories side by side).
 
 The intake stores and acknowledges; this background task does the work afterwards, so a slow or
 failing handler never delays GitHub's 2xx and never loses an event. A handler exception marks
-that delivery failed (with its error) and the dispatcher moves on. Claims are streamed into
-per-repository lanes, so a slow repository holds up only itself. On start it picks up what a
-previous process stored and did not finish; with replicas on PostgreSQL, a claim is taken back
-only once it is older than `claim_lease` and not renewed by a live replica, so none loses its work.
+that delivery failed (with its error) and the dispatcher moves on. Claims are streamed into lanes
+(`bot.lanes`), so a slow repository holds up only itself. Each dispatcher registers itself with a
+heartbeat (`bot.store.dispatchers`) and its claims name it: when a process dies, another (or its
+own successor) takes its claims back seconds after its heartbeat stops, and no replica overtakes
+them meanwhile (`deliveries.claim_pending`), so GitHub's order holds across a crash too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 from aiohttp import web
 from gidgethub import routing, sansio
 
+from bot.lanes import Lanes
 from bot.logs import correlated
 from bot.services import Services
-from bot.store import deliveries
-
+from bot.store import deliveries, dispatchers
 from bot.store.deliveries import StoredDelivery
 
 log = logging.getLogger(__name__)
@@ -70,12 +69,13 @@ class Dispatcher:
         busy_share: float = 0.2,
         max_pause: float = 0.25,
         intake_busy: Callable[[], bool] | None = None,
+        heartbeat_interval: float = 2.0,
+        owner_timeout: float = 10.0,
     ):
         self.services = services
         self.router = router
         self.poll_interval = poll_interval
         self.batch_size = batch_size
-        self.parallel_repositories = parallel_repositories
         self.handler_timeout = handler_timeout
         self.flush_interval = flush_interval
         #: While webhooks are arriving (`intake_busy()`), handlers get at most this share of the
@@ -83,22 +83,28 @@ class Dispatcher:
         self.busy_share = busy_share
         self.max_pause = max_pause  # a slow handler (waiting on GitHub) does not stall the queue
         self.intake_busy = intake_busy
-        #: A claim older than this is taken back from a replica that must have died: no handler
-        #: runs longer than `handler_timeout`.
+        #: This process beats every `heartbeat_interval` seconds; one silent for `owner_timeout`
+        #: is taken for dead and its claims are taken back (a few missed beats: a busy event loop
+        #: or a slow commit must not pass for a death).
+        self.heartbeat_interval = heartbeat_interval
+        self.owner_timeout = owner_timeout
+        #: Claims naming no owner (`run_once`, or a process from before revision 0006) are taken
+        #: back once older than this: no handler runs longer than `handler_timeout`.
         self.claim_lease = handler_timeout + 30.0
-        self._next_sweep = 0.0
+        #: This process's id in the registry while it runs (`start`); None for `run_once` alone.
+        self.owner: str | None = None
         self.prune_interval = 3600.0  # handled deliveries expire by days; hourly is plenty
         self._next_prune = 0.0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task | None = None
         self._claimed: dict[int, StoredDelivery] = {}  # claimed and not finished
-        self._queues: dict[str, collections.deque[StoredDelivery]] = {}
-        self._lanes: dict[str, asyncio.Task] = {}
-        self._slots = asyncio.Semaphore(parallel_repositories)
+        self._lanes = Lanes(self._run_one, parallel=parallel_repositories, stopping=lambda: self._stopping)
         self._outcomes = _Outcomes()
         self._stopping = False
         self.processed = 0
         self.failed = 0
+        self.taken_back = 0  # deliveries taken back from dead owners (observability)
 
     @property
     def database(self):
@@ -111,49 +117,85 @@ class Dispatcher:
         self._wakeup.set()
 
     async def start(self) -> None:
-        requeued = await self._take_back_claims(at_start=True)
+        """Register, take back what dead owners left, then dispatch and beat in the background."""
+        self.owner = dispatchers.new_owner_id()
+        await dispatchers.register(self.database, self.owner)
+        requeued = await self._beat(at_start=True)
         if requeued:
-            log.info("resuming %d webhook deliveries interrupted by the previous process", requeued)
+            log.info("resuming %d webhook deliveries interrupted by a previous process", requeued)
         self._stopping = False
         self._wakeup.set()  # pending rows from before the restart
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-dispatcher")
+        loop = asyncio.get_running_loop()
+        self._heartbeat = loop.create_task(self._beat_regularly(), name="webhook-dispatcher-heartbeat")
+        self._task = loop.create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Let the running handlers finish (up to `timeout`), give unfinished claims back, end the task."""
+        """Let the running handlers finish (up to `timeout`), give unfinished claims back, end the
+        task, and leave the registry."""
         self._stopping = True
         self._wakeup.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except asyncio.TimeoutError:
-            self._task.cancel()
+        if self._task is not None:
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._task = None
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except asyncio.TimeoutError:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+            self._task = None
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        if self.owner is not None:
+            owner, self.owner = self.owner, None
+            try:
+                await asyncio.shield(dispatchers.deregister(self.database, owner))
+            except Exception as exc:  # the others take its claims back once its heartbeat is stale
+                log.warning("could not leave the dispatcher registry: %s", exc)
 
-    async def _take_back_claims(self, *, at_start: bool = False) -> int:
-        """Claims of a process that stopped mid-way go back to pending.
+    async def _beat_regularly(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._beat()
+            except Exception as exc:  # the next beat tries again; others wait `owner_timeout`
+                log.warning("webhook dispatcher heartbeat failed: %s", exc)
 
-        On SQLite this process owns the file, so at start-up every claim is a dead one. On
-        PostgreSQL other replicas may be working on theirs: only claims older than the lease are
-        taken back, at start-up and then about every `claim_lease / 4` seconds, when this
-        process first renews its own (each replica's renewal keeps its claims out of the sweep).
+    async def _beat(self, *, at_start: bool = False) -> int:
+        """One heartbeat, which also takes back the claims of dead owners; returns how many.
+
+        On SQLite this process owns the file, so at start-up every other owner is a dead one.
         """
-        if self.database.dialect == "sqlite":
-            return await deliveries.requeue_interrupted(self.database) if at_start else 0
-        if not at_start and time.monotonic() < self._next_sweep:
+        if self.owner is None:
             return 0
-        self._next_sweep = time.monotonic() + self.claim_lease / 4
-        await deliveries.renew_claims(self.database, list(self._claimed))  # ours are alive, queued or running
-        cutoff = datetime.now(timezone.utc) - timedelta(seconds=self.claim_lease)
-        taken = await deliveries.requeue_interrupted(self.database, claimed_before=cutoff)
-        if taken and not at_start:
-            log.warning("took back %d webhook deliveries claimed over %ds ago by a replica that stopped",
-                        taken, self.claim_lease)
-        return taken
+        everyone = at_start and self.database.dialect == "sqlite"
+        beat = await dispatchers.beat(
+            self.database, self.owner, stale_after=0 if everyone else self.owner_timeout,
+            legacy_lease=None if everyone else self.claim_lease,
+        )
+        if not beat.registered:
+            await self._registration_lost()
+        if beat.taken_back:
+            self.taken_back += beat.taken_back
+            self._wakeup.set()
+            if not at_start:
+                log.warning("took back %d webhook deliveries from %d dispatcher(s) that stopped beating",
+                            beat.taken_back, len(beat.dead))
+        return beat.taken_back
+
+    async def _registration_lost(self) -> None:
+        """Another process struck this one off (it stalled past `owner_timeout`) and took its claims
+        back: forget those not started, and register again under a new id."""
+        old, self.owner = self.owner, dispatchers.new_owner_id()
+        dropped = self._lanes.drop_queued()
+        for delivery in dropped:
+            self._claimed.pop(delivery.id, None)
+        log.warning("webhook dispatcher %s was taken for dead (heartbeat older than %ss); %d queued deliveries "
+                    "left to whoever claims them again", old, self.owner_timeout, len(dropped))
+        await dispatchers.register(self.database, self.owner)
+        await deliveries.release(self.database, [d.id for d in dropped], old)  # claimed after the strike-off
 
     async def _prune_if_due(self) -> None:
         """Drop handled deliveries past their retention (`deliveries.KEEP_DONE` / `KEEP_FAILED`)."""
@@ -169,7 +211,7 @@ class Dispatcher:
             log.info("pruned %d webhook deliveries past their retention", pruned)
 
     async def _run(self) -> None:
-        """Claim while there is room, hand each delivery to its repository's lane, repeat.
+        """Claim while there is room, hand each delivery to its lane, repeat.
 
         Claims are streamed: a slow lane holds up only its own repository, never the next
         claim. At most `batch_size` deliveries are claimed and unfinished at a time, and a new
@@ -179,12 +221,11 @@ class Dispatcher:
             while not self._stopping:
                 claimed: list[StoredDelivery] = []
                 try:
-                    await self._take_back_claims()
                     await self._prune_if_due()
                     room = self.batch_size - len(self._claimed)
                     if room >= max(1, self.batch_size // 2):
-                        claimed = await deliveries.claim_pending(self.database, room)
-                        await self._admit(claimed)
+                        claimed = await deliveries.claim_pending(self.database, room, self.owner)
+                        self._admit(claimed)
                     if not self._claimed or time.monotonic() - self._outcomes.flushed_at >= self.flush_interval:
                         await self._flush()
                 except asyncio.CancelledError:
@@ -200,7 +241,7 @@ class Dispatcher:
                     self._wakeup.clear()
         finally:
             try:
-                await self._drain()  # handlers already running finish; the lanes take no more
+                await self._lanes.drain()  # handlers already running finish; the lanes take no more
             finally:
                 await self._wind_down()
 
@@ -208,12 +249,12 @@ class Dispatcher:
         """Claim one batch, handle all of it, record the outcomes; returns how many were handled.
 
         The background task (`start`) does the same continuously; this is the unit tests and
-        one-off runs use.
+        one-off runs use (without `start` the claims name no owner).
         """
-        claimed = await deliveries.claim_pending(self.database, self.batch_size)
+        claimed = await deliveries.claim_pending(self.database, self.batch_size, self.owner)
         try:
-            await self._admit(claimed)
-            await self._drain()
+            self._admit(claimed)
+            await self._lanes.drain()
             return sum(1 for d in claimed if d.id not in self._claimed)
         finally:
             if self._stopping:
@@ -221,42 +262,14 @@ class Dispatcher:
             else:
                 await asyncio.shield(self._flush())
 
-    async def _admit(self, claimed: list[StoredDelivery]) -> None:
-        """Queue each delivery on its repository's lane, in claim order (GitHub's order).
-
-        Deliveries about one repository run one after the other; repositories run side by side,
-        at most `parallel_repositories` at once. A delivery about no repository (an installation
-        event) waits for every lane to finish, runs alone, and only then is the rest admitted.
-        """
+    def _admit(self, claimed: list[StoredDelivery]) -> None:
+        """Queue each delivery on its lane, in claim order (GitHub's order; see `bot.lanes`)."""
         for delivery in claimed:
             self._claimed[delivery.id] = delivery
         for delivery in claimed:
             if self._stopping:
                 return
-            if delivery.repository is None:
-                await self._drain()
-                if not self._stopping:
-                    await self._run_one(delivery)
-                continue
-            self._queues.setdefault(delivery.repository, collections.deque()).append(delivery)
-            if delivery.repository not in self._lanes:
-                self._lanes[delivery.repository] = asyncio.get_running_loop().create_task(
-                    self._run_lane(delivery.repository), name=f"webhook-lane {delivery.repository}"
-                )
-
-    async def _run_lane(self, repository: str) -> None:
-        """Handle one repository's queued deliveries in order until its queue is empty."""
-        queue = self._queues[repository]
-        try:
-            async with self._slots:
-                while queue and not self._stopping:
-                    await self._run_one(queue.popleft())
-        finally:
-            # No await between the last look at the queue and leaving: a delivery admitted
-            # meanwhile either found this lane still registered (and was run) or starts a new one.
-            del self._lanes[repository]
-            if not queue:
-                self._queues.pop(repository, None)
+            self._lanes.admit(delivery)
 
     async def _run_one(self, delivery: StoredDelivery) -> None:
         begun = time.monotonic()
@@ -271,25 +284,16 @@ class Dispatcher:
         if time.monotonic() - self._outcomes.flushed_at >= self.flush_interval:
             await self._flush()
 
-    async def _drain(self) -> None:
-        """Wait until every lane has finished its queue (or stopped)."""
-        while self._lanes:
-            await asyncio.gather(*self._lanes.values(), return_exceptions=True)
-
     async def _wind_down(self) -> None:
         """On stop: end the lanes, record what finished, give back what was claimed and not run
         (a delivery whose handler the stop cut short included)."""
-        lanes = list(self._lanes.values())
-        for lane in lanes:
-            lane.cancel()
-        await asyncio.gather(*lanes, return_exceptions=True)
-        self._queues.clear()
+        await self._lanes.cancel()
         await asyncio.shield(self._flush())
         unfinished, self._claimed = list(self._claimed), {}
         if unfinished:
             try:
-                await asyncio.shield(deliveries.release(self.database, unfinished))
-            except Exception as exc:  # they are taken back at the next start (or after the lease)
+                await asyncio.shield(deliveries.release(self.database, unfinished, self.owner))
+            except Exception as exc:  # taken back once this process's heartbeat is stale (or at the next start)
                 log.warning("could not give back %d claimed webhook deliveries: %s", len(unfinished), exc)
 
     def _intake_is_busy(self) -> bool:
