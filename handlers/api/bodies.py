@@ -1,7 +1,8 @@
 """Reading a JSON request body into a pydantic model, with the API's limits and error codes.
 
-415 for a body that is not JSON, 413 above 1 MiB, 400 for malformed JSON, 422 naming the first
-invalid field (all of them in `details.errors`).
+415 for a body that is not JSON or declares a charset other than UTF-8, 413 above 1 MiB, 400 for
+malformed JSON, bytes that are not UTF-8 or nesting deeper than `MAX_JSON_DEPTH`, 422 naming the
+first invalid field (all of them in `details.errors`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from pydantic import BaseModel, ValidationError
 from bot.errors import FlareshipError
 
 MAX_API_BODY = 1024 * 1024
+#: No request model nests deeper than a handful of levels; deeper bodies are refused before
+#: anything recurses over them (Python's json decoder raises RecursionError near 1,000).
+MAX_JSON_DEPTH = 32
+#: RFC 8259 section 8.1: JSON exchanged between systems is UTF-8.
+_UTF8_NAMES = frozenset({"utf-8", "utf8"})
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -59,6 +65,63 @@ async def read_limited(request: web.Request, limit: int = MAX_API_BODY) -> bytes
     return b"".join(chunks)
 
 
+def json_depth(value: object) -> int:
+    """How deeply `value` nests arrays and objects (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def check_json_content_type(request: web.Request) -> None:
+    """415 unless the body is declared JSON in UTF-8 (no charset means UTF-8, RFC 8259 section 8.1)."""
+    content_type = request.content_type.lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise FlareshipError(
+            "SYS_006", f"Content-Type must be application/json, not {content_type or 'missing'}", status=415
+        )
+    charset = request.charset
+    if charset is not None and charset.strip().lower() not in _UTF8_NAMES:
+        raise FlareshipError(
+            "SYS_006", f"JSON request bodies must be UTF-8, not charset={charset[:40]}", status=415,
+            details={"field": "Content-Type", "reason": "charset must be utf-8"},
+        )
+
+
+def decode_json(raw: bytes) -> object:
+    """The JSON value of a UTF-8 body (a leading BOM is ignored); 400 when it is not one."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FlareshipError("SYS_006", f"The request body is not valid UTF-8 (byte {exc.start})",
+                             status=400) from None
+    too_deep = FlareshipError(
+        "SYS_006", f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels", status=400,
+        details={"field": "body", "reason": f"nested deeper than {MAX_JSON_DEPTH} levels"},
+    )
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:
+        raise FlareshipError("SYS_006", f"Malformed JSON: {exc}", status=400) from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise too_deep
+    return data
+
+
 async def parse_body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
     """Validate the JSON body against `model`; with `optional`, an empty body means `{}`."""
     raw = await read_limited(request)
@@ -66,15 +129,8 @@ async def parse_body(request: web.Request, model: type[M], *, optional: bool = F
         if optional:
             return model()
         raise FlareshipError("SYS_006", "A JSON request body is required", status=400)
-    content_type = request.content_type.lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise FlareshipError(
-            "SYS_006", f"Content-Type must be application/json, not {content_type or 'missing'}", status=415
-        )
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FlareshipError("SYS_006", f"Malformed JSON: {exc}", status=400) from None
+    check_json_content_type(request)
+    data = decode_json(raw)
     if not isinstance(data, dict):
         raise FlareshipError(
             "SYS_006", "The request body must be a JSON object", status=422,
