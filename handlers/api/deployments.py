@@ -32,7 +32,7 @@ from handlers.api.present import (
     summary_json,
 )
 from handlers.api.security import authorize, caller
-from handlers.api.sse import stream_logs
+from handlers.api.sse import last_event_id, stream_logs
 from handlers.api.state import API_STATE
 from handlers.http import json_success
 
@@ -201,9 +201,10 @@ async def get_deployment_status(request: web.Request) -> web.Response:
 
 async def stream_deployment_logs(request: web.Request) -> web.StreamResponse:
     """GET /deploy/{deploymentId}/logs: Server-Sent Events (replay, resume, live, end)."""
+    after = last_event_id(request)  # a bad resume id is a 400 before any lookup
     engine = engine_of(request)
     deployment = await _deployment(request)
-    return await stream_logs(request, engine, deployment.id, request.app[API_STATE].sse)
+    return await stream_logs(request, engine, deployment.id, request.app[API_STATE].sse, after=after)
 
 
 async def rollback_deployment(request: web.Request) -> web.Response:

@@ -159,3 +159,28 @@ def summary_json(deployment: Deployment) -> dict:
 def log_json(line: LogLine) -> dict:
     """One SSE event's data: the seed's three fields (plus the step, additive)."""
     return {"timestamp": iso(line.timestamp), "level": line.level, "message": line.message, "step": line.step}
+
+
+#: The final event's level and wording by final status (the seed's levels: info, warn, error).
+_END_LEVELS: dict[str, str] = {"completed": "info", "cancelled": "warn", "rolled_back": "warn", "failed": "error"}
+_END_WORDS: dict[str, str] = {"completed": "completed", "cancelled": "was cancelled",
+                              "rolled_back": "was rolled back", "failed": "failed"}
+
+
+def end_json(deployment: Deployment, now: datetime) -> dict:
+    """The `end` event's data: the seed's three fields like every event, then the final status
+    (and the error, when there is one). `now` stands in for a missing end time."""
+    words = _END_WORDS.get(deployment.status, deployment.status)
+    message = f"Deployment {deployment.id} {words}"
+    if deployment.error is not None:
+        message += f": {deployment.error.code} {deployment.error.message}"
+    data: dict = {
+        "timestamp": iso(deployment.ended_at or now),
+        "level": _END_LEVELS.get(deployment.status, "info"),
+        "message": message,
+        "deploymentId": deployment.id,
+        "status": deployment.status,
+    }
+    if deployment.error is not None:
+        data["error"] = {"code": deployment.error.code, "message": deployment.error.message}
+    return data

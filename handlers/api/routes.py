@@ -29,9 +29,11 @@ ID_PARAM = {
 
 RESUME_PARAMS = (
     {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
-     "description": "Resume after this event id (sent by EventSource on reconnect)"},
-    {"name": "lastEventId", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
-     "description": "Same as Last-Event-ID, for clients that cannot set headers"},
+     "description": "Resume after this event id (sent by EventSource on reconnect); anything but 1 to 18 "
+                    "ASCII digits answers 400 SYS_006. Wins over lastEventId when both are sent."},
+    {"name": "lastEventId", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999},
+     "description": "Same as Last-Event-ID, for clients that cannot set headers (400 SYS_006 when invalid)"},
 )
 
 
@@ -81,8 +83,9 @@ OPERATIONS: tuple[Operation, ...] = (
               "Stream deployment logs (Server-Sent Events)", "deployments", path_params=(ID_PARAM, *RESUME_PARAMS),
               errors=(400, 401, 403, 404, 503), kind="sse",
               description="Replays stored lines, then streams new ones. Each event has `id: N` and "
-                          "`data: {timestamp, level, message}`; reconnect with `Last-Event-ID` to resume. "
-                          "Comments keep the connection alive; `event: end` carries the final status."),
+                          "`data: {timestamp, level, message, step}`; reconnect with `Last-Event-ID` to resume. "
+                          "Comments keep the connection alive. The last event, `event: end` (no id), has "
+                          "`data: {timestamp, level, message, deploymentId, status}` (and `error` when it failed)."),
     Operation("POST", "/deploy/{deploymentId}/rollback", deployments.rollback_deployment, "rollbackDeployment",
               "Roll the deployment's environment back to the release before it (or targetVersion)", "deployments",
               auth="token", request=models.RollbackRequest, request_optional=True, response=models.RollbackResponse,
@@ -141,7 +144,7 @@ _ERROR_TEXT = {
     400: "Malformed request or invalid configuration", 401: "Missing, invalid, expired or revoked credentials",
     402: "Resource quota exceeded", 403: "Not allowed (token scope or permissions)", 404: "Not found",
     409: "Conflict (busy, locked, or wrong state)", 429: "Rate limited (see Retry-After)", 413: "Request body larger than 1 MiB",
-    415: "Content-Type is not application/json", 422: "Validation failed (see details.field and details.reason)",
+    415: "Content-Type is not application/json, or declares a charset other than UTF-8", 422: "Validation failed (see details.field and details.reason)",
     424: "Dependency check failed", 500: "Internal error", 502: "Upstream failure", 503: "Service temporarily unavailable",
     504: "Upstream timeout",
 }

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from aiohttp import web
 
-from handlers.api.present import log_json
+from bot.errors import FlareshipError
+from handlers.api.present import end_json, log_json
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +32,32 @@ class SSESettings:
     retry_ms: int = 2000
 
 
+#: An event id as this server sends them (ASCII digits that fit a 64-bit integer).
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
+
+
+def _event_id(raw: str, field: str) -> int:
+    if not _EVENT_ID.fullmatch(raw):
+        raise FlareshipError(
+            "SYS_006", f"{field} must be an event id of this stream (1 to 18 ASCII digits), not {raw[:40]!r}",
+            status=400, details={"field": field, "reason": "must be a non-negative integer event id"},
+        )
+    return int(raw)
+
+
 def last_event_id(request: web.Request) -> int:
-    """The id after which to resume: Last-Event-ID header, or ?lastEventId= for plain clients."""
-    raw = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or "0"
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        return 0
-    return max(0, value)
+    """The id after which to resume: Last-Event-ID header, or ?lastEventId= for plain clients.
+
+    Both are checked when both are sent (400 for either one invalid); the header wins, as an
+    EventSource reconnecting to a URL with ?lastEventId= sends the newer id there."""
+    header = request.headers.get("Last-Event-ID")
+    query = request.query.get("lastEventId")
+    after = 0
+    if query is not None:
+        after = _event_id(query, "lastEventId")
+    if header is not None:
+        after = _event_id(header, "Last-Event-ID")
+    return after
 
 
 def format_event(data: dict, *, event_id: int | None = None, event: str | None = None) -> bytes:
@@ -49,8 +70,9 @@ def format_event(data: dict, *, event_id: int | None = None, event: str | None =
     return ("\n".join(lines) + "\n\n").encode()
 
 
-async def stream_logs(request: web.Request, engine, deployment_id: str, settings: SSESettings) -> web.StreamResponse:
-    after = last_event_id(request)
+async def stream_logs(request: web.Request, engine, deployment_id: str, settings: SSESettings, *,
+                      after: int = 0) -> web.StreamResponse:
+    """Stream the log lines after `after` (see `last_event_id`), live ones, then the `end` event."""
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",
@@ -88,10 +110,7 @@ async def stream_logs(request: web.Request, engine, deployment_id: str, settings
                 for line in await engine.logs(deployment_id, after=after):
                     await write(format_event(log_json(line), event_id=line.id))
                     after = line.id
-                final = {"deploymentId": deployment.id, "status": deployment.status}
-                if deployment.error is not None:
-                    final["error"] = {"code": deployment.error.code, "message": deployment.error.message}
-                await write(format_event(final, event="end"))
+                await write(format_event(end_json(deployment, datetime.now(timezone.utc)), event="end"))
                 break
             try:
                 await asyncio.wait_for(wake.wait(), timeout=min(settings.poll_interval, settings.keepalive_interval))

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from bot.engine.model import STEP_NAMES, Deployment, DeploymentError, LogLine, Release
 from handlers.api.auth import wider_permissions
-from handlers.api.present import deploy_json, iso, estimate_remaining, status_json, step_medians
+from handlers.api.present import deploy_json, end_json, iso, estimate_remaining, status_json, step_medians
 from handlers.api.sse import format_event
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
@@ -94,6 +94,23 @@ def test_sse_framing():
     assert format_event({"status": "completed"}, event="end") == b'event: end\ndata: {"status":"completed"}\n\n'
     # A message with a newline stays one data line (JSON escapes it).
     assert format_event({"message": "a\nb"}, event_id=1).count(b"\n") == 3
+
+
+def test_end_event_carries_the_seeds_three_fields():
+    failed = Deployment(id="dep_x", environment="staging", app_name="shop", script_name="shop-staging", target="shop",
+                        status="failed", ended_at=T0,
+                        error=DeploymentError(code="DEPLOY_006", message="Health check timeout", step="Health check"))
+    assert end_json(failed, T0 + timedelta(hours=1)) == {
+        "timestamp": "2026-01-05T10:00:00.000Z", "level": "error",
+        "message": "Deployment dep_x failed: DEPLOY_006 Health check timeout",
+        "deploymentId": "dep_x", "status": "failed",
+        "error": {"code": "DEPLOY_006", "message": "Health check timeout"},
+    }
+    done = failed.model_copy(update={"status": "completed", "error": None, "ended_at": None})
+    data = end_json(done, T0)
+    assert (data["level"], data["message"], data["timestamp"]) == ("info", "Deployment dep_x completed", iso(T0))
+    assert "error" not in data
+    assert end_json(done.model_copy(update={"status": "rolled_back"}), T0)["level"] == "warn"
 
 
 def test_responses_speak_the_seeds_status_vocabulary():

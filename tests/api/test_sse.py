@@ -69,6 +69,10 @@ async def test_replay_then_end_and_resume_with_last_event_id(deploy_api):
     assert [e["id"] for e in lines] == [line.id for line in stored]
     assert all(set(e["data"]) >= {"timestamp", "level", "message"} for e in lines)
     assert events[-1]["event"] == "end" and events[-1]["data"]["status"] == "completed"
+    end = events[-1]["data"]  # the seed: every event's data is {timestamp, level, message}
+    assert end["level"] == "info" and end["deploymentId"] == dep_id and dep_id in end["message"]
+    assert end["timestamp"].endswith("Z") and end["timestamp"] >= lines[-1]["data"]["timestamp"]
+    assert "id" not in events[-1]  # resuming never skips the end event
     assert await resp.content.read() == b""  # the server closed the stream
 
     cut = lines[len(lines) // 2]["id"]
@@ -115,6 +119,7 @@ async def test_keep_alive_while_idle_then_end_on_cancel(deploy_api):
     assert resp.status == 200
     events = await read_events(stream, timeout=5)
     assert events[-1]["event"] == "end" and events[-1]["data"]["status"] == "cancelled"
+    assert events[-1]["data"]["level"] == "warn" and "cancelled" in events[-1]["data"]["message"]
 
 
 async def test_streams_a_deployment_run_by_another_replica(deploy_api):
@@ -171,3 +176,24 @@ async def test_a_stalled_client_does_not_hold_up_the_deployment_or_others(deploy
         assert final["status"] == "completed"
     finally:
         stalled.close()
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
+async def test_invalid_resume_ids_are_400(api):
+    token = await api.token("read")
+    path = "/deploy/dep_unknown/logs"  # checked before the deployment is looked up
+    for value in ("abc", "-1", "+3", "1.5", "1e3", "\u0663", "0x10", "", "1" * 19):
+        resp, body = await api.call("GET", path, token=token, headers={"Last-Event-ID": value.encode().decode("latin-1")})
+        assert resp.status == 400, (value, body)
+        assert body["error"]["code"] == "SYS_006" and body["error"]["details"]["field"] == "Last-Event-ID", value
+    for value in ("abc", "-1", "%20", "", "1" * 19):
+        resp, body = await api.call("GET", f"{path}?lastEventId={value}", token=token)
+        assert resp.status == 400, (value, body)
+        assert body["error"]["details"]["field"] == "lastEventId", value
+    # A good header does not excuse a bad query value.
+    resp, body = await api.call("GET", f"{path}?lastEventId=x", token=token, headers={"Last-Event-ID": "3"})
+    assert resp.status == 400 and body["error"]["details"]["field"] == "lastEventId"
+    # Valid ids reach the lookup.
+    for headers, query in (({"Last-Event-ID": "0"}, ""), ({}, "?lastEventId=" + "9" * 18)):
+        resp, body = await api.call("GET", path + query, token=token, headers=headers)
+        assert resp.status == 404 and body["error"]["code"] == "SYS_005", body
