@@ -12,7 +12,8 @@ import base64
 import json
 import logging
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.sim.cloudflare.faults import FaultInjector
 from bot.sim.cloudflare.state import CloudflareSim, Module, SimError
@@ -140,24 +141,35 @@ async def cloudflare_middleware(request: web.Request, handler):
         sim.requests.append((request.method, api_path, status))
 
 
-async def _prepare(request: web.Request, api_path: str) -> None:
-    """Read the body once (JSON or multipart) and check the request against the spec."""
-    sim: CloudflareSim = request.app[SIM]
-    body: bytes | None = None
-    metadata = None
-    if request.content_type.startswith("multipart/"):
-        parts: dict[str, Module] = {}
+async def _read_parts(request: web.Request) -> dict[str, Module]:
+    """Every part of a multipart body by name; a malformed body is Cloudflare's 400, not a 500."""
+    parts: dict[str, Module] = {}
+    try:
         reader = await request.multipart()
         while True:
             part = await reader.next()
             if part is None:
                 break
+            if not isinstance(part, BodyPartReader):
+                raise SimError(400, 10021, "nested multipart bodies are not accepted")
             data = bytes(await part.read(decode=False))
             name = part.name or ""
             if name in parts:
                 raise SimError(400, 10021, f"duplicate part {name!r}")
             parts[name] = Module(name, part.headers.get("Content-Type", "application/octet-stream").split(";")[0],
                                  data)
+    except (HttpProcessingError, ValueError, AssertionError) as exc:
+        raise SimError(400, 10021, f"malformed multipart body: {type(exc).__name__}") from None
+    return parts
+
+
+async def _prepare(request: web.Request, api_path: str) -> None:
+    """Read the body once (JSON or multipart) and check the request against the spec."""
+    sim: CloudflareSim = request.app[SIM]
+    body: bytes | None = None
+    metadata = None
+    if request.content_type.startswith("multipart/"):
+        parts = await _read_parts(request)
         meta_part = parts.pop("metadata", None)
         if meta_part is None:
             raise SimError(400, 10021, "multipart upload without a metadata part")

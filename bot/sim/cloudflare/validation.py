@@ -2,8 +2,8 @@
 
 The official 2024 spec lags the live API; the drift documented in bot/sim/specs/README.md is
 patched in here (and only that), so the simulator accepts what Cloudflare accepts today:
-`new_sqlite_classes`, `containers`/`annotations`/`observability` in upload metadata, the
-`subdomain` field, `use_sqlite` on namespaces.
+`new_sqlite_classes`, `containers` in upload metadata, D1's `id`, the binding kinds wrangler
+knows beyond the SDK's, named secrets.
 """
 
 from __future__ import annotations
@@ -28,29 +28,61 @@ PREFIX = "/client/v4"
 
 
 def _patch_cloudflare(spec: dict) -> dict:
+    """The drift of bot/sim/specs/README.md ("Known drift"), patched so the simulator takes what
+    the live API takes (and what wrangler sends), nothing more."""
     spec = copy.deepcopy(spec)
     spec["servers"] = [{"url": PREFIX}]
     schemas = spec["components"]["schemas"]
-    # A few path parameters reuse read-only response schemas, which openapi-core then refuses
-    # to accept in a request; the live API of course takes them.
-    for name in ("bill-subs-api_identifier", "iam_account_identifier", "workers_version_identifier"):
+    # Path parameters and request bodies reuse read-only response schemas, which openapi-core
+    # then refuses in a request (`workers_binding_name`: PUT secrets names the secret).
+    for name in ("bill-subs-api_identifier", "iam_account_identifier", "workers_version_identifier",
+                 "workers_binding_name"):
         schemas[name].pop("readOnly", None)
     step = schemas["workers_migration_step"]["properties"]
     for key in ("new_sqlite_classes", "deleted_sqlite_classes"):
-        step[key] = {"type": "array", "items": {"type": "string"}}
+        step.setdefault(key, {"type": "array", "items": {"type": "string"}})
     body = spec["components"]["requestBodies"]["workers_script_upload"]["content"]["multipart/form-data"]
     metadata = body["schema"]["oneOf"][0]["properties"]["metadata"]["properties"]
-    # Both migration shapes lack additionalProperties, so `oneOf` rejects every migration: the
-    # live API takes either shape.
-    metadata["migrations"] = {"anyOf": metadata["migrations"]["oneOf"]}
-    metadata["containers"] = {"type": "array", "items": {"type": "object", "properties": {
-        "class_name": {"type": "string"}}, "required": ["class_name"]}}
-    # The live API takes the annotations `versions` uploads declare, with the same limits.
+    # The 2024 base had both migration shapes under `oneOf` without additionalProperties, so
+    # every migration matched both; the live API takes either shape.
+    if "oneOf" in metadata["migrations"]:
+        metadata["migrations"] = {"anyOf": metadata["migrations"]["oneOf"]}
+    # wrangler 4 sends `containers` ({name?, class_name?}) and `code_update_strategy`, which the
+    # SDK-derived metadata lacks (README: "It has no `containers`").
+    metadata.setdefault("containers", {"type": "array", "items": {"type": "object", "properties": {
+        "class_name": {"type": "string"}, "name": {"type": "string"}}}})
+    metadata.setdefault("code_update_strategy", {"type": "string"})
+    # Older copies had no annotations/observability/assets on PUT; the current subset has them.
     version_meta = spec["components"]["requestBodies"]["workers_version-post"]["content"]["multipart/form-data"]
-    metadata["annotations"] = copy.deepcopy(version_meta["schema"]["properties"]["metadata"]["properties"]["annotations"])
-    metadata["observability"] = {"type": "object"}
-    metadata["assets"] = {"type": "object"}
+    metadata.setdefault("annotations", copy.deepcopy(
+        version_meta["schema"]["properties"]["metadata"]["properties"]["annotations"]))
+    metadata.setdefault("observability", {"type": "object"})
+    metadata.setdefault("assets", {"type": "object"})
+    for meta in (metadata, version_meta["schema"]["properties"]["metadata"]["properties"]):
+        _patch_bindings(meta.get("bindings"))
     return spec
+
+
+#: Binding kinds wrangler sends that the SDK-derived metadata lacks (README "Known drift").
+_EXTRA_BINDING_KINDS = ("worker_loader", "stream", "analytics", "agent_memory", "logfwdr", "websearch")
+
+
+def _patch_bindings(bindings: dict | None) -> None:
+    """wrangler sends a D1 binding's id as `id` (workers-sdk deploy-helpers
+    create-worker-upload-form.ts), the SDK types call it `database_id`: the API takes both."""
+    if not bindings:
+        return
+    kinds = bindings.get("items", {}).get("oneOf") or []
+    for kind in kinds:
+        if kind.get("properties", {}).get("type", {}).get("enum") == ["d1"]:
+            kind["required"] = ["name", "type"]
+            kind["anyOf"] = [{"required": ["id"]}, {"required": ["database_id"]}]
+    known = {e for kind in kinds for e in kind.get("properties", {}).get("type", {}).get("enum", [])}
+    for extra in _EXTRA_BINDING_KINDS:
+        if extra not in known and kinds:
+            kinds.append({"type": "object", "properties": {"name": {"type": "string"},
+                                                           "type": {"type": "string", "enum": [extra]}},
+                          "required": ["name", "type"]})
 
 
 def _patch_containers(spec: dict) -> dict:
