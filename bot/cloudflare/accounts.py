@@ -40,6 +40,22 @@ class TokenInfo:
     not_before: str | None = None
 
 
+#: The permission Cloudflare's GET /user needs; an account-owned token cannot hold it.
+USER_DETAILS_PERMISSION = "User:User Details:Read"
+#: Why a token's user could not be read (`TokenUser.reason`).
+ACCOUNT_OWNED_TOKEN = "account_owned_token"
+MISSING_USER_DETAILS = "missing_user_details_permission"
+
+
+@dataclass(frozen=True)
+class TokenUser:
+    """The user a token acts for, or why Cloudflare would not say (then `id` and `email` are None)."""
+
+    id: str | None
+    email: str | None
+    reason: str | None = None
+
+
 @dataclass
 class PermissionReport:
     """Which deploy capabilities the token has on the account, and what is missing by name."""
@@ -134,6 +150,29 @@ class AccountsAPI:
             if problem:
                 raise TokenInactive(problem, expires_on=info.expires_on)
         return info
+
+    async def token_user(self) -> TokenUser:
+        """GET /user: the token's user, when the token may read it.
+
+        Cloudflare refuses a user token without User Details Read with 9109, which wrangler's
+        whoami takes to mean "no email"; account-owned tokens belong to an account, not a user,
+        and user endpoints answer them 1000, which wrangler takes to mean "account token" (both in
+        https://github.com/cloudflare/workers-sdk, packages/wrangler/src/user/whoami.ts). Other
+        failures propagate.
+        """
+        if self.is_account_token:
+            return TokenUser(None, None, ACCOUNT_OWNED_TOKEN)
+        try:
+            result = await self.call("GET", "/user")
+        except PermissionDenied:
+            return TokenUser(None, None, MISSING_USER_DETAILS)
+        except AuthenticationError as exc:
+            if 1000 in exc.codes and not isinstance(exc, TokenInactive):
+                return TokenUser(None, None, ACCOUNT_OWNED_TOKEN)
+            raise
+        user = result if isinstance(result, dict) else {}
+        user_id, email = user.get("id"), user.get("email")
+        return TokenUser(str(user_id) if user_id else None, str(email) if email else None)
 
     async def get_account(self, account_id: str) -> dict:
         return await self.call("GET", f"/accounts/{account_id}")

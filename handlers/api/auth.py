@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import aiohttp
 import gidgethub
 from aiohttp import web
 
 from bot.api_auth import ACTIONS, ScopeError, allows
+from bot.cloudflare.errors import CloudflareError
 from bot.engine.config import CONFIG_PATH, parse_repo_config
 from bot.errors import FlareshipError
 from bot.github.contents import read_file
@@ -24,6 +26,9 @@ from handlers.api.deployments import engine_of
 from handlers.api.present import iso
 from handlers.api.security import authorize, caller, token_store
 from handlers.http import json_success
+
+if TYPE_CHECKING:
+    from bot.engine.runner import Engine
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +104,19 @@ async def verify_cloudflare_token(request: web.Request) -> web.Response:
                              details={"requiredScope": "deploy:<env>"})
     body = await parse_body(request, models.CloudflareVerifyRequest)
     register_secret(body.apiToken)
-    result = await engine_of(request).verify_token(body.apiToken, body.requiredScopes)
+    engine = engine_of(request)
+    result = await engine.verify_token(body.apiToken, body.requiredScopes)
+    result["user"] = await _token_user(engine, body.apiToken)
     return json_success(models.CloudflareVerifyResponse.model_validate(result).model_dump(mode="json"))
+
+
+async def _token_user(engine: Engine, api_token: str) -> dict[str, str | None]:
+    """The seed's `user` of a verified token: who it acts for, or null fields and the reason."""
+    try:
+        user = await engine.cloudflare.for_token(api_token).token_user()
+    except CloudflareError as exc:
+        raise exc.to_flareship(None) from None
+    return {"id": user.id, "email": user.email, "reason": user.reason}
 
 
 async def refresh_tokens(request: web.Request) -> web.Response:

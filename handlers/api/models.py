@@ -294,8 +294,16 @@ class CloudflareVerifyRequest(Body):
 
 
 class CloudflareUser(Out):
-    id: str | None = None
+    """The token's user from Cloudflare's GET /user; both null, with `reason`, when it may not be read."""
+
+    id: str | None = Field(default=None, description="Cloudflare's id of the user the token acts for")
     email: str | None = None
+    reason: Literal["account_owned_token", "missing_user_details_permission"] | None = Field(
+        default=None,
+        description="Why `id` and `email` are null: `account_owned_token` (the token belongs to an account, "
+                    "not a user) or `missing_user_details_permission` (the token lacks User:User Details:Read); "
+                    "null when the user was read",
+    )
 
 
 class CloudflareAccount(Out):

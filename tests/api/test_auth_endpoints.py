@@ -106,7 +106,10 @@ async def test_cloudflare_verify(deploy_api):
                                 json={"apiToken": TOKEN, "requiredScopes": []})
     assert resp.status == 200, body
     data = body["data"]
-    assert data["valid"] is True and data["user"]["id"]
+    token_id = env.sim.tokens[TOKEN].id
+    # `user` is the token's user, as Cloudflare's GET /user tells it (not the token's own id).
+    assert data["valid"] is True and data["user"]["id"] and data["user"]["id"] != token_id
+    assert data["user"]["email"] == "sim@flareship.test" and data["user"]["reason"] is None
     assert any(a["id"] == ACCOUNT_ID for a in data["accounts"]) and data["scopes"]
     assert TOKEN not in await resp.text()
     scope = data["scopes"][0]
@@ -123,3 +126,40 @@ async def test_cloudflare_verify(deploy_api):
     reader = await api.token("read")
     resp, body = await api.call("POST", "/auth/cloudflare/verify", token=reader, json={"apiToken": TOKEN})
     assert resp.status == 403 and body["error"]["code"] == "AUTH_006"
+
+
+async def test_cloudflare_verify_without_user_details_permission(deploy_api):
+    from bot.sim.cloudflare import DEPLOY_PERMISSIONS
+
+    api, env = deploy_api, deploy_api.sim_env
+    narrow = "sim-no-user-details-0123456789ab"
+    env.sim.add_token(narrow, account_ids=[ACCOUNT_ID], permissions=DEPLOY_PERMISSIONS - {"user_details:read"})
+    token = await api.token("deploy:staging")
+    resp, body = await api.call("POST", "/auth/cloudflare/verify", token=token,
+                                json={"apiToken": narrow, "requiredScopes": ["Account:Workers Scripts:Edit"]})
+    assert resp.status == 200, body
+    data = body["data"]
+    # Still a valid token; its user is unknown, and the answer says why instead of guessing.
+    assert data["valid"] is True and any(a["id"] == ACCOUNT_ID for a in data["accounts"])
+    assert data["user"] == {"id": None, "email": None, "reason": "missing_user_details_permission"}
+    assert narrow not in await resp.text()
+
+
+async def test_token_user_of_each_kind_of_token(deploy_api):
+    """The client's GET /user reading against the simulated Cloudflare, for the three cases."""
+    from bot.cloudflare.accounts import ACCOUNT_OWNED_TOKEN, MISSING_USER_DETAILS
+    from bot.services import SERVICES
+    from bot.sim.cloudflare import DEPLOY_PERMISSIONS
+
+    env = deploy_api.sim_env
+    clients = deploy_api.app[SERVICES].engine.cloudflare
+    env.sim.add_token("sim-no-user-details-0123456789ab", account_ids=[ACCOUNT_ID],
+                      permissions=DEPLOY_PERMISSIONS - {"user_details:read"})
+    env.sim.add_token("cfat_sim-account-owned-0123456789", account_ids=[ACCOUNT_ID], permissions=DEPLOY_PERMISSIONS)
+    user = await clients.for_token(TOKEN).token_user()
+    assert user.id == "sim-user-" + env.sim.tokens[TOKEN].id[:8] and user.email == "sim@flareship.test"
+    assert user.reason is None
+    user = await clients.for_token("sim-no-user-details-0123456789ab").token_user()
+    assert (user.id, user.email, user.reason) == (None, None, MISSING_USER_DETAILS)
+    user = await clients.for_token("cfat_sim-account-owned-0123456789").token_user()
+    assert (user.id, user.email, user.reason) == (None, None, ACCOUNT_OWNED_TOKEN)
