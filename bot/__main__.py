@@ -1,11 +1,20 @@
-"""The `flareship` command line: serve, demo, token, migrate."""
+"""The `flareship` command line: serve, setup, demo, token, migrate (and `--version`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
-from bot.settings import SettingsError, load_settings
+from bot.settings import SettingsError, load_serving_settings, load_settings
+
+
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml), as `flareship --version` prints it."""
+    try:
+        return version("flareship")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -14,10 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     from bot.app import init_app
     from bot.logs import configure_logging, register_secret
 
-    settings = load_settings()
-    problems = settings.problems_for_serving()
-    if problems:
-        raise SettingsError(problems)
+    settings = load_serving_settings()  # every problem at once (bot/settings.py)
     register_secret(settings.github_webhook_secret.get_secret_value(), pinned=True)
     register_secret(settings.private_key_pem(), pinned=True)
     if settings.cloudflare_api_token:
@@ -69,14 +75,27 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup(args: argparse.Namespace) -> int:
+    from bot.setup import run_setup
+
+    return run_setup(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flareship", description="Ship pull requests to Cloudflare.")
+    parser.add_argument("--version", action="version", version=f"flareship {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the webhook and REST server")
     serve.add_argument("--host", default=None, help="bind address (default: $HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, default=None, help="port (default: $PORT or 8000)")
     serve.set_defaults(func=_serve)
+
+    from bot.setup import add_arguments as add_setup_arguments
+
+    setup = commands.add_parser("setup", help="register the GitHub App from app.yml in the browser and write .env")
+    add_setup_arguments(setup)
+    setup.set_defaults(func=_setup)
 
     demo = commands.add_parser("demo", help="run Flareship end to end against the simulated GitHub and Cloudflare")
     demo.set_defaults(func=_demo)

@@ -1,22 +1,38 @@
-"""Every setting Flareship reads, validated once at start-up (never at import time)."""
+"""Every setting Flareship reads, validated once at start-up (never at import time).
+
+Sources, strongest first: the process environment, `<NAME>_FILE` for secret settings (Docker and
+Kubernetes secrets), then `.env` in the working directory (PRODUCT.md "Operating Flareship").
+Only `load_settings` reads `.env` and the `_FILE` files, so a `Settings(...)` built in code
+(tests, the demo) sees the environment alone.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from dotenv import dotenv_values
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
+DEFAULT_GITHUB_URL = "https://github.com"
 DEFAULT_CLOUDFLARE_API_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_REGISTRY_URL = "https://registry.cloudflare.com"
 DEFAULT_WORKERS_URL_TEMPLATE = "https://{script}.{subdomain}.workers.dev"
 
 #: Settings that may be suffixed `_<ENV>` to override them for one environment.
 PER_ENVIRONMENT = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_ACCOUNT_ID")
+#: Settings holding a secret; each may instead name a file holding it as `<NAME>_FILE`
+#: (`CLOUDFLARE_API_TOKEN_<ENV>` too). DATABASE_URL is one: it can carry a password.
+SECRET_SETTINGS = ("GITHUB_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET", "CLOUDFLARE_API_TOKEN", "METRICS_TOKEN",
+                   "DATABASE_URL")
+#: The file `load_settings` reads, relative to the working directory.
+ENV_FILE = ".env"
 
 
 class SettingsError(Exception):
@@ -50,6 +66,8 @@ class Settings(BaseSettings):
     github_private_key_path: Path | None = None
     github_webhook_secret: SecretStr | None = None
     github_api_url: str = DEFAULT_GITHUB_API_URL
+    #: GitHub's web address (the setup flow's App form); GitHub Enterprise Server: https://HOST.
+    github_url: str = DEFAULT_GITHUB_URL
     #: Minimum seconds between two writes on one installation (GitHub asks for about one).
     github_write_interval: float = Field(default=1.0, ge=0)
 
@@ -74,14 +92,7 @@ class Settings(BaseSettings):
     @classmethod
     def _capture_environment_overrides(cls, values: dict) -> dict:
         if isinstance(values, dict) and "environment_overrides" not in values:
-            overrides: dict[str, dict[str, str]] = {}
-            for key, value in os.environ.items():
-                upper = key.upper()
-                for base in PER_ENVIRONMENT:
-                    if upper.startswith(base + "_") and len(upper) > len(base) + 1:
-                        env = upper[len(base) + 1 :].lower()
-                        overrides.setdefault(env, {})[base] = value
-            values = {**values, "environment_overrides": overrides}
+            values = {**values, "environment_overrides": environment_overrides(os.environ)}
         return values
 
     # -- derived values ---------------------------------------------------------------
@@ -150,13 +161,128 @@ def normalize_database_url(url: str) -> str:
     )
 
 
-def load_settings(**overrides) -> Settings:
-    """Read the settings once; turn pydantic's errors into one SettingsError naming each field."""
+def environment_overrides(raw: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """`CLOUDFLARE_API_TOKEN_PRODUCTION=...` -> {"production": {"CLOUDFLARE_API_TOKEN": ...}}."""
+    overrides: dict[str, dict[str, str]] = {}
+    for key, value in raw.items():
+        upper = key.upper()
+        if upper.endswith("_FILE"):
+            continue  # a file reference, resolved by read_secret_files, never an environment named "file"
+        for base in PER_ENVIRONMENT:
+            if upper.startswith(base + "_") and len(upper) > len(base) + 1:
+                env = upper[len(base) + 1 :].lower()
+                overrides.setdefault(env, {})[base] = value
+    return overrides
+
+
+def _upper(values: Mapping[str, str | None]) -> dict[str, str]:
+    return {key.upper(): value for key, value in values.items() if value is not None}
+
+
+def read_env_file(env_file: str | Path | None) -> dict[str, str]:
+    """`.env`'s variables (names upper-cased); {} when there is none. OSError when it cannot be read."""
+    if env_file is None or not Path(env_file).is_file():
+        return {}
+    with open(env_file, encoding="utf-8"):  # raises for an unreadable file; dotenv_values would hide it
+        pass
+    return _upper(dotenv_values(env_file))
+
+
+def _is_secret(name: str) -> bool:
+    return name in SECRET_SETTINGS or name.startswith("CLOUDFLARE_API_TOKEN_")
+
+
+def read_secret_files(*layers: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Resolve `<SECRET>_FILE` variables: ({NAME: contents without trailing newlines}, problems).
+
+    `layers` are the sources strongest first (environment, then `.env`): a stronger layer's NAME
+    beats a weaker one's NAME_FILE and the other way round; both in one layer is a problem.
+    The problems name the variable and the path, never the contents.
+    """
+    names = sorted({key[: -len("_FILE")] for layer in layers for key in layer
+                    if key.endswith("_FILE") and _is_secret(key[: -len("_FILE")])})
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for name in names:
+        key = name + "_FILE"
+        layer = next((layer for layer in layers if layer.get(name) or layer.get(key)), None)
+        if layer is None or not layer.get(key):
+            continue  # NAME itself is set where it counts (or NAME_FILE is empty)
+        if layer.get(name):
+            problems.append(f"{name} and {key} are both set: set only one of them")
+            continue
+        path = layer[key]
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            problems.append(f"{key}: {path} is not UTF-8 text")
+            continue
+        except OSError as exc:
+            problems.append(f"{key}: cannot read {path}: {exc.strerror or type(exc).__name__}")
+            continue
+        values[name] = text.rstrip("\r\n")
+    return values, problems
+
+
+def _describe(exc: ValidationError) -> tuple[list[str], set[str]]:
+    """pydantic's errors as one line each (without the rejected value), and the fields they name."""
+    problems, fields = [], set()
+    for err in exc.errors():
+        fields.add(str(err["loc"][0]) if err["loc"] else "")
+        name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+        problems.append(f"{name}: {err['msg']}")
+    return problems, fields
+
+
+def _build(overrides: dict[str, Any], env_file: str | Path | None) -> tuple[Settings, list[str], set[str]]:
+    """Settings from every source, plus every problem found on the way (none hides another).
+
+    A field that fails validation is reported and then taken at its default, so the checks that
+    follow (`problems_for_serving`) still run on everything else.
+    """
+    problems: list[str] = []
     try:
-        return Settings(**overrides)
+        dotenv = read_env_file(env_file)
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{env_file}: cannot read it: {getattr(exc, 'strerror', None) or type(exc).__name__}")
+        dotenv, env_file = {}, None
+    environ = _upper(dict(os.environ))
+    from_files, file_problems = read_secret_files(environ, dotenv)
+    problems += file_problems
+    wanted = {key[: -len("_FILE")] for key in {**dotenv, **environ} if key.endswith("_FILE")}
+    unusable = {name.lower() for name in wanted if _is_secret(name) and name not in from_files}
+    values: dict[str, Any] = {name.lower(): value for name, value in from_files.items()
+                              if name.lower() in Settings.model_fields}
+    values["environment_overrides"] = environment_overrides({**dotenv, **environ, **from_files})
+    values.update(overrides)
+    try:
+        return Settings(_env_file=env_file, **values), problems, unusable  # type: ignore[call-arg]
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
-            problems.append(f"{name}: {err['msg']}")
-        raise SettingsError(problems) from None
+        found, fields = _describe(exc)
+    problems += found
+    defaults = {name: Settings.model_fields[name].get_default(call_default_factory=True)
+                for name in fields if name in Settings.model_fields}
+    try:
+        return Settings(_env_file=env_file, **{**values, **defaults}), problems, unusable | fields  # type: ignore[call-arg]
+    except ValidationError as exc:  # a default that fails would be a bug here; still one clear error
+        raise SettingsError(problems + _describe(exc)[0]) from None
+
+
+def load_settings(*, env_file: str | Path | None = ENV_FILE, **overrides: Any) -> Settings:
+    """Read the settings once; raise one SettingsError naming every invalid or unreadable one."""
+    settings, problems, _ = _build(overrides, env_file)
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def load_serving_settings(*, env_file: str | Path | None = ENV_FILE, **overrides: Any) -> Settings:
+    """The settings `flareship serve` needs, or one SettingsError listing all that is wrong with them."""
+    settings, problems, unusable = _build(overrides, env_file)
+    for problem in settings.problems_for_serving():
+        # "X is missing" after "X_FILE: cannot read ..." (or "X: invalid") would say the same twice.
+        if not any(problem.startswith(name.upper() + " ") for name in unusable):
+            problems.append(problem)
+    if problems:
+        raise SettingsError(problems)
+    return settings

@@ -22,6 +22,8 @@ from aiohttp import web
 
 from bot.github.paths import match_path
 from bot.sim.github.handlers import ROUTES, Call, Reply, build_tarball, error, not_found
+from bot.sim.github.manifest import API_ROUTES as MANIFEST_ROUTES
+from bot.sim.github.manifest import add_pages as add_manifest_pages
 from bot.sim.github.state import LEVELS, GitHubSim, LoggedRequest
 from bot.sim.github.validation import validate_request
 
@@ -191,7 +193,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return handling.respond(not_found(), path)
     template, params = found
     handling.template = template.template
-    route = ROUTES.get((request.method, template.template))
+    route = ROUTES.get((request.method, template.template)) or MANIFEST_ROUTES.get((request.method, template.template))
     if route is None:
         return handling.respond(not_found(), path)
     handler, needs, permissions = route
@@ -290,6 +292,7 @@ def make_app(sim: GitHubSim, *, prefix: str = "") -> web.Application:
     app = web.Application(client_max_size=30 * 1024 * 1024)
     app[SIM] = sim
     app[PREFIX] = prefix.rstrip("/")
+    add_manifest_pages(app, sim)  # github.com's "new GitHub App" pages (bot/sim/github/manifest.py)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 
