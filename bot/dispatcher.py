@@ -263,10 +263,16 @@ class Dispatcher:
                 await asyncio.shield(self._flush())
 
     def _admit(self, claimed: list[StoredDelivery]) -> None:
-        """Queue each delivery on its lane, in claim order (GitHub's order; see `bot.lanes`)."""
-        for delivery in claimed:
+        """Queue each delivery on its lane, in claim order (GitHub's order; see `bot.lanes`).
+
+        A delivery already in hand (taken back from this process while it ran, when it was taken
+        for dead, and claimed again) is not queued twice: its handler's outcome, recorded at
+        the next flush, covers the new claim.
+        """
+        fresh = [d for d in claimed if d.id not in self._claimed and d.id not in self._outcomes]
+        for delivery in fresh:
             self._claimed[delivery.id] = delivery
-        for delivery in claimed:
+        for delivery in fresh:
             if self._stopping:
                 return
             self._lanes.admit(delivery)
@@ -352,6 +358,9 @@ class _Outcomes:
             self.done.append(delivery_pk)
         else:
             self.failed.append((delivery_pk, error))
+
+    def __contains__(self, delivery_pk: int) -> bool:
+        return delivery_pk in self.done or any(pk == delivery_pk for pk, _ in self.failed)
 
     def take(self) -> tuple[list[int], list[tuple[int, str]]]:
         done, failed, self.done, self.failed = self.done, self.failed, [], []
