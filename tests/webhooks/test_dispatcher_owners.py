@@ -35,7 +35,7 @@ def logging_router(events: list[str], *, hold: set[str] | None = None, release: 
             await release.wait()
         events.append(f"end {event.delivery_id}")
 
-    for name in ("push", "installation", "security_advisory"):
+    for name in ("push", "installation", "installation_repositories", "security_advisory"):
         router.add(handler, name)
     return router
 
