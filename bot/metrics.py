@@ -35,6 +35,10 @@ class Metrics:
         self.webhooks = Counter(
             "flareship_webhook_deliveries", "GitHub webhook deliveries", ["event", "outcome"], registry=r,
         )
+        self.webhooks_ignored = Counter(
+            "flareship_webhook_ignored", "Verified deliveries of events no handler takes (acknowledged, not stored)",
+            ["event"], registry=r,
+        )
         self.cloudflare_calls = Counter(
             "flareship_cloudflare_responses", "Cloudflare API answers by status (reported by the client)",
             ["method", "status"], registry=r,
@@ -67,7 +71,7 @@ class Metrics:
     # -- hooks other areas call ----------------------------------------------------------------
 
     def webhook_delivery(self, event: str, outcome: str) -> None:
-        """outcome: accepted | requeued | duplicate | ping | rejected (intake) | processed | failed (dispatcher).
+        """outcome: accepted | requeued | duplicate | ignored | ping | rejected (intake) | processed | failed (dispatcher).
 
         Called on every acknowledgement, so the labelled counters are looked up in a dict of our own
         (`labels()` validates and locks on each call)."""
@@ -76,6 +80,10 @@ class Metrics:
         if counter is None:
             counter = self._webhook_counters[key] = self.webhooks.labels(*key)
         counter.inc()
+
+    def webhook_ignored(self, event: str) -> None:
+        """A verified delivery no handler takes (the intake's outcome `ignored`)."""
+        self.webhooks_ignored.labels(event[:50] or "unknown").inc()
 
     def cloudflare_call(self, method: str, status: int | None) -> None:
         label = str(status) if status is not None else "error"
