@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.cloudflare.errors import (
@@ -20,6 +20,7 @@ from bot.cloudflare.errors import (
     QuotaExceeded,
     TokenInactive,
 )
+from bot.cloudflare.transport import CloudflareTransport
 
 #: probe name -> (path under /accounts/{id}, the permission its refusal means)
 PROBES: dict[str, tuple[str, str]] = {
@@ -82,10 +83,10 @@ def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def token_problem(info: TokenInfo, now: datetime) -> str | None:
@@ -119,8 +120,8 @@ def workers_plan_from_names(names: list[str]) -> str | None:
     return None
 
 
-class AccountsAPI:
-    """Mixin: needs `call` / `request` / `is_account_token` from CloudflareTransport."""
+class AccountsAPI(CloudflareTransport):
+    """The account calls of CloudflareClient, on its transport (`call`, `get_all`, `is_account_token`)."""
 
     async def verify_token(self, account_id: str | None = None, *, require_active: bool = True,
                            now: datetime | None = None) -> TokenInfo:
@@ -146,7 +147,7 @@ class AccountsAPI:
         info = TokenInfo(result.get("id"), result.get("status", "unknown"), kind,
                          result.get("expires_on"), result.get("not_before"))
         if require_active:
-            problem = token_problem(info, now or datetime.now(timezone.utc))
+            problem = token_problem(info, now or datetime.now(UTC))
             if problem:
                 raise TokenInactive(problem, expires_on=info.expires_on)
         return info

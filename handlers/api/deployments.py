@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import aiohttp
@@ -26,8 +26,8 @@ from handlers.api.bodies import parse_body, query_model
 from handlers.api.present import (
     deploy_json,
     prepare_json,
-    status_json,
     seed_status,
+    status_json,
     step_medians,
     summary_json,
 )
@@ -196,7 +196,7 @@ async def get_deployment_status(request: web.Request) -> web.Response:
     medians = {} if deployment.is_final else await _medians(engine, deployment.environment)
     if deployment.queue_position is None and deployment.status == "queued":
         deployment = deployment.model_copy(update={"queue_position": await engine.queue_position(deployment.id)})
-    return json_success(status_json(deployment, logs=logs, medians=medians, now=datetime.now(timezone.utc)))
+    return json_success(status_json(deployment, logs=logs, medians=medians, now=datetime.now(UTC)))
 
 
 async def stream_deployment_logs(request: web.Request) -> web.StreamResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from bot.engine.model import STEP_NAMES, Deployment, LogLine, Release
 
@@ -13,8 +13,8 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def seed_status(status: str) -> str:
@@ -94,7 +94,7 @@ def estimate_remaining(deployment: Deployment, medians: dict[str, float], now: d
         elif step.status == "running" and median is not None:
             started = step.started_at or now
             if started.tzinfo is None:
-                started = started.replace(tzinfo=timezone.utc)
+                started = started.replace(tzinfo=UTC)
             remaining += max(0.0, median - (now - started).total_seconds())
     return remaining
 

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -110,7 +110,7 @@ async def stream_logs(request: web.Request, engine, deployment_id: str, settings
                 for line in await engine.logs(deployment_id, after=after):
                     await write(format_event(log_json(line), event_id=line.id))
                     after = line.id
-                await write(format_event(end_json(deployment, datetime.now(timezone.utc)), event="end"))
+                await write(format_event(end_json(deployment, datetime.now(UTC)), event="end"))
                 break
             try:
                 await asyncio.wait_for(wake.wait(), timeout=min(settings.poll_interval, settings.keepalive_interval))
