@@ -8,6 +8,7 @@ from aiohttp import web
 from bot.details_links import DetailsLinks
 from bot.dispatcher import DISPATCHER, Dispatcher, start_dispatcher, stop_dispatcher
 from bot.github.app import GitHubApp
+from bot.metrics import http_metrics_middleware
 from bot.services import SERVICES, Services
 from bot.settings import Settings
 from bot.store.db import Database
@@ -50,11 +51,12 @@ async def _store(app: web.Application):
 
 async def _engine(app: web.Application):
     """The deploy engine (Cloudflare clients + runner); resumes in-flight deployments on start."""
-    from bot.cloudflare import CloudflareClients
     from bot.engine import Engine
 
-    cloudflare = CloudflareClients(app[SETTINGS])
-    engine = Engine(app[SERVICES], cloudflare=cloudflare)
+    settings = app[SETTINGS]
+    cloudflare = _cloudflare_clients(settings, app[SERVICES].database)
+    lease = settings.deployment_lease_seconds
+    engine = Engine(app[SERVICES], cloudflare=cloudflare, lease_seconds=lease, heartbeat_seconds=lease / 3)
     app[SERVICES].engine = engine
     await engine.start()
     try:
@@ -62,6 +64,20 @@ async def _engine(app: web.Application):
     finally:
         await engine.stop()
         await cloudflare.aclose()
+
+
+def _cloudflare_clients(settings: Settings, database: Database | None):
+    """Cloudflare clients with one request budget per token, sized by the settings: on PostgreSQL
+    the budget is shared by every replica (bot/store/cloudflare_budget.py), on SQLite in-process."""
+    from bot.cloudflare import CloudflareClients
+    from bot.cloudflare.budget import RequestBudget, SharedRequestBudget
+    from bot.store.cloudflare_budget import SharedWindow
+
+    limit, window = settings.cloudflare_budget_limit, settings.cloudflare_budget_window
+    if database is not None and database.dialect == "postgresql":
+        return CloudflareClients(settings, keyed_budget_factory=lambda key: SharedRequestBudget(
+            SharedWindow(database, key), limit, window))
+    return CloudflareClients(settings, budget_factory=lambda: RequestBudget(limit, window))
 
 
 async def _pr_workflows(app: web.Application):
@@ -74,7 +90,7 @@ async def _pr_workflows(app: web.Application):
 
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[envelope_middleware],
+        middlewares=[http_metrics_middleware, envelope_middleware],
         client_max_size=MAX_BODY + 1,
     )
     app[SETTINGS] = settings
@@ -85,7 +101,9 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_engine)
     app.cleanup_ctx.append(_pr_workflows)
-    app[DISPATCHER] = Dispatcher(app[SERVICES], webhooks.router)
+    owner_timeout = settings.dispatcher_owner_timeout
+    app[DISPATCHER] = Dispatcher(app[SERVICES], webhooks.router, owner_timeout=owner_timeout,
+                                 heartbeat_interval=min(2.0, owner_timeout / 5))
     app.on_startup.append(start_dispatcher)
     app.on_shutdown.append(stop_dispatcher)
     webhooks.setup(app)

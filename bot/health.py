@@ -2,6 +2,9 @@
 
 Probes run on an interval in their own task with short timeouts; `/health/deployment` answers
 from the last results in memory, so it stays fast when a dependency hangs or is down.
+`readiness` is the other kind of check, of this process's own parts (`GET /readyz`): a load
+balancer or Kubernetes sends traffic only to a replica whose database answers, whose schema is
+the code's, and whose dispatcher runs.
 """
 
 from __future__ import annotations
@@ -12,8 +15,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cache
+from typing import TYPE_CHECKING
 
 import aiohttp
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from bot.dispatcher import Dispatcher
+    from bot.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +199,61 @@ class HealthMonitor:
         services = {name: result.as_json() for name, result in self.results.items()}
         healthy = all(r.status != "unhealthy" for r in self.results.values())
         return {"healthy": healthy, "services": services}
+
+
+#: Readiness must answer before a probe's own timeout (Kubernetes: 1 s by default).
+READINESS_TIMEOUT = 0.8
+
+
+@cache
+def head_revision() -> str | None:
+    """The newest migration this code ships (alembic's head), read once from the scripts."""
+    from alembic.script import ScriptDirectory
+
+    from bot.store.db import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _revision_and_ping(connection: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    connection.execute(sa.text("SELECT 1"))
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def dispatcher_running(dispatcher: "Dispatcher | None") -> bool:
+    """The dispatcher's task is alive and registered (bot/dispatcher.py `start`)."""
+    task = getattr(dispatcher, "_task", None)
+    return task is not None and not task.done() and getattr(dispatcher, "owner", None) is not None
+
+
+async def readiness(database: "Database | None", dispatcher: "Dispatcher | None",
+                    *, timeout: float = READINESS_TIMEOUT) -> dict[str, str]:
+    """What keeps this process from serving, by part (empty when ready).
+
+    Checks: the database answers (one short query), its schema is at the code's head revision,
+    the webhook dispatcher runs. Messages name the problem, never a credential.
+    """
+    problems: dict[str, str] = {}
+    if database is None:
+        problems["database"] = "not open"
+        problems["migrations"] = "unknown: no database"
+    else:
+        try:
+            async with asyncio.timeout(timeout):
+                async with database.connect() as conn:
+                    current = await conn.run_sync(_revision_and_ping)
+        except TimeoutError:
+            problems["database"] = f"no answer within {timeout:g}s"
+            problems["migrations"] = "unknown: no database"
+        except Exception as exc:  # any driver error: unreachable, refused, bad credentials
+            problems["database"] = f"unreachable: {type(exc).__name__}"
+            problems["migrations"] = "unknown: no database"
+        else:
+            head = head_revision()
+            if current != head:
+                problems["migrations"] = f"schema at revision {current or 'none'}, code expects {head}"
+    if not dispatcher_running(dispatcher):
+        problems["dispatcher"] = "not running"
+    return problems

@@ -3,16 +3,41 @@
 Other parts call the small hooks (`webhook_delivery`, `github_call`, `cloudflare_call`,
 `rate_limit`); deployments and steps are counted by subscribing to the engine's events
 (`attach_engine`), and queue depth is read from the engine when `/metrics` is scraped.
+HTTP latency by route is observed by `http_metrics_middleware` (bot/http_metrics.py); the process
+and platform collectors are prometheus-client's standard ones, on this registry.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from bot.services import SERVICES
+
 STEP_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
+#: Webhook acknowledgements take milliseconds (bench/webhook_ingest.py); GitHub gives up after 10 s.
+ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: The label of requests no route matched (404s, probes of random paths): never the raw path.
+UNMATCHED_ROUTE = "unmatched"
+#: The intake's route (handlers/webhooks/intake.py): its latency is GitHub's acknowledgement time.
+WEBHOOK_ROUTE = "/webhooks/github"
 
 
 class Metrics:
@@ -61,9 +86,29 @@ class Metrics:
             "flareship_api_requests", "REST API requests", ["operation", "status"], registry=r,
         )
         self.health = Gauge(
-            "flareship_dependency_up", "1 when a dependency's last probe was healthy, 0.5 degraded, 0 unhealthy",
+            "flareship_dependency_up", "1 when a dependency's last probe reached it (healthy or degraded), else 0",
             ["service"], registry=r,
         )
+        self.degraded = Gauge(
+            "flareship_dependency_degraded", "1 when a dependency's last probe found it degraded (slow, 429, access)",
+            ["service"], registry=r,
+        )
+        self.http_duration = Histogram(
+            "flareship_http_request_duration_seconds", "HTTP requests served, by route template",
+            ["method", "route", "status"], buckets=HTTP_BUCKETS, registry=r,
+        )
+        self.webhook_ack = Histogram(
+            "flareship_webhook_ack_seconds", "Time from a webhook request's arrival to its acknowledgement",
+            ["status"], buckets=ACK_BUCKETS, registry=r,
+        )
+        self.backlog = Gauge(
+            "flareship_dispatcher_backlog", "Stored webhook deliveries not handled yet (all replicas)",
+            ["status"], registry=r,
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        if GC_COLLECTOR is not None:  # None where the interpreter has no gc.get_stats
+            GCCollector(registry=r)
         self._unsubscribe = None
         self._webhook_counters: dict[tuple[str, str], Counter] = {}
         self._services = None  # set by attach_services
@@ -102,6 +147,22 @@ class Metrics:
 
     def api_request(self, operation: str, status: int) -> None:
         self.api_requests.labels(operation, str(status)).inc()
+
+    def dependency_status(self, service: str, status: str) -> None:
+        """A probe's result (`bot.health`): up 0/1, and degraded as its own 0/1."""
+        self.health.labels(service).set(0.0 if status == "unhealthy" else 1.0)
+        self.degraded.labels(service).set(1.0 if status == "degraded" else 0.0)
+
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_duration.labels(method, route, str(status)).observe(seconds)
+
+    def webhook_acknowledged(self, status: int, seconds: float) -> None:
+        self.webhook_ack.labels(str(status)).observe(seconds)
+
+    def dispatcher_backlog(self, counts: dict[str, int]) -> None:
+        """Pending and processing deliveries, as the store counted them at scrape time."""
+        for status in ("pending", "processing"):
+            self.backlog.labels(status).set(counts.get(status, 0))
 
     # -- engine events ---------------------------------------------------------------------------
 
@@ -182,3 +243,37 @@ class ServicesCollector(Collector):
                 headroom.add_metric([label], max(0.0, 1.0 - budget.in_window() / limit))
         yield sent
         yield headroom
+
+
+def route_label(request: web.Request) -> str:
+    """The matched route's template (`/deploy/{deploymentId}/status`), never the raw path, so the
+    label's values are bounded by the routes the app registers."""
+    resource = getattr(request.match_info.route, "resource", None)
+    return resource.canonical if resource is not None else UNMATCHED_ROUTE
+
+
+@web.middleware
+async def http_metrics_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Observe every request's latency by method, route template and status (outermost middleware,
+    so the envelope's error handling is inside what is measured); the webhook route's latency is
+    also the acknowledgement latency GitHub sees."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        services = request.app.get(SERVICES)
+        metrics = services.metrics if services is not None else None
+        if metrics is not None:
+            elapsed = time.perf_counter() - started
+            route = route_label(request)
+            metrics.http_request(request.method, route, status, elapsed)
+            if route == WEBHOOK_ROUTE and request.method == "POST":
+                metrics.webhook_acknowledged(status, elapsed)

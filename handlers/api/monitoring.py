@@ -1,4 +1,5 @@
-"""MonitoringController: dependency health, deployment and error metrics, resource usage, Prometheus."""
+"""MonitoringController: dependency health, deployment and error metrics, resource usage, Prometheus,
+and the bare readiness probe `GET /readyz`."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from collections.abc import Iterable
 from aiohttp import web
 from pydantic import Field
 
+from bot.dispatcher import DISPATCHER
 from bot.engine.model import STEP_NAMES, Deployment
+from bot.health import readiness
 from bot.services import SERVICES
+from bot.store import deliveries
 from handlers.api import models
 from handlers.api.bodies import query_model
 from handlers.api.deployments import engine_of
@@ -189,9 +193,32 @@ async def get_resource_usage(request: web.Request) -> web.Response:
     })
 
 
+async def _backlog(app: web.Application) -> None:
+    """The dispatcher's backlog (every replica's, from the store), when the store answers in time."""
+    database = app[SERVICES].database
+    if database is None:
+        return
+    try:
+        async with asyncio.timeout(COUNTS_TIMEOUT):
+            counts = await deliveries.count_by_status(database)
+    except Exception:  # a slow store keeps the last value; /metrics must stay fast
+        return
+    app[API_STATE].metrics.dispatcher_backlog(counts)
+
+
+async def get_readiness(request: web.Request) -> web.Response:
+    """GET /readyz: 200 when this process can serve (database, migrations, dispatcher), else 503
+    naming what is not ready. Bare, like /healthz: probes read the status code."""
+    problems = await readiness(request.app[SERVICES].database, request.app.get(DISPATCHER))
+    if problems:
+        return web.json_response({"status": "not ready", "problems": problems}, status=503)
+    return web.json_response({"status": "ready"})
+
+
 async def prometheus_metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text exposition (bare, not enveloped)."""
     await _counts(request.app)
+    await _backlog(request.app)
     metrics = request.app[API_STATE].metrics
     response = web.Response(body=metrics.render())
     response.headers["Content-Type"] = metrics.content_type

@@ -232,6 +232,19 @@ def openapi_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict:
         "responses": {"200": {"description": "Alive", "content": {"application/json": {"schema": {
             "type": "object", "properties": {"status": {"const": "ok"}}, "required": ["status"]}}}}},
     }}
+    paths["/readyz"] = {"get": {
+        "operationId": "readyz", "summary": "Bare readiness check (database, migrations, dispatcher)",
+        "tags": ["monitoring"], "security": [],
+        "responses": {
+            "200": {"description": "Ready", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"status": {"const": "ready"}}, "required": ["status"]}}}},
+            "503": {"description": "Not ready: `problems` names each part that is not", "content": {
+                "application/json": {"schema": {"type": "object", "properties": {
+                    "status": {"const": "not ready"},
+                    "problems": {"type": "object", "additionalProperties": {"type": "string"}}},
+                    "required": ["status", "problems"]}}}},
+        },
+    }}
     paths["/openapi.json"] = {"get": {
         "operationId": "openapi", "summary": "This document", "tags": ["monitoring"], "security": [],
         "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}},
@@ -273,8 +286,7 @@ async def _running_parts(app: web.Application):
     state.health = HealthMonitor.from_settings(
         settings, github_jwt=github.jwt if github is not None else None, interval=state.health_interval, timeout=state.health_timeout,
         degraded_after_ms=state.health_degraded_after_ms,
-        on_result=lambda name, r: state.metrics.health.labels(name).set(
-            {"healthy": 1.0, "degraded": 0.5}.get(r.status, 0.0)),
+        on_result=lambda name, r: state.metrics.dependency_status(name, r.status),
     )
     await state.health.start()
     try:
@@ -323,6 +335,7 @@ def setup(app: web.Application) -> None:
         handler = counted(handler, op.operation_id, state.metrics)
         app.router.add_route(op.method, op.path, handler, name=op.operation_id)
     app.router.add_get("/openapi.json", openapi_json, name="openapi")
+    app.router.add_get("/readyz", monitoring.get_readiness, name="readyz")
     app.cleanup_ctx.append(_running_parts)
     app.on_startup.append(_attach_metrics)
 

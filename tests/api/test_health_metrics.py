@@ -198,3 +198,99 @@ async def test_github_is_probed_as_the_app(github_sim, make_api):
             break
         await asyncio.sleep(0.02)
     assert github["status"] == "degraded" and "JWT" in github["issues"][0]
+
+
+# -- readiness (/readyz) and service metrics --------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
+async def test_readyz_is_bare_and_names_what_is_not_ready(api):
+    import sqlalchemy as sa
+
+    from bot.dispatcher import DISPATCHER
+    from bot.health import head_revision
+    from bot.services import SERVICES
+
+    resp = await api.client.get("/readyz")
+    assert resp.status == 200 and await resp.json() == {"status": "ready"}
+
+    database = api.app[SERVICES].database
+    head = head_revision()
+    assert head is not None and head >= "0007"
+    async with database.begin() as conn:
+        await conn.execute(sa.text("UPDATE alembic_version SET version_num = '0005'"))
+    try:
+        resp = await api.client.get("/readyz")
+        body = await resp.json()
+        assert resp.status == 503 and body["status"] == "not ready"
+        assert body["problems"] == {"migrations": f"schema at revision 0005, code expects {head}"}
+    finally:
+        async with database.begin() as conn:
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = :head"), {"head": head})
+
+    await api.app[DISPATCHER].stop()
+    resp = await api.client.get("/readyz")
+    body = await resp.json()
+    assert resp.status == 503 and body["problems"] == {"dispatcher": "not running"}
+    assert "success" not in body and "error" not in body  # bare: not the API envelope
+
+
+async def test_readiness_reports_an_unreachable_database():
+    from bot.health import readiness
+    from bot.store.db import Database
+
+    database = Database("postgresql://flareship:secret-pw@127.0.0.1:9/flareship")
+    try:
+        problems = await readiness(database, None, timeout=2)
+    finally:
+        await database.close()
+    assert set(problems) == {"database", "migrations", "dispatcher"}
+    assert problems["database"].startswith("unreachable: ") and "secret-pw" not in str(problems)
+
+
+def test_dependency_up_stays_binary_and_degraded_is_its_own_gauge():
+    metrics = Metrics()
+    metrics.dependency_status("github", "degraded")
+    metrics.dependency_status("cloudflare", "healthy")
+    metrics.dependency_status("container_registry", "unhealthy")
+    samples = _samples(metrics.render().decode())
+    up = {s: samples[("flareship_dependency_up", (("service", s),))] for s in ("github", "cloudflare", "container_registry")}
+    degraded = {s: samples[("flareship_dependency_degraded", (("service", s),))] for s in up}
+    assert up == {"github": 1, "cloudflare": 1, "container_registry": 0}
+    assert degraded == {"github": 1, "cloudflare": 0, "container_registry": 0}
+    # prometheus-client's standard process and platform collectors, on the app's own registry
+    names = {name for name, _ in samples}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+            "python_info", "python_gc_collections_total"} <= names
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
+async def test_metrics_latency_by_route_template_webhook_acks_and_backlog(api):
+    from bot.dispatcher import DISPATCHER
+    from bot.services import SERVICES
+    from bot.store import deliveries
+    from tests.plugins.webhooks import post_webhook
+
+    for deployment_id in ("dep_one", "dep_two", "dep_three"):
+        await api.client.get(f"/deploy/{deployment_id}/status")  # 401: no token; still a matched route
+    await api.client.get("/no/such/path/abc123")
+    ping = await post_webhook(api.client, "ping", {"zen": "Keep it logically awesome.", "hook_id": 1})
+    assert ping.status == 200
+    # A stored delivery the dispatcher has not handled yet counts in the backlog.
+    await api.app[DISPATCHER].stop()
+    stored = await post_webhook(api.client, "issue_comment", "issue_comment.created.pull_request")
+    assert stored.status == 202
+    assert (await deliveries.count_by_status(api.app[SERVICES].database)).get("pending") == 1
+
+    samples = _samples(await (await api.client.get("/metrics")).text())
+    status_route = ("flareship_http_request_duration_seconds_count",
+                    (("method", "GET"), ("route", "/deploy/{deploymentId}/status"), ("status", "401")))
+    assert samples[status_route] == 3
+    assert not any("dep_one" in dict(labels).get("route", "") for _, labels in samples)  # never the raw path
+    assert samples[("flareship_http_request_duration_seconds_count",
+                    (("method", "GET"), ("route", "unmatched"), ("status", "404")))] == 1
+    assert samples[("flareship_webhook_ack_seconds_count", (("status", "200"),))] == 1
+    assert samples[("flareship_webhook_ack_seconds_count", (("status", "202"),))] == 1
+    assert samples[("flareship_webhook_ack_seconds_bucket", (("le", "10.0"), ("status", "202")))] == 1
+    assert samples[("flareship_dispatcher_backlog", (("status", "pending"),))] == 1
+    assert samples[("flareship_dispatcher_backlog", (("status", "processing"),))] == 0
