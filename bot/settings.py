@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = "INFO"
     log_format: Literal["json", "text"] = "text"
     metrics_token: SecretStr | None = None
+    #: Replicas (README "Running several replicas"): how long a silent replica keeps its deployment
+    #: lease and its webhook claims, and the Cloudflare request budget per token (shared on PostgreSQL).
+    deployment_lease_seconds: float = Field(default=30.0, gt=0)
+    dispatcher_owner_timeout: float = Field(default=10.0, gt=0)
+    cloudflare_budget_limit: int = Field(default=1200, ge=1)
+    cloudflare_budget_window: float = Field(default=300.0, gt=0)
 
     #: Per-environment overrides (`CLOUDFLARE_API_TOKEN_PRODUCTION`, ...), captured at construction.
     environment_overrides: dict[str, dict[str, str]] = Field(default_factory=dict, exclude=True)

@@ -4,6 +4,10 @@ Cloudflare allows 1200 requests per 5 minutes per token (dashboard and API toget
 crossed, blocks every call of that token for 5 minutes. So the bot counts before it sends: a
 request waits for a free slot, or fails at once (SYS_003) when the wait would be too long. After a
 429 the whole token pauses for the time Cloudflare asked, so parallel deployments stop together.
+
+`RequestBudget` counts in this process (SQLite installs: one process). `SharedRequestBudget`
+counts in a window every replica shares (PostgreSQL, `bot.store.cloudflare_budget`), so replicas
+together stay under the token's limit.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from bot.cloudflare.errors import BudgetExhausted
 
@@ -87,3 +92,38 @@ class RequestBudget:
     def pause(self, seconds: float) -> None:
         """Stop every request of this token for `seconds` (after Cloudflare answered 429)."""
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
+
+
+class SlotSource(Protocol):
+    """A window counted outside this process (`bot.store.cloudflare_budget.SharedWindow`)."""
+
+    async def take(self, limit: int, window: float) -> float:
+        """Take one slot and return 0, or return the seconds until one frees (taking nothing)."""
+        ...
+
+
+class SharedRequestBudget(RequestBudget):
+    """A budget whose window `slots` keeps for every replica; 429 pauses stay per process.
+
+    The local window still records this process's own requests (metrics: `in_window`).
+    """
+
+    def __init__(self, slots: SlotSource, limit: int = DEFAULT_LIMIT, window: float = DEFAULT_WINDOW, **kwargs):
+        super().__init__(limit, window, **kwargs)
+        self.slots = slots
+
+    async def acquire(self) -> None:
+        while True:
+            wait = self.paused_for()
+            if wait <= 0:
+                wait = await self.slots.take(self.limit, self.window)
+                if wait <= 0:
+                    now = self._clock()
+                    self._trim(now)
+                    self._sent.append(now)
+                    self.total_acquired += 1
+                    self.peak_in_window = max(self.peak_in_window, len(self._sent))
+                    return
+            if wait > self.max_wait:
+                raise BudgetExhausted(wait)
+            await self._sleep(wait)

@@ -33,6 +33,7 @@ class CloudflareClients:
         timeout: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         budget_factory: Callable[[], RequestBudget] | None = None,
+        keyed_budget_factory: Callable[[str], RequestBudget] | None = None,
         client_options: dict | None = None,
     ):
         self.settings = settings
@@ -41,13 +42,16 @@ class CloudflareClients:
                                               limits=httpx.Limits(max_connections=100))
         self._sleep = sleep
         self._budget_factory = budget_factory or (lambda: RequestBudget(sleep=sleep))
+        #: Given the token's SHA-256 (never the token): budgets shared by replicas (bot/cloudflare/budget.py).
+        self._keyed_budget_factory = keyed_budget_factory
         self._budgets: dict[str, RequestBudget] = {}
         self._client_options = client_options or {}
 
     def budget_for(self, token: str) -> RequestBudget:
         key = hashlib.sha256(token.encode()).hexdigest()
         if key not in self._budgets:
-            self._budgets[key] = self._budget_factory()
+            self._budgets[key] = (self._keyed_budget_factory(key) if self._keyed_budget_factory is not None
+                                  else self._budget_factory())
         return self._budgets[key]
 
     def for_token(self, token: str | SecretStr) -> CloudflareClient:
