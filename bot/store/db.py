@@ -3,6 +3,8 @@
 The same SQLAlchemy Core code runs on both; only the connection set-up differs. SQLite gets the
 pragmas that make a single file safe and fast under concurrent async use (WAL, synchronous=NORMAL
 which survives a process crash, a busy timeout so writers queue instead of failing, foreign keys).
+Every engine hides statement parameters from its errors (`hide_parameters`): errors get logged,
+and the parameters of a webhook's INSERT are its payload.
 """
 
 from __future__ import annotations
@@ -101,11 +103,11 @@ class Database:
             if database and database != ":memory:" and not database.startswith("file:"):
                 Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             engine = create_async_engine(
-                url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+                url, echo=echo, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
             )
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             return engine
-        return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+        return create_async_engine(url, echo=echo, hide_parameters=True, pool_size=10, max_overflow=10)
 
     @property
     def dialect(self) -> str:
@@ -190,7 +192,8 @@ class Database:
         if self._sync_engine is None:
             url = sa.engine.make_url(self.url).set(drivername="sqlite+pysqlite")
             self._sync_engine = sa.create_engine(
-                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+                url, hide_parameters=True,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             )
             event.listen(self._sync_engine, "connect", _sqlite_pragmas)
         if self._sync_connection is None or self._sync_connection.closed:

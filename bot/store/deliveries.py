@@ -300,17 +300,55 @@ class DeliveryWriter:
                 return
 
     async def _write(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]]) -> None:
+        """Commit a batch; when it fails for what a row holds, store its rows one by one, so that
+        only the row at fault is refused and the others are acknowledged."""
         try:
-            if self.database.dialect == "sqlite":
-                outcome = await self.database.run_sqlite_write(store_sqlite_rows, [row for _, row, _ in batch])
-            else:
-                outcome = await self.database.run_write(store_new_deliveries, [d for d, _, _ in batch])
-        except Exception as exc:  # the callers answer 503; GitHub redelivers
-            log.error("could not store %d webhook deliveries: %s", len(batch), exc)
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            outcome = await self._commit(batch)
+        except Exception as exc:
+            if len(batch) > 1 and not _store_unavailable(exc):
+                log.warning("could not store %d webhook deliveries together (%s); storing them one by one",
+                            len(batch), describe_store_error(exc))
+                await self._write_singly(batch)
+                return
+            self._fail(batch, exc)
             return
+        self._settle(batch, outcome)
+
+    async def _write_singly(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]]) -> None:
+        """Each row in its own transaction; once the store itself fails, the rest fail with it."""
+        for i, entry in enumerate(batch):
+            try:
+                outcome = await self._commit([entry])
+            except Exception as exc:
+                if _store_unavailable(exc):
+                    self._fail(batch[i:], exc)
+                    return
+                self._fail([entry], exc)
+                continue
+            self._settle([entry], outcome)
+
+    async def _commit(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]]) -> list[str]:
+        if self.database.dialect == "sqlite":
+            return await self.database.run_sqlite_write(store_sqlite_rows, [row for _, row, _ in batch])
+        return await self.database.run_write(store_new_deliveries, [d for d, _, _ in batch])
+
+    def _fail(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]], exc: Exception) -> None:
+        """Raise to each waiting caller: DeliveryRefused when the row is at fault (the intake answers
+        400: GitHub's repeat would fail too), else the error (503: a redelivery may succeed). The
+        log names the error's kind only: SQL parameters hold the payload."""
+        summary = describe_store_error(exc)
+        if len(batch) == 1 and not _store_unavailable(exc):
+            delivery = batch[0][0]
+            log.error("webhook delivery %r refused by the store (%s)", delivery.delivery_id[:100], summary)
+            error: Exception = DeliveryRefused(store_error_reason(exc))
+        else:
+            log.error("could not store %d webhook deliveries (%s)", len(batch), summary)
+            error = exc
+        for _, _, future in batch:
+            if not future.done():
+                future.set_exception(error)
+
+    def _settle(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]], outcome: list[str]) -> None:
         self.batches += 1
         self.written += outcome.count(STORED)
         for (_, _, future), result in zip(batch, outcome):
@@ -318,6 +356,72 @@ class DeliveryWriter:
                 future.set_result(result)
         if self.on_stored is not None and any(result != DUPLICATE for result in outcome):
             self.on_stored()
+
+
+class DeliveryRefused(Exception):
+    """The store refused this delivery for what it holds (a value too long, a number out of
+    range), when stored alone: storing it again would fail the same way."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+#: Errors that say the database cannot be used now, whatever the rows: a batch failing so is not
+#: retried row by row (each row would wait for the same failure).
+_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, sqlite3.OperationalError,
+                sqlite3.InterfaceError, OSError, asyncio.TimeoutError)
+
+#: SQLSTATE classes (PostgreSQL) and what they say about a row, for the refusal's message.
+_SQLSTATE_REASONS = {
+    "22001": "a value is longer than its column",
+    "22003": "a number is out of range",
+    "22021": "a text value holds a character the database cannot store",
+    "22P05": "a text value holds a character the database cannot store",
+    "23": "a value breaks a constraint",
+    "22": "a value the database cannot store",
+}
+
+
+def _store_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, _UNAVAILABLE) or isinstance(getattr(exc, "orig", None), _UNAVAILABLE)
+
+
+def _error_code(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None) or exc
+    for source in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(source, "sqlstate", None) or getattr(source, "sqlite_errorname", None)
+        if code:
+            return str(code)
+    return None
+
+
+def describe_store_error(exc: BaseException) -> str:
+    """A database error as it may be logged: its kinds and code, never its text (SQLAlchemy's
+    carries the statement's parameters, asyncpg's may quote a value, and values are payloads)."""
+    orig = getattr(exc, "orig", None)
+    kinds = [type(exc).__name__] + ([type(orig).__name__] if orig is not None and orig is not exc else [])
+    code = _error_code(exc)
+    return " / ".join(kinds) + (f", code {code}" if code else "")
+
+
+def store_error_reason(exc: BaseException) -> str:
+    """What a refused row holds that the store would not take, for the refusal's answer."""
+    causes, seen = [exc], set()
+    while causes[-1] is not None and id(causes[-1]) not in seen and len(causes) < 8:
+        seen.add(id(causes[-1]))
+        last = causes[-1]
+        causes.append(getattr(last, "orig", None) or last.__cause__ or last.__context__)
+    if any(isinstance(cause, OverflowError) for cause in causes):  # sqlite3's binding, asyncpg's encoder
+        return "a number is out of range"
+    code = _error_code(exc)
+    if code and code.isalnum():
+        reason = _SQLSTATE_REASONS.get(code) or _SQLSTATE_REASONS.get(code[:2])
+        if reason:
+            return f"{reason} (SQLSTATE {code})"
+    return f"the database did not accept it ({describe_store_error(exc)})"
 
 
 # -- the dispatcher's side -----------------------------------------------------------------

@@ -135,6 +135,84 @@ async def test_writer_stop_flushes_what_is_waiting(database):
         await writer.store(make("late"))
 
 
+MARKER = "payload-marker-7d1e"
+
+
+def _logged(caplog) -> str:
+    return "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+
+
+async def _store_all(writer: DeliveryWriter, batch: list[NewDelivery]) -> list:
+    """Store concurrently (one group commit takes them together); exceptions returned, not raised."""
+    writer.start()
+    try:
+        return await asyncio.gather(*(writer.store(d) for d in batch), return_exceptions=True)
+    finally:
+        await writer.stop()
+
+
+async def test_a_row_the_store_refuses_fails_alone_and_the_rest_of_its_batch_is_stored(database, caplog):
+    """A number beyond BIGINT fails the whole INSERT on both databases: the writer then stores the
+    batch row by row, so only that delivery is refused (DeliveryRefused: the intake answers 400)
+    and the 29 others are stored; no log line carries a payload or the statement's parameters."""
+    from bot.store.deliveries import DeliveryRefused
+
+    batch = [make(f"b{i}", payload='{"marker": "%s %d"}' % (MARKER, i)) for i in range(30)]
+    batch[3] = make("b3", installation_id=2**64, payload='{"marker": "%s bad"}' % MARKER)
+    results = await _store_all(DeliveryWriter(database), batch)
+    assert isinstance(results[3], DeliveryRefused) and "out of range" in results[3].reason
+    assert results[:3] + results[4:] == [STORED] * 29
+    assert (await deliveries.count_by_status(database))["pending"] == 29
+    assert await deliveries.get_delivery(database, "b3") is None
+    logged = _logged(caplog)
+    assert "b3" in logged and "one by one" in logged
+    assert MARKER not in logged and "parameters" not in logged.lower() and str(2**64) not in logged
+
+
+@pytest.mark.parametrize("column, value", [("action", "a" * 101), ("repository", "acme/" + "r" * 251),
+                                           ("action", "crea\x00ted"), ("event", "e" * 101)])
+async def test_values_postgresql_cannot_store_are_refused_row_by_row(database, caplog, column, value):
+    """PostgreSQL enforces the columns' sizes (and refuses NUL in text), SQLite does not: there the
+    same rows are stored. The intake checks these before storing; this is the writer's own guard."""
+    from bot.store.deliveries import DeliveryRefused
+
+    batch = [make(f"p{i}", payload='{"marker": "%s"}' % MARKER) for i in range(26)]
+    batch[5] = make("p5", payload='{"marker": "%s"}' % MARKER, **{column: value})
+    results = await _store_all(DeliveryWriter(database), batch)
+    assert results[:5] + results[6:] == [STORED] * 25
+    if database.dialect == "sqlite":
+        assert results[5] == STORED
+        return
+    assert isinstance(results[5], DeliveryRefused), results[5]
+    assert "SQLSTATE 22" in results[5].reason
+    logged = _logged(caplog)
+    assert MARKER not in logged and value not in logged and "parameters" not in logged.lower()
+
+
+async def test_an_unavailable_store_fails_the_batch_once_not_row_by_row(database):
+    """A database that cannot be used (here: locked, OperationalError) is not retried row by row:
+    every caller gets the error (the intake answers 503 and GitHub may redeliver)."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    class Down:
+        dialect = database.dialect
+        commits = 0
+
+        async def run_write(self, fn, *args):
+            Down.commits += 1
+            raise sa.exc.OperationalError("INSERT ...", {"payload": MARKER}, Exception("server closed the connection"))
+
+        async def run_sqlite_write(self, fn, *args):
+            Down.commits += 1
+            raise sqlite3.OperationalError("database is locked")
+
+    results = await _store_all(DeliveryWriter(Down()), [make(f"u{i}") for i in range(30)])
+    assert all(isinstance(r, (sa.exc.OperationalError, sqlite3.OperationalError)) for r in results)
+    assert Down.commits == 2  # a batch of 25 and one of 5, not 30 single rows
+
+
 async def test_claim_takes_oldest_first_and_counts_attempts(database):
     async with database.begin() as conn:
         await deliveries.insert_deliveries(conn, [make(f"c{i}") for i in range(5)])
