@@ -27,7 +27,7 @@ DEFAULT_PERMISSIONS = {
     "deployments": "write",
     "issues": "write",
     "metadata": "read",
-    "pull_requests": "write",
+    "pull_requests": "read",
     "statuses": "read",
 }
 #: Legacy `permission` field of the collaborator-permission API for each role.
