@@ -31,6 +31,7 @@ server=""
 cleanup() {
   [ -n "$server" ] && kill "$server" 2>/dev/null || true
   [ -n "$ctr" ] && buildah rm "$ctr" >/dev/null 2>&1 || true
+  buildah rmi --prune >/dev/null 2>&1 || true  # the untagged images earlier builds left
   rm -rf "$WORK/rootfs" "$WORK/data" "$WORK/context"
 }
 trap cleanup EXIT
