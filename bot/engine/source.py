@@ -7,14 +7,18 @@ Also finds the classes the main module exports, for the Durable Object dependenc
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from bot.engine.appspec import AppSpec, generated_worker
 from bot.engine.config import CONFIG_PATH, RepoConfig, parse_repo_config
 from bot.engine.wrangler import find_wrangler
 from bot.errors import FlareshipError
+
+log = logging.getLogger(__name__)
 
 #: Extension -> the part content type Cloudflare expects (wrangler's module rules).
 MODULE_TYPES: dict[str, str] = {
@@ -31,6 +35,10 @@ MODULE_TYPES: dict[str, str] = {
 MAX_MODULES = 500
 #: Workers Paid allows 10 MB compressed; refuse obviously larger uploads before sending them.
 MAX_TOTAL_BYTES = 30 * 1024 * 1024
+#: Links followed through other links before a chain counts as a loop.
+MAX_LINK_HOPS = 40
+#: A linked folder is copied under the link; the tree stays within the tarball's file cap.
+MAX_RESOLVED_FILES = 10_000
 
 
 @dataclass
@@ -159,9 +167,62 @@ def main_module_exports(modules: list[Module]) -> set[str]:
         return set()
 
 
-async def load_repository(gh, repository: str, sha: str) -> RepoSource:
-    """Download the repository at `sha` once (tarball) and keep its files in memory."""
+def _follow(path: str, links: dict[str, str]) -> str | None:
+    """The tree path `path` stands for once every link on the way is followed; None outside the tree or in a loop."""
+    for _ in range(MAX_LINK_HOPS):
+        parts = path.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            target = links.get(prefix)
+            if target is None:
+                continue
+            if target.startswith("/"):
+                return None
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(prefix), target, *parts[i:]))
+            if joined == ".." or joined.startswith("../"):
+                return None
+            path = "" if joined == "." else joined
+            break
+        else:
+            return path
+    return None
+
+
+def resolve_links(files: dict[str, bytes], links: dict[str, str]) -> tuple[dict[str, bytes], list[str]]:
+    """The tree with each link inside it replaced by what it points at (a file, or a folder's files).
+
+    Answers (files, skipped): links that point outside the tree (an absolute target, too many
+    `..`), at nothing, or round in a loop are left out, and named in `skipped`.
+    """
+    resolved = dict(files)
+    skipped: list[str] = []
+    for link in sorted(links):
+        target = _follow(link, links)
+        if target is None:
+            skipped.append(link)
+            continue
+        if target in files:
+            resolved[link] = files[target]
+            continue
+        prefix = f"{target}/" if target else ""
+        inside = {path: content for path, content in files.items() if path.startswith(prefix)}
+        if not inside or not target or link.startswith(prefix) or len(resolved) + len(inside) > MAX_RESOLVED_FILES:
+            skipped.append(link)  # dangling, a folder holding the link itself, or too many files
+            continue
+        for path, content in inside.items():
+            resolved.setdefault(f"{link}/{path[len(prefix):]}", content)
+    return resolved, skipped
+
+
+async def load_repository(gh: Any, repository: str, sha: str) -> RepoSource:
+    """Download the repository at `sha` once (tarball) and keep its files in memory, links resolved."""
     from bot.github.contents import download_tree
 
-    files = await download_tree(gh, repository, sha)
+    links: dict[str, str] = {}
+    files = await download_tree(gh, repository, sha, links=links)
+    if links:
+        files, skipped = resolve_links(files, links)
+        if skipped:
+            log.info("%s@%s: %d link(s) left out (outside the tree, dangling or looping): %s",
+                     repository, sha[:7], len(skipped), ", ".join(skipped[:10]))
     return RepoSource(repository=repository, sha=sha, files=files)

@@ -64,10 +64,12 @@ async def download_tree(
     *,
     max_bytes: int = MAX_TREE_BYTES,
     max_files: int = MAX_TREE_FILES,
+    links: dict[str, str] | None = None,
 ) -> dict[str, bytes]:
     """Every file of the repository at `sha`, keyed by its path, from ONE tarball download.
 
     GitHub answers the tarball request with a redirect to codeload, which the session follows.
+    `links`: see `extract_tree`.
     """
     owner, name = _split(repository)
     archive = await gh.get_bytes(
@@ -76,11 +78,17 @@ async def download_tree(
         accept="application/vnd.github+json",
         max_bytes=max_bytes,
     )
-    return extract_tree(archive, max_bytes=max_bytes, max_files=max_files)
+    return extract_tree(archive, max_bytes=max_bytes, max_files=max_files, links=links)
 
 
-def extract_tree(archive: bytes, *, max_bytes: int = MAX_TREE_BYTES, max_files: int = MAX_TREE_FILES) -> dict[str, bytes]:
-    """Unpack a GitHub tarball in memory: strip the top folder, refuse links and escapes, cap sizes."""
+def extract_tree(archive: bytes, *, max_bytes: int = MAX_TREE_BYTES, max_files: int = MAX_TREE_FILES,
+                 links: dict[str, str] | None = None) -> dict[str, bytes]:
+    """Unpack a GitHub tarball in memory: strip the top folder, refuse links and escapes, cap sizes.
+
+    With a `links` dict, links are not refused but recorded in it (path -> target, as written in
+    the archive; a hard link's target made relative to the link's folder, like a symbolic one's)
+    for the caller to resolve (`bot.engine.source.resolve_links`).
+    """
     files: dict[str, bytes] = {}
     total = 0
     try:
@@ -89,7 +97,13 @@ def extract_tree(archive: bytes, *, max_bytes: int = MAX_TREE_BYTES, max_files: 
                 if member.isdir():
                     continue
                 if member.issym() or member.islnk():
-                    raise _bad_archive(f"the archive contains a link: {member.name}")
+                    if links is None:
+                        raise _bad_archive(f"the archive contains a link: {member.name}")
+                    link_path = _strip_top(member.name)
+                    if link_path is not None:
+                        links[link_path] = member.linkname if member.issym() else _hard_link_target(
+                            member.linkname, link_path)
+                    continue
                 if not member.isfile():
                     raise _bad_archive(f"the archive contains a special file: {member.name}")
                 path = _strip_top(member.name)
@@ -105,6 +119,15 @@ def extract_tree(archive: bytes, *, max_bytes: int = MAX_TREE_BYTES, max_files: 
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise _bad_archive(f"the archive could not be read: {exc}") from exc
     return files
+
+
+def _hard_link_target(linkname: str, link_path: str) -> str:
+    """A hard link names an archive member; answer it relative to the link's folder ("/" when it escapes)."""
+    try:
+        target = _strip_top(linkname)
+    except FlareshipError:
+        return "/"
+    return "/" if target is None else posixpath.relpath(target, posixpath.dirname(link_path) or ".")
 
 
 def _strip_top(name: str) -> str | None:

@@ -329,7 +329,7 @@ def build_tarball(repo: Repository, sha: str) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT,
                       pax_headers={"comment": sha}) as tar:
         directories = set()
-        for path in sorted(repo.files.get(sha, {})):
+        for path in sorted([*repo.files.get(sha, {}), *repo.symlinks.get(sha, {})]):
             parts = path.split("/")[:-1]
             for i in range(len(parts)):
                 directories.add("/".join(parts[: i + 1]))
@@ -347,6 +347,12 @@ def build_tarball(repo: Repository, sha: str) -> bytes:
             info.size = len(content)
             info.mode = 0o664
             tar.addfile(info, io.BytesIO(content))
+        for path, target in sorted(repo.symlinks.get(sha, {}).items()):
+            info = tarfile.TarInfo(f"{top}/{path}")
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            info.mode = 0o777
+            tar.addfile(info)
     return buffer.getvalue()
 
 

@@ -107,6 +107,8 @@ class Repository:
     branches: dict[str, str] = field(default_factory=dict)
     #: sha -> {path: bytes}
     files: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    #: sha -> {path: link target}: symbolic links, served in the tarball only
+    symlinks: dict[str, dict[str, str]] = field(default_factory=dict)
     #: sha -> parent sha (for compare)
     parents: dict[str, str | None] = field(default_factory=dict)
     pulls: dict[int, PullRequest] = field(default_factory=dict)
@@ -292,6 +294,13 @@ class GitHubSim:
         r = self.repos[repo]
         r.parents.setdefault(sha, None)
         r.files.setdefault(sha, {})[path.strip("/")] = content.encode() if isinstance(content, str) else content
+
+    def set_symlink(self, repo: str, sha: str, path: str, target: str) -> None:
+        """A symbolic link at `path` in the commit's tree (git stores its target as written)."""
+        r = self.repos[repo]
+        r.parents.setdefault(sha, None)
+        r.files.setdefault(sha, {})
+        r.symlinks.setdefault(sha, {})[path.strip("/")] = target
 
     def set_branch(self, repo: str, branch: str, sha: str) -> None:
         r = self.repos[repo]
