@@ -127,10 +127,14 @@ class AccountsAPI(CloudflareTransport):
                            now: datetime | None = None) -> TokenInfo:
         """Verify the token: user endpoint, or the account endpoint for `cfat_` tokens / code 1000.
 
-        Raises AuthenticationError when Cloudflare rejects it, TokenInactive when it is not usable.
+        Without `account_id`, an account-owned token is verified on the account GET /accounts
+        shows it (its own). Raises AuthenticationError when Cloudflare rejects it, TokenInactive
+        when it is not usable.
         """
         result = None
         kind = "user"
+        if self.is_account_token and not account_id:
+            account_id = await self._owning_account()
         if self.is_account_token and account_id:
             kind = "account"
             result = await self.call("GET", f"/accounts/{account_id}/tokens/verify")
@@ -138,11 +142,13 @@ class AccountsAPI(CloudflareTransport):
             try:
                 result = await self.call("GET", "/user/tokens/verify")
             except AuthenticationError as exc:
-                if account_id and (1000 in exc.codes or self.is_account_token):
-                    kind = "account"
-                    result = await self.call("GET", f"/accounts/{account_id}/tokens/verify")
-                else:
+                if not (1000 in exc.codes or self.is_account_token):
                     raise
+                account_id = account_id or await self._owning_account()
+                if not account_id:
+                    raise
+                kind = "account"
+                result = await self.call("GET", f"/accounts/{account_id}/tokens/verify")
         result = result or {}
         info = TokenInfo(result.get("id"), result.get("status", "unknown"), kind,
                          result.get("expires_on"), result.get("not_before"))
@@ -151,6 +157,17 @@ class AccountsAPI(CloudflareTransport):
             if problem:
                 raise TokenInactive(problem, expires_on=info.expires_on)
         return info
+
+    async def _owning_account(self) -> str | None:
+        """The one account GET /accounts shows the token (an account-owned token's own), else None.
+
+        A token Cloudflare refuses outright also gives None, so the caller raises its own error."""
+        try:
+            accounts = await self.list_accounts()
+        except (AuthenticationError, PermissionDenied, NotFound):
+            return None
+        ids = [str(a["id"]) for a in accounts if isinstance(a, dict) and a.get("id")]
+        return ids[0] if len(ids) == 1 else None
 
     async def token_user(self) -> TokenUser:
         """GET /user: the token's user, when the token may read it.

@@ -217,4 +217,7 @@ async def revoke_api_token(request: web.Request) -> web.Response:
     if existing is None:
         raise FlareshipError("SYS_005", f"No API token {token_id}")
     await store.revoke(token_id)
-    return json_success({"apiToken": token_json(await store.get(token_id))})
+    revoked = await store.get(token_id)
+    if revoked is None:  # deleted meanwhile by another admin
+        raise FlareshipError("SYS_005", f"No API token {token_id}")
+    return json_success({"apiToken": token_json(revoked)})

@@ -163,3 +163,25 @@ async def test_token_user_of_each_kind_of_token(deploy_api):
     assert (user.id, user.email, user.reason) == (None, None, MISSING_USER_DETAILS)
     user = await clients.for_token("cfat_sim-account-owned-0123456789").token_user()
     assert (user.id, user.email, user.reason) == (None, None, ACCOUNT_OWNED_TOKEN)
+
+
+async def test_cloudflare_verify_of_an_account_owned_token(deploy_api):
+    """No account id is sent: the token's own account (the one GET /accounts shows) is used to
+    verify it, and its `user` says it has none."""
+    from bot.sim.cloudflare import DEPLOY_PERMISSIONS
+
+    api, env = deploy_api, deploy_api.sim_env
+    owned = "cfat_sim-account-owned-0123456789"
+    env.sim.add_token(owned, account_ids=[ACCOUNT_ID], permissions=DEPLOY_PERMISSIONS)
+    token = await api.token("deploy:staging")
+    resp, body = await api.call("POST", "/auth/cloudflare/verify", token=token,
+                                json={"apiToken": owned, "requiredScopes": ["Account:Workers Scripts:Edit"]})
+    assert resp.status == 200, body
+    data = body["data"]
+    assert data["valid"] is True and [a["id"] for a in data["accounts"]] == [ACCOUNT_ID]
+    assert data["user"] == {"id": None, "email": None, "reason": "account_owned_token"}
+    # Refused tokens still answer 401, whichever kind they claim to be.
+    env.sim.add_token("cfat_sim-disabled-0123456789abcd", account_ids=[ACCOUNT_ID], status="disabled")
+    for bad in ("cfat_sim-unknown-0123456789abcdef", "cfat_sim-disabled-0123456789abcd"):
+        resp, body = await api.call("POST", "/auth/cloudflare/verify", token=token, json={"apiToken": bad})
+        assert resp.status == 401 and body["error"]["code"] == "AUTH_003", (bad, body)
