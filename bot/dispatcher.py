@@ -137,7 +137,7 @@ class Dispatcher:
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._task.cancel()
                 try:
                     await self._task
@@ -236,7 +236,7 @@ class Dispatcher:
                     wait = self.flush_interval if self._claimed else self.poll_interval
                     try:
                         await asyncio.wait_for(self._wakeup.wait(), wait)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     self._wakeup.clear()
         finally:
@@ -335,7 +335,7 @@ class Dispatcher:
             try:
                 event = sansio.Event(orjson.loads(delivery.payload), event=delivery.event, delivery_id=delivery.delivery_id)
                 await asyncio.wait_for(self.router.dispatch(event, ctx), self.handler_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.error("webhook %s %s timed out after %ss", delivery.event, delivery.delivery_id, self.handler_timeout)
                 return f"handler timed out after {self.handler_timeout}s"
             except Exception as exc:

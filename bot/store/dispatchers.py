@@ -99,9 +99,10 @@ async def beat(database: Database, owner: str, *, stale_after: float, legacy_lea
 def _beat(conn: sa.Connection, owner: str, stale_after: float, legacy_lease: float | None) -> Beat:
     d, t = dispatchers, webhook_deliveries
     registered = conn.execute(sa.update(d).where(d.c.id == owner).values(heartbeat_at=_now(conn))).rowcount == 1
-    stale = d.c.heartbeat_at < _ago(conn, stale_after) if stale_after > 0 else sa.true()
+    stale: sa.ColumnElement[bool] = d.c.heartbeat_at < _ago(conn, stale_after) if stale_after > 0 else sa.true()
     dead = [row[0] for row in conn.execute(sa.delete(d).where(d.c.id != owner, stale).returning(d.c.id))]
     orphaned = sa.and_(t.c.claimed_by.is_not(None), t.c.claimed_by.not_in(sa.select(d.c.id)))
+    anonymous: sa.ColumnElement[bool]
     if legacy_lease is None:
         anonymous = t.c.claimed_by.is_(None)
     else:

@@ -131,7 +131,7 @@ async def test_a_fresh_claim_is_a_live_replicas_until_its_lease_runs_out(databas
     """SQLite belongs to one process: at start-up every claim is a dead one. On PostgreSQL another
     replica may be handling it: it is left alone until older than the lease, then taken back."""
     await store(database, make("live"))
-    [claimed] = await deliveries.claim_pending(database, 1)
+    [_claimed] = await deliveries.claim_pending(database, 1)
     seen: list = []
     dispatcher = Dispatcher(services_for(database), recording_router(seen), poll_interval=0.05)
     dispatcher.claim_lease = 0.6
