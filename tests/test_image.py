@@ -53,3 +53,28 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_dockerfile_is_a_plain_multi_stage_non_root_build():
+    text = (ROOT / "Dockerfile").read_text()
+    assert "ARG BASE=python:3.11-slim" in text
+    assert len(re.findall(r"^FROM \$\{BASE\}", text, re.M)) == 2  # build stage + runtime stage
+    assert re.search(r"^USER flareship$", text, re.M) and "useradd" in text
+    assert re.search(r'^VOLUME \["/var/lib/flareship/data"\]$', text, re.M)
+    assert "DATABASE_URL=sqlite:////var/lib/flareship/data/flareship.db" in text
+    assert re.search(r"^HEALTHCHECK .*\n.*/healthz", text, re.M)
+    assert re.search(r'^CMD \["flareship", "serve"\]$', text, re.M)
+
+
+def test_compose_runs_two_replicas_on_postgres_gated_by_health():
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    replicas = [s for s in services.values() if s.get("image", "").startswith("flareship")]
+    assert len(replicas) == 2 and "healthcheck" in services["postgres"]
+    for replica in replicas:
+        assert replica["depends_on"]["postgres"] == {"condition": "service_healthy"}
+        assert replica["environment"]["DATABASE_URL"].startswith("postgresql://")
+        assert "/healthz" in " ".join(replica["healthcheck"]["test"])
+    assert services["flareship-2"]["depends_on"]["flareship-1"] == {"condition": "service_healthy"}
