@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from dotenv import dotenv_values
-
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,7 +45,7 @@ class SettingsError(Exception):
 class CloudflareCredentials:
     """An environment's Cloudflare token and account, with the token kept secret."""
 
-    __slots__ = ("api_token", "account_id")
+    __slots__ = ("account_id", "api_token")
 
     def __init__(self, api_token: SecretStr | None, account_id: str | None):
         self.api_token = api_token

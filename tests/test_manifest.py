@@ -14,7 +14,13 @@ import yaml
 from gidgethub import routing
 
 from bot.github.paths import github_spec, match_path
-from bot.github.permissions import ALWAYS_DELIVERED, CALL_PERMISSIONS, EVENT_PERMISSIONS, R, required_permissions
+from bot.github.permissions import (
+    ALWAYS_DELIVERED,
+    CALL_PERMISSIONS,
+    EVENT_PERMISSIONS,
+    R,
+    required_permissions,
+)
 from bot.setup.manifest import PACKAGED_APP_YML, build_manifest, load_app_yml
 from bot.sim.github.handlers import ROUTES
 from bot.sim.github.state import DEFAULT_PERMISSIONS

@@ -5,7 +5,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.__main__ import main
-from bot.settings import Settings, SettingsError, load_serving_settings, load_settings, normalize_database_url
+from bot.settings import (
+    Settings,
+    SettingsError,
+    load_serving_settings,
+    load_settings,
+    normalize_database_url,
+)
 
 
 def _pem() -> str:

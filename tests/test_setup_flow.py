@@ -220,7 +220,7 @@ async def test_setup_never_overwrites_env_without_force(tmp_path):
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "setup", cwd=tmp_path, env=_env(tmp_path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1 and "exists already" in err.decode() and "--force" in err.decode()
     assert (tmp_path / ".env").read_text() == "KEEP=1\n"
 

@@ -13,7 +13,12 @@ import secrets
 import sys
 from pathlib import Path
 
-from bot.settings import DEFAULT_GITHUB_API_URL, DEFAULT_GITHUB_URL, ENV_FILE, load_settings
+from bot.settings import (
+    DEFAULT_GITHUB_API_URL,
+    DEFAULT_GITHUB_URL,
+    ENV_FILE,
+    load_settings,
+)
 from bot.setup.envfile import EnvFileExists, check_writable
 from bot.setup.manifest import ManifestError, find_app_yml, load_app_yml
 from bot.setup.server import SetupError, SetupFlow, run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,9 @@ def render_env(app: dict[str, Any], *, public_url: str, github_url: str, github_
                defaults: tuple[str, str]) -> str:
     """The `.env` text for a created App (the conversion answer `app`); secrets quoted, never logged."""
     html_url = str(app.get("html_url") or "")
+    written = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = [
-        f"# Written by `flareship setup` at {datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"
-        f" for the GitHub App {app.get('slug')!s} ({html_url}).",
+        f"# Written by `flareship setup` at {written} for the GitHub App {app.get('slug')!s} ({html_url}).",
         f"# Install it on your repositories: {html_url}/installations/new",
         "# Keep this file secret (mode 0600): it holds the App's private key and secrets.",
         f"GITHUB_APP_ID={int(app['id'])}",

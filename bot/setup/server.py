@@ -24,7 +24,6 @@ from bot.setup.envfile import EnvFileExists, render_env, write_env
 from bot.setup.manifest import build_manifest, registration_url
 
 API_VERSION = "2022-11-28"
-FLOW = web.AppKey("setup_flow", "SetupFlow")
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1f2328}"
          "table{border-collapse:collapse}td,th{border:1px solid #d0d7de;padding:.25rem .6rem;text-align:left}"
          "button{font-size:1.05rem;padding:.5rem 1.2rem;background:#1f883d;color:#fff;border:0;border-radius:6px}"
@@ -59,6 +58,9 @@ class SetupFlow:
         return build_manifest(self.app_yml, public_url=self.public_url, redirect_url=callback_url)
 
 
+FLOW = web.AppKey("setup_flow", SetupFlow)
+
+
 def _page(title: str, body: str, *, form_action: str | None = None) -> web.Response:
     document = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
                 f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
@@ -90,7 +92,7 @@ def _summary(manifest: dict[str, Any], target: str) -> str:
 
 async def show(request: web.Request) -> web.Response:
     """GET /: the summary and the button that POSTs the manifest to GitHub."""
-    flow: SetupFlow = request.app[FLOW]
+    flow = request.app[FLOW]
     manifest = flow.manifest(str(request.url.with_path("/callback").with_query(None)))
     action = registration_url(flow.github_url, flow.state, flow.org)
     target = f"the organisation {flow.org}" if flow.org else "your personal account"
@@ -105,7 +107,7 @@ async def show(request: web.Request) -> web.Response:
 
 async def callback(request: web.Request) -> web.Response:
     """GET /callback?code=...&state=...: GitHub's redirect after the App was created."""
-    flow: SetupFlow = request.app[FLOW]
+    flow = request.app[FLOW]
     state, code = request.query.get("state", ""), request.query.get("code", "")
     if not hmac.compare_digest(state.encode(), flow.state.encode()):
         return _error("This answer is not for this setup (its state does not match); nothing was changed.", 400)

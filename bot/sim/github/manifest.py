@@ -21,7 +21,13 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from aiohttp import web
 
 from bot.sim.github.handlers import Call, Handler, Reply, not_found
-from bot.sim.github.state import GitHubSim, generate_private_key, iso, public_key_pem, user_json
+from bot.sim.github.state import (
+    GitHubSim,
+    generate_private_key,
+    iso,
+    public_key_pem,
+    user_json,
+)
 
 CODE_TTL = 3600
 LEVELS = ("read", "write", "admin")
@@ -92,12 +98,13 @@ async def new_app_page(request: web.Request) -> web.Response:
         return _page("Register new GitHub App", "<p>Post a manifest to this page to register an App.</p>")
     form = await request.post()
     raw = form.get("manifest")
+    manifest: Any = None
     try:
         manifest = json.loads(raw) if isinstance(raw, str) else None
     except ValueError:
-        manifest = None
+        pass
     problems = ["the form has no JSON `manifest` field"] if manifest is None else manifest_problems(manifest)
-    if problems:
+    if problems or not isinstance(manifest, dict):
         items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
         return _page("Invalid GitHub App configuration", f"<ul class=errors>{items}</ul>", status=422)
     pending_id = secrets.token_urlsafe(12)
