@@ -17,12 +17,14 @@ from bot.engine.config import (
     CLASS_NAME,
     SCRIPT_NAME,
     AppConfig,
+    ContainerConfig,
     CostConfig,
     EnvironmentConfig,
     RepoConfig,
     validation_error,
 )
-from bot.engine.wrangler import app_fields_from_wrangler, merge_app_fields
+from bot.engine.bindings import var_bindings, wrangler_order
+from bot.engine.wrangler_app import merge_app_fields, wrangler_app
 from bot.errors import FlareshipError
 
 #: Compatibility date of the generated Worker (and of a REST-prepared app).
@@ -54,15 +56,40 @@ class DurableObjectSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     class_name: str
     binding: str
+    #: Set when the class lives in another Worker (wrangler `durable_objects.bindings[].script_name`).
+    script_name: str | None = None
+    environment: str | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """The binding as wrangler sends it (create-worker-upload-form.ts)."""
+        out: dict[str, Any] = {"name": self.binding, "type": "durable_object_namespace", "class_name": self.class_name}
+        if self.script_name:
+            out["script_name"] = self.script_name
+        if self.environment:
+            out["environment"] = self.environment
+        return out
 
 
 class ContainerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str
     class_name: str
-    instance_type: str = "basic"
+    #: A named instance type, or `{vcpu, memory_mib, disk_mb}`.
+    instance_type: str | dict[str, Any] = "basic"
     max_instances: int = 5
     application_name: str
+    rollout_step_percentage: int | list[int] | None = None
+    rollout_kind: str | None = None
+
+
+class RouteSpec(BaseModel):
+    """A zone route or a custom domain (wrangler `routes`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    pattern: str
+    zone_id: str | None = None
+    zone_name: str | None = None
+    custom_domain: bool = False
 
 
 class AppSpec(BaseModel):
@@ -91,23 +118,36 @@ class AppSpec(BaseModel):
     cost: CostConfig = Field(default_factory=CostConfig)
     #: Modules supplied inline (source="inline"): name -> text. Used by tests and the demo.
     inline_modules: dict[str, str] | None = None
+    # -- from the wrangler config (bot.engine.wrangler_app) --
+    wrangler_file: str | None = None
+    #: Every other binding, as wrangler sends it (KV, D1, R2, queues, services, ...).
+    resource_bindings: list[dict[str, Any]] = Field(default_factory=list)
+    #: `observability`, `placement`, `limits`, `tail_consumers`, `logpush`: sent as written.
+    worker_settings: dict[str, Any] = Field(default_factory=dict)
+    #: The repository's own migrations (None: Flareship generates them for new classes).
+    migrations: list[dict[str, Any]] | None = None
+    #: Every container (`container` is the first, kept for the single-container steps).
+    containers: list[ContainerSpec] = Field(default_factory=list)
+    routes: list[RouteSpec] = Field(default_factory=list)
+    #: None: the schedules are left as they are; []: every schedule removed.
+    crons: list[str] | None = None
+    queue_consumers: list[dict[str, Any]] = Field(default_factory=list)
+    workers_dev: bool | None = None
+    preview_urls: bool | None = None
+    upload_source_maps: bool = False
+    keep_vars: bool = False
+    #: wrangler `assets` (directory, binding, html_handling, not_found_handling, run_worker_first).
+    assets: dict[str, Any] | None = None
 
     def bindings(self) -> list[dict[str, Any]]:
-        """Worker metadata bindings: one per Durable Object class, one per var."""
-        out: list[dict[str, Any]] = [
-            {"type": "durable_object_namespace", "name": d.binding, "class_name": d.class_name}
-            for d in self.durable_objects
-        ]
-        for key, value in self.vars.items():
-            if isinstance(value, str):
-                out.append({"type": "plain_text", "name": key, "text": value})
-            else:
-                out.append({"type": "json", "name": key, "json": value})
-        return out
+        """Worker metadata bindings in wrangler's order: vars, resources, Durable Objects, ..."""
+        dos = [d.metadata() for d in self.durable_objects]
+        return wrangler_order(var_bindings(self.vars) + dos + list(self.resource_bindings))
 
     @property
     def class_names(self) -> list[str]:
-        return [d.class_name for d in self.durable_objects]
+        """The Durable Object classes this Worker implements (not those bound from other Workers)."""
+        return [d.class_name for d in self.durable_objects if not d.script_name]
 
     def snapshot(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
@@ -117,15 +157,26 @@ class AppSpec(BaseModel):
 
 def _dos(items: list[Any] | None) -> list[DurableObjectSpec]:
     out: list[DurableObjectSpec] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     for item in items or []:
-        class_name = item.class_name if hasattr(item, "class_name") else item["class_name"]
-        binding = (item.binding if hasattr(item, "binding") else item.get("binding")) or upper_snake(class_name)
-        if class_name in seen:
+        data = item.model_dump() if hasattr(item, "model_dump") else dict(item)
+        class_name = data["class_name"]
+        key = (class_name, data.get("script_name"))
+        if key in seen:
             continue
-        seen.add(class_name)
-        out.append(DurableObjectSpec(class_name=class_name, binding=binding))
+        seen.add(key)
+        out.append(DurableObjectSpec(class_name=class_name, binding=data.get("binding") or upper_snake(class_name),
+                                     script_name=data.get("script_name"), environment=data.get("environment")))
     return out
+
+
+def _container(c: Any, script: str, sha: str | None) -> ContainerSpec:
+    instance = c.instance_type if isinstance(c.instance_type, str) else c.instance_type.model_dump()
+    return ContainerSpec(
+        image=c.image.replace("{sha}", sha or "latest"), class_name=c.class_name, instance_type=instance,
+        max_instances=c.max_instances, application_name=c.name or container_app_name(script, c.class_name),
+        rollout_step_percentage=c.rollout_step_percentage, rollout_kind=c.rollout_kind,
+    )
 
 
 def _main_module_name(main_path: str) -> str:
@@ -147,13 +198,25 @@ def resolve_repository_app(
     request cannot change where or how it is deployed.
     """
     env_config: EnvironmentConfig = (policy or app_config).environment(environment)
-    raw_app = app_config.app.model_dump(exclude_none=True)
+    # Only what the file sets: a default of `app` must not hide the wrangler value.
+    raw_app = app_config.app.model_dump(exclude_none=True, exclude_unset=True)
+    extras: dict[str, Any] = {}
+    extra_containers: list[ContainerConfig] = []
+    wrangler_script: str | None = None
     if wrangler:
-        merged = merge_app_fields(raw_app, app_fields_from_wrangler(wrangler))
+        found = wrangler_app(wrangler, environment)
+        fallback = dict(found.app_fields)
+        containers = found.extras.pop("containers")
+        if containers:
+            fallback["container"] = containers[0]
+        merged = merge_app_fields(raw_app, fallback)
         try:
             app = AppConfig.model_validate(merged)
+            extra_containers = [ContainerConfig.model_validate(c) for c in containers[1:]]
         except ValidationError as exc:
-            raise validation_error(exc, "app (with wrangler fallback)") from None
+            raise validation_error(exc, f"app (with {found.path})") from None
+        extras = found.extras
+        wrangler_script = found.script_name
     else:
         app = app_config.app
     if not app.name:
@@ -163,20 +226,11 @@ def resolve_repository_app(
         raise FlareshipError("DEPLOY_001", "app.main is required (the Worker's main module)", details={"field": "app.main"})
     if not app.compatibility_date:
         raise FlareshipError("DEPLOY_001", "app.compatibility_date is required", details={"field": "app.compatibility_date"})
-    script = script_name_for(app.name, environment, env_config.script_name)
+    script = script_name_for(app.name, environment, env_config.script_name or wrangler_script)
     dos = _dos(app.durable_objects)
-    container = None
-    if app.container:
-        c = app.container
-        image = c.image.replace("{sha}", sha or "latest")
-        container = ContainerSpec(
-            image=image,
-            class_name=c.class_name,
-            instance_type=c.instance_type,
-            max_instances=c.max_instances,
-            application_name=container_app_name(script, c.class_name),
-        )
-        if c.class_name not in [d.class_name for d in dos]:
+    containers_spec = [_container(c, script, sha) for c in ([app.container] if app.container else []) + extra_containers]
+    for c in reversed(containers_spec):
+        if c.class_name not in [d.class_name for d in dos if not d.script_name]:
             dos.insert(0, DurableObjectSpec(class_name=c.class_name, binding=upper_snake(c.class_name)))
     return AppSpec(
         name=app.name,
@@ -190,12 +244,14 @@ def resolve_repository_app(
         compatibility_date=app.compatibility_date,
         compatibility_flags=list(app.compatibility_flags or []),
         durable_objects=dos,
-        container=container,
+        container=containers_spec[0] if containers_spec else None,
+        containers=containers_spec,
         vars=dict(app.vars or {}),
         health_check_path=env_config.health_check.path,
         health_check_timeout=env_config.health_check.timeout_seconds,
         url=env_config.url,
         cost=(policy or app_config).cost,
+        **extras,
     )
 
 

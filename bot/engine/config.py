@@ -38,11 +38,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class CustomInstanceType(_Strict):
+    """wrangler's custom instance type (containers/config.ts: lite's values where one is unset)."""
+
+    vcpu: float = Field(default=0.0625, gt=0)
+    memory_mib: int = Field(default=256, gt=0)
+    disk_mb: int = Field(default=2000, gt=0)
+
+
 class ContainerConfig(_Strict):
     image: str = Field(min_length=1, max_length=512)
     class_name: ClassName = "AppContainer"
-    instance_type: Literal["lite", "basic", "standard-1", "standard-2", "standard-3", "standard-4"] = "basic"
+    #: A named type, or `{vcpu, memory_mib, disk_mb}` (both forms wrangler takes).
+    instance_type: Literal["dev", "lite", "basic", "standard", "standard-1", "standard-2", "standard-3",
+                           "standard-4"] | CustomInstanceType = "basic"
     max_instances: int = Field(default=5, ge=1, le=1000)
+    #: The application's name (default `{script}-{class_name lowercased}`).
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    #: One step's percentage, or every step's (wrangler: 100 below two instances, else [10, 100]).
+    rollout_step_percentage: int | list[Annotated[int, Field(ge=1, le=100)]] | None = Field(default=None)
+    rollout_kind: Literal["full_auto", "full_manual", "none"] | None = None
+
+    @field_validator("rollout_step_percentage")
+    @classmethod
+    def _steps(cls, v: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(v, int) and not 1 <= v <= 100:
+            raise ValueError("must be a percentage (1-100)")
+        if isinstance(v, list) and (not v or v[-1] != 100):
+            raise ValueError("the last step must be 100")
+        return v
 
     @field_validator("image")
     @classmethod
@@ -55,6 +79,9 @@ class ContainerConfig(_Strict):
 class DurableObjectConfig(_Strict):
     class_name: ClassName
     binding: str | None = None
+    #: The Worker that implements the class (a binding to another script's Durable Object).
+    script_name: str | None = None
+    environment: str | None = None
 
     @field_validator("binding")
     @classmethod
