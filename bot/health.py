@@ -222,13 +222,13 @@ def _revision_and_ping(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def dispatcher_running(dispatcher: "Dispatcher | None") -> bool:
+def dispatcher_running(dispatcher: Dispatcher | None) -> bool:
     """The dispatcher's task is alive and registered (bot/dispatcher.py `start`)."""
     task = getattr(dispatcher, "_task", None)
     return task is not None and not task.done() and getattr(dispatcher, "owner", None) is not None
 
 
-async def readiness(database: "Database | None", dispatcher: "Dispatcher | None",
+async def readiness(database: Database | None, dispatcher: Dispatcher | None,
                     *, timeout: float = READINESS_TIMEOUT) -> dict[str, str]:
     """What keeps this process from serving, by part (empty when ready).
 
@@ -247,7 +247,7 @@ async def readiness(database: "Database | None", dispatcher: "Dispatcher | None"
         except TimeoutError:
             problems["database"] = f"no answer within {timeout:g}s"
             problems["migrations"] = "unknown: no database"
-        except Exception as exc:  # any driver error: unreachable, refused, bad credentials
+        except Exception as exc:  # noqa: BLE001 - any driver error: unreachable, refused, bad credentials
             problems["database"] = f"unreachable: {type(exc).__name__}"
             problems["migrations"] = "unknown: no database"
         else:

@@ -17,7 +17,7 @@ from bot.store.db import Database
 TOKEN = "cf-token-never-stored-0123456789"
 
 
-def test_wait_for_slot_counts_a_slice_for_a_whole_window_after_it_ends():
+def test_wait_for_slot_counts_a_slice_for_a_whole_window_after_it_ends() -> None:
     # limit 3, window 1000 ms, slices of 50 ms: (0: 2 requests), (100: 1 request) at now=400
     assert wait_for_slot([(0, 1), (100, 1)], 400, 3, 1000, 50) == 0
     assert wait_for_slot([(0, 2), (100, 1)], 400, 3, 1000, 50) == pytest.approx(0.65)  # 0 + 50 + 1000 - 400
@@ -26,7 +26,7 @@ def test_wait_for_slot_counts_a_slice_for_a_whole_window_after_it_ends():
 
 
 @pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
-async def test_replicas_share_one_window_and_never_store_the_token(database_url):
+async def test_replicas_share_one_window_and_never_store_the_token(database_url) -> None:
     key = hashlib.sha256(TOKEN.encode()).hexdigest()
     # Two "replicas": two engines (connection pools) on one database, each with its own budget object.
     first, second = Database(database_url), Database(database_url)
@@ -59,7 +59,7 @@ async def test_replicas_share_one_window_and_never_store_the_token(database_url)
 
 
 @pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
-async def test_a_wait_longer_than_max_wait_fails_at_once(database_url):
+async def test_a_wait_longer_than_max_wait_fails_at_once(database_url) -> None:
     database = Database(database_url)
     try:
         window = SharedWindow(database, hashlib.sha256(b"another-token").hexdigest())
@@ -77,7 +77,7 @@ async def test_a_wait_longer_than_max_wait_fails_at_once(database_url):
         await database.close()
 
 
-async def test_sqlite_keeps_the_in_process_budget(tmp_path):
+async def test_sqlite_keeps_the_in_process_budget(tmp_path) -> None:
     from bot.app import _cloudflare_clients
     from bot.settings import Settings
 
@@ -95,7 +95,7 @@ async def test_sqlite_keeps_the_in_process_budget(tmp_path):
 
 
 @pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
-async def test_postgresql_shares_the_budget_sized_by_the_settings(database_url):
+async def test_postgresql_shares_the_budget_sized_by_the_settings(database_url) -> None:
     from bot.app import _cloudflare_clients
     from bot.settings import Settings
 
