@@ -141,7 +141,10 @@ class Settings(BaseSettings):
                 load_pem_private_key(pem.encode(), password=None)
             except FileNotFoundError:
                 problems.append(f"GITHUB_PRIVATE_KEY_PATH does not exist: {self.github_private_key_path}")
-            except (ValueError, TypeError, OSError):
+            except OSError as exc:
+                problems.append(f"GITHUB_PRIVATE_KEY_PATH cannot be read: {self.github_private_key_path}: "
+                                f"{exc.strerror or type(exc).__name__}")
+            except (ValueError, TypeError):
                 problems.append("the GitHub private key does not parse as an unencrypted PEM RSA key")
         try:
             normalize_database_url(self.database_url)

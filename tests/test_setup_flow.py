@@ -237,3 +237,33 @@ def test_env_values_read_back_exactly(tmp_path):
     values = dotenv_values(tmp_path / ".env")
     assert values["GITHUB_PRIVATE_KEY"].endswith("-----END KEY-----\n") and "GITHUB_WEBHOOK_SECRET" not in values
     assert "GITHUB_URL" not in values  # defaults are not written
+
+
+async def test_organisation_app_on_github_enterprise_server(tmp_path):
+    """`--org` posts to the organisation's page; the code goes to GHES's `/api/v3` API."""
+    import html as html_module
+    import json
+
+    github = await start_github_sim(prefix="/api/v3")
+    setup, setup_url = await _start_setup(github.root_url, github.url, tmp_path, "--org", "acme")
+    try:
+        async with httpx.AsyncClient() as http:
+            page = (await http.get(setup_url)).text
+            action = html_module.unescape(re.search(r'<form method=post action="([^"]+)"', page).group(1))
+            assert action.startswith(f"{github.root_url}/organizations/acme/settings/apps/new?state=")
+            manifest = html_module.unescape(re.search(r'name=manifest value="([^"]+)"', page).group(1))
+            assert json.loads(manifest)["redirect_url"] == setup_url + "callback"
+            shown = await http.post(action, data={"manifest": manifest})
+            pending = re.search(r'name=pending value="([^"]+)"', shown.text).group(1)
+            landed = await http.post(f"{github.root_url}/organizations/acme/settings/apps", data={"pending": pending},
+                                     follow_redirects=True)
+            assert landed.status_code == 200 and "Flareship is registered" in landed.text
+        _, err = await asyncio.wait_for(setup.communicate(), 30)
+    finally:
+        if setup.returncode is None:
+            setup.kill()
+        await github.close()
+    assert setup.returncode == 0, err.decode()
+    values = dotenv_values(tmp_path / ".env")
+    assert values["GITHUB_API_URL"] == github.url and values["GITHUB_APP_ID"] == str(github.sim.app_id)
+    assert github.sim.calls("POST", "/app-manifests/*/conversions", status=201)  # logged without the prefix
