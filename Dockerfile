@@ -10,9 +10,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY handlers ./handlers
-# A regular (not editable) install: the final stage copies the virtualenv alone.
+# A regular (not editable) install: the final stage copies the virtualenv alone, without the
+# installers (nothing imports setuptools or pip at run time).
 RUN /opt/flareship/bin/pip install --no-compile . \
- && /opt/flareship/bin/pip uninstall --yes pip \
+ && /opt/flareship/bin/pip uninstall --yes --quiet setuptools pip \
  && find /opt/flareship -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/flareship/bin/python -m compileall -q /opt/flareship/lib
 
