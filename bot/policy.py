@@ -30,6 +30,7 @@ ACTION_PERMISSION = {
     "validate": "env",
     "lock": "env",
     "unlock": "env",
+    "merge": "env",  # an auto-deploy on merge: whoever merged needs it too (a lock is the engine's refusal)
     "status": None,
     "help": None,
 }
@@ -189,9 +190,9 @@ def decide(
     if not has_permission(actor, rules, action):
         role = actor.role or "no"
         users = " or be listed in its `allowed_users`" if rules.allowed_users else ""
+        what = f"an auto-deploy to **{env}** on merge" if action == "merge" else f"`/{_verb(action)}` on **{env}**"
         return Refused(
-            f"@{actor.login} has {role} access to this repository; "
-            f"`/{_verb(action)}` on **{env}** needs {rules.required_permission}{users}.",
+            f"@{actor.login} has {role} access to this repository; {what} needs {rules.required_permission}{users}.",
             "permission",
         )
     if action in CHANGES_ENVIRONMENT and facts.lock is not None:

@@ -19,9 +19,10 @@ if TYPE_CHECKING:  # imported for type checkers only; each part is optional unti
     from bot.details_links import DetailsLinks
     from bot.engine import Engine
     from bot.github.app import GitHubApp
-    from bot.github.reporter import Reporter
+    from bot.github.reporter import CommentWriter, Reporter
     from bot.metrics import Metrics
     from bot.store.db import Database
+    from bot.store.pr_state import PullRequestState
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Services:
     reporter: "Reporter | None" = None  # PR workflows: check runs, GitHub deployments, the PR comment
     metrics: "Metrics | None" = None  # Prometheus hooks (bot.metrics): webhook_delivery, cloudflare_call, rate_limit
     details_links: "DetailsLinks | None" = None  # signed links to the live page (check runs' Details)
+    pr_state: "PullRequestState | None" = None  # PR commands and the GitHub objects mirroring them
+    comments: "CommentWriter | None" = None  # the one Flareship comment per pull request
 
 
 #: How handlers reach the parts: `request.app[SERVICES]` (defined here, not in bot.app, so that

@@ -406,6 +406,7 @@ class Reporter:
         promote_target: Callable[[Any], str | None] = default_promote_target,
         details_url: Callable[[Any], str] | None = None,
         head_sha: Callable[[Any], Awaitable[str | None]] | None = None,
+        comments: CommentWriter | None = None,
     ):
         self.engine = engine
         self.github = github
@@ -416,7 +417,7 @@ class Reporter:
         self.clock = clock
         self.promote_target = promote_target
         self.details_url = details_url or (lambda d: f"{self.public_url}/deployments/{quote(d.id)}")
-        self.comments = CommentWriter(store)
+        self.comments = comments or CommentWriter(store)
         #: Answers a PR deployment's current head SHA (checked when a queued deployment starts).
         self.head_sha = head_sha
         self._trackers: dict[str, _Tracker] = {}
@@ -747,13 +748,15 @@ async def running_reporter(services: Any, *, interval: float = 1.0):
         yield None
         return
     github = services.github.client
+    pr_state = PullRequestState(services.database)
+    comments = CommentWriter(pr_state)
     reporter = Reporter(
-        engine=services.engine, github=github, store=PullRequestState(services.database),
+        engine=services.engine, github=github, store=pr_state, comments=comments,
         public_url=services.settings.public_url, interval=interval,
         head_sha=lambda deployment: pull_request_head(github, deployment),
         details_url=(lambda deployment: links.url(deployment.id)) if (links := services.details_links) else None,
     )
-    services.reporter = reporter
+    services.reporter, services.pr_state, services.comments = reporter, pr_state, comments
     reporter.start()
     try:
         yield reporter

@@ -29,6 +29,10 @@ ENV_OPTIONAL = frozenset({"deploy", "prepare", "validate", "retry", "cancel", "s
 ENV_REQUIRED = frozenset({"rollback", "lock", "unlock"})
 COMMANDS = ENV_OPTIONAL | ENV_REQUIRED | {"help"}
 
+#: User text kept or echoed back is bounded: a lock reason is stored, tokens are quoted in replies.
+LOCK_REASON_CHARS = 200
+ECHO_CHARS = 40
+
 #: The syntax of a command name, an environment name and a release/version id.
 _NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
 _ENV = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
@@ -44,6 +48,8 @@ class Command:
     dry_run: bool = False
     version: str | None = None
     reason: str | None = None
+    #: The reason was longer than `LOCK_REASON_CHARS` and was cut (the reply says so).
+    reason_shortened: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,11 @@ class UsageError:
 
     def render(self) -> str:
         return f"{self.message}\n\n```\n{self.usage}\n```"
+
+
+def echo(token: str) -> str:
+    """A user's token as quoted in a reply: at most `ECHO_CHARS` characters, `…` when cut."""
+    return token if len(token) <= ECHO_CHARS else token[: ECHO_CHARS - 1] + "…"
 
 
 def first_line(text: str) -> str:
@@ -85,7 +96,7 @@ def parse_command(
         return None  # "/usr/bin ...", "//", "/ 2": not a command, just text
     args = tokens[1:]
     if name not in COMMANDS:
-        return UsageError(None, f"Unknown command `/{name}`.")
+        return UsageError(None, f"Unknown command `/{echo(name)}`.")
     try:
         return _PARSERS[name](name, args, environments)
     except _BadArguments as exc:
@@ -98,16 +109,16 @@ class _BadArguments(Exception):
 
 def _environment(name: str, token: str, environments: Collection[str] | None) -> str:
     if token.startswith("-"):
-        raise _BadArguments(f"`/{name}`: unknown option `{token}`.")
+        raise _BadArguments(f"`/{name}`: unknown option `{echo(token)}`.")
     if not _ENV.match(token):
-        raise _BadArguments(f"`/{name}`: `{token}` is not an environment name.")
+        raise _BadArguments(f"`/{name}`: `{echo(token)}` is not an environment name.")
     if environments is None:
         return token.lower()
     for known in environments:
         if known.lower() == token.lower():
             return known
     listed = ", ".join(sorted(environments)) or "none configured"
-    raise _BadArguments(f"`/{name}`: unknown environment `{token}` (this repository has: {listed}).")
+    raise _BadArguments(f"`/{name}`: unknown environment `{echo(token)}` (this repository has: {listed}).")
 
 
 def _parse_deploy(name, args, environments):
@@ -119,7 +130,7 @@ def _parse_deploy(name, args, environments):
                 raise _BadArguments("`/deploy`: `--dry-run` given twice.")
             dry_run = True
         elif token.startswith("-"):
-            raise _BadArguments(f"`/deploy`: unknown option `{token}`.")
+            raise _BadArguments(f"`/deploy`: unknown option `{echo(token)}`.")
         elif env is None:
             env = _environment(name, token, environments)
         else:
@@ -150,13 +161,15 @@ def _parse_rollback(name, args, environments):
     if len(rest) != 2 or rest[0].lower() != "to":
         raise _BadArguments("`/rollback`: write `/rollback ENV` or `/rollback ENV to VERSION`.")
     if not _VERSION.match(rest[1]):
-        raise _BadArguments(f"`/rollback`: `{rest[1]}` is not a release id.")
+        raise _BadArguments(f"`/rollback`: `{echo(rest[1])}` is not a release id.")
     return Command(name, env, version=rest[1])
 
 
 def _parse_lock(name, args, environments):
     env = _parse_required_env(name, args, environments, extra=True)
     reason = " ".join(args[1:]) or None
+    if reason is not None and len(reason) > LOCK_REASON_CHARS:
+        return Command(name, env, reason=reason[:LOCK_REASON_CHARS].rstrip(), reason_shortened=True)
     return Command(name, env, reason=reason)
 
 

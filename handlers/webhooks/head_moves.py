@@ -7,6 +7,8 @@ from typing import Any
 
 from gidgethub import routing, sansio
 
+from handlers.webhooks.events import HeadMoved, parse_event
+
 log = logging.getLogger(__name__)
 
 router = routing.Router()
@@ -16,14 +18,14 @@ NOT_STARTED = ("queued", "initiated")
 
 @router.register("pull_request", action="synchronize")
 async def head_moved(event: sansio.Event, ctx: Any) -> None:
-    data = event.data
-    before, after = data.get("before"), data.get("after")
-    number = int((data.get("pull_request") or {}).get("number") or data.get("number") or 0)
-    repository = data["repository"]["full_name"]
+    moved = parse_event(HeadMoved, event)
+    if moved is None:
+        return
+    before, after, number = moved.before, moved.after, moved.pull_request.number
     if not before or not number or ctx.services.engine is None or ctx.services.reporter is None:
         return
     engine, reporter = ctx.services.engine, ctx.services.reporter
-    for deployment in await engine.list(repository=repository, limit=50):
+    for deployment in await engine.list(repository=moved.repository.full_name, limit=50):
         if deployment.pull_request == number and deployment.sha == before and deployment.status in NOT_STARTED:
             reporter.note_cancel(deployment.id, f"The pull request's head moved from `{before[:7]}` to "
                                                 f"`{(after or '')[:7]}` before this deploy started; nothing was deployed.")

@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 from gidgethub import HTTPException, routing, sansio
 
-from bot.errors import FlareshipError
-from bot.policy import Refused
 from handlers.webhooks import workflow
+from handlers.webhooks.command_path import CommandPath, Trigger
+from handlers.webhooks.events import LabelAdded, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -19,20 +19,16 @@ router = routing.Router()
 
 @router.register("pull_request", action="labeled")
 async def label_added(event: sansio.Event, ctx: Any) -> None:
-    data = event.data
-    label = ((data.get("label") or {}).get("name") or "").strip()
-    pull = data.get("pull_request") or {}
-    sender = data.get("sender") or {}
-    if ":" not in label or pull.get("state") != "open" or workflow.is_bot(sender) or not workflow.ready(ctx):
+    labeled = parse_event(LabelAdded, event)
+    if labeled is None:
         return
-    repository = data["repository"]["full_name"]
-    default_branch = data["repository"].get("default_branch") or "main"
-    number = int(pull["number"])
-    services = ctx.services
-    store = services.reporter.store
-    gh = await ctx.github()
+    label, pull, sender = labeled.label.name, labeled.pull_request, labeled.sender
+    if ":" not in label or pull.state != "open" or sender is None or sender.is_bot or not workflow.ready(ctx):
+        return
+    repository, number = labeled.repository.full_name, pull.number
+    path = CommandPath(ctx, Trigger(repository, labeled.repository.branch, number, sender.login))
     try:
-        config = await workflow.load_config(gh, repository, default_branch)
+        config = await path.config()
     except workflow.ConfigProblem as exc:
         log.info("label %s on %s#%s ignored: %s", label, repository, number, exc)
         return
@@ -41,40 +37,22 @@ async def label_added(event: sansio.Event, ctx: Any) -> None:
         return
     wanted = label[len(prefix):].strip()
     environment = next((env for env in config.environments if env.lower() == wanted.lower()), None)
-    key = f"label:{repository}:{event.delivery_id}"
-    row, created = await store.claim_command(key, repository=repository, pull_request=number,
-                                             environment=environment)
-    if not created and row.outcome != "claimed":
-        return
-    login = sender.get("login", "")
-    comments = services.reporter.comments
     try:
-        if environment is None:
-            known = ", ".join(sorted(config.environments))
-            await comments.update(gh, repository, number, notice=(
-                f"😕 @{login}: the label `{label}` names no environment of this repository ({known})."))
-            await store.finish_command(key, outcome="refused")
-            return
-        pr = workflow.pull_request_from(pull, repository)
-        actor = await workflow.fetch_actor(gh, repository, login, sender)
-        decision = await workflow.check_policy(gh, services.engine, config, repository, "deploy", environment,
-                                               actor, sha=pr.head_sha, pull_request=number, is_fork=pr.is_fork)
-        if isinstance(decision, Refused):
-            await comments.update(gh, repository, number, notice=f"😕 @{login}: {decision.reason}")
-            await store.finish_command(key, outcome="refused", environment=environment)
-            return
-        try:
-            deployment = await workflow.request_deploy(
-                services.engine, config, repository=repository, installation_id=ctx.installation_id,
+        async with path.claim(f"label:{repository}:{event.delivery_id}", environment=environment) as claim:
+            if claim is None:
+                return
+            if environment is None:
+                known = ", ".join(sorted(config.environments))
+                return await claim.refuse(f"the label `{label}` names no environment of this repository ({known}).")
+            pr = workflow.pull_request_of(pull, repository)
+            if not await claim.allowed("deploy", environment, sha=pr.head_sha, is_fork=pr.is_fork):
+                return
+            await claim.started(await workflow.request_deploy(
+                path.engine, config, repository=repository, installation_id=path.installation_id,
                 sha=pr.head_sha, ref=pr.head_ref, pull_request=number, environment=environment,
-                trigger="label", actor=login)
-        except FlareshipError as exc:
-            await comments.update(gh, repository, number, notice=f"😕 @{login}: {workflow.refusal_text(exc)}")
-            await store.finish_command(key, outcome="refused", environment=environment)
-            return
-        await store.finish_command(key, outcome="started", deployment_id=deployment.id, environment=environment)
+                trigger="label", actor=sender.login))
     finally:
-        await remove_label(gh, repository, number, label)
+        await remove_label(await path.github(), repository, number, label)
 
 
 async def remove_label(gh: Any, repository: str, number: int, label: str) -> None:

@@ -29,6 +29,7 @@ from bot.policy import (
     decide,
     gates_needed,
 )
+from handlers.webhooks.events import PullRequestBody
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ class PullRequest:
 
 
 def ready(ctx: Any) -> bool:
-    """PR workflows need the engine and the reporter (built when GitHub and the database are configured)."""
+    """PR workflows need the engine, the PR-state store and the comment writer (GitHub and a database)."""
     services = ctx.services
-    if services.engine is None or services.reporter is None:
+    if services.engine is None or services.pr_state is None or services.comments is None:
         log.warning("PR workflow event ignored: the engine or the GitHub reporter is not configured")
         return False
     return True
@@ -60,13 +61,6 @@ def ready(ctx: Any) -> bool:
 def split(repository: str) -> tuple[str, str]:
     owner, _, name = repository.partition("/")
     return owner, name
-
-
-def is_bot(user: dict | None) -> bool:
-    """Comments and clicks from bots (Flareship itself included) are never commands."""
-    if not user:
-        return True
-    return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
 
 
 def target_for(repository: str) -> str:
@@ -90,7 +84,7 @@ async def load_config(gh: Any, repository: str, default_branch: str) -> RepoConf
         raise ConfigProblem(f"`{CONFIG_PATH}` on `{default_branch}` is invalid: {exc.message}") from exc
 
 
-async def fetch_actor(gh: Any, repository: str, login: str, user: dict | None = None) -> Actor:
+async def fetch_actor(gh: Any, repository: str, login: str, *, is_bot: bool = False) -> Actor:
     """The user's repository role (`role_name`), or no role when they are not a collaborator."""
     owner, name = split(repository)
     try:
@@ -98,9 +92,9 @@ async def fetch_actor(gh: Any, repository: str, login: str, user: dict | None = 
                                 {"owner": owner, "repo": name, "username": login})
     except HTTPException as exc:
         if int(exc.status_code) in (403, 404):
-            return Actor(login, None, None, is_bot=is_bot(user) if user else False)
+            return Actor(login, None, None, is_bot=is_bot)
         raise
-    return Actor(login, data.get("role_name"), data.get("permission"), is_bot=is_bot(user) if user else False)
+    return Actor(login, data.get("role_name"), data.get("permission"), is_bot=is_bot)
 
 
 async def fetch_pull_request(gh: Any, repository: str, number: int) -> PullRequest:
@@ -110,18 +104,22 @@ async def fetch_pull_request(gh: Any, repository: str, number: int) -> PullReque
     return pull_request_from(data, repository)
 
 
-def pull_request_from(data: dict, repository: str) -> PullRequest:
-    head = data.get("head") or {}
-    head_repo = head.get("repo")  # null when the fork was deleted
-    is_fork = head_repo is None or bool(head_repo.get("fork")) or head_repo.get("full_name", repository) != repository
+def pull_request_from(data: dict[str, Any], repository: str) -> PullRequest:
+    """GitHub's pull-request object (GET /pulls/N, or a webhook's `pull_request`) as the fields used here."""
+    return pull_request_of(PullRequestBody.model_validate(data), repository)
+
+
+def pull_request_of(body: PullRequestBody, repository: str) -> PullRequest:
+    head_repo = body.head.repo  # null when the fork was deleted
+    is_fork = head_repo is None or head_repo.fork or (head_repo.full_name or repository) != repository
     return PullRequest(
-        number=int(data["number"]),
-        head_sha=head.get("sha"),
-        head_ref=head.get("ref"),
-        base_ref=(data.get("base") or {}).get("ref"),
+        number=body.number,
+        head_sha=body.head.sha or "",
+        head_ref=body.head.ref,
+        base_ref=body.base.ref,
         is_fork=is_fork,
-        state=data.get("state", "open"),
-        merged=bool(data.get("merged")),
+        state=body.state,
+        merged=bool(body.merged),
     )
 
 
