@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_setup(args: argparse.Namespace) -> int:
     """Run the flow to its end; messages on stdout, problems on stderr, no secret on either."""
-    settings = load_settings()
+    settings = load_settings(env_file=args.env_file)  # with --force, the old file still gives PUBLIC_URL
     public_url = (args.public_url or settings.public_url).rstrip("/")
     try:
         check_writable(args.env_file, args.force)
