@@ -12,7 +12,7 @@ from bot.engine.model import (
     Release,
     Step,
 )
-from bot.engine.runner import Engine
+from bot.engine.engine import Engine
 
 __all__ = [
     "STEP_NAMES",

@@ -187,16 +187,22 @@ class Deployment(_Model):
         return None
 
 
+LogLevel = Literal["debug", "info", "warn", "error"]
+
+
 class LogLine(_Model):
     id: int
     timestamp: datetime
-    level: Literal["debug", "info", "warn", "error"] = "info"
+    level: LogLevel = "info"
     message: str
     step: str | None = None
 
 
+EventKind = Literal["status", "step", "log"]
+
+
 class DeploymentEvent(_Model):
-    kind: Literal["status", "step", "log"]
+    kind: EventKind
     deployment: Deployment
     step: Step | None = None
     log: LogLine | None = None

@@ -1,7 +1,7 @@
-"""The 8 pipeline steps (and the restore steps of a rollback), each idempotent.
+"""The 8 pipeline steps of a deployment, each idempotent (a rollback's are in `rollback.py`).
 
 Every step looks before it creates, sends the same content when repeated, and keeps what it
-learned in `ctx.state` (persisted by the runner after each step), so re-running a step after a
+learned in `ctx.state` (persisted by the run after each step), so re-running a step after a
 crash converges instead of duplicating. A step returns "completed" or "skipped", or raises
 FlareshipError with its catalogue code.
 """
@@ -21,15 +21,15 @@ import httpx
 from bot.cloudflare.errors import (
     AuthenticationError,
     CloudflareError,
-    Conflict,
     TokenInactive,
 )
 from bot.cloudflare.workers import WorkerModule, sqlite_migration
 from bot.engine import images
 from bot.engine.appspec import AppSpec
-from bot.engine.model import STEP_ERROR_CODES, STEP_NAMES, Deployment, Release
+from bot.engine.model import STEP_ERROR_CODES, STEP_NAMES, Deployment
 from bot.engine.preflight import Facts, cloudflare_facts, evaluate, raise_first
 from bot.engine.source import Module, RepoSource, main_module_exports, modules_for
+from bot.engine.state import StepState
 from bot.errors import FlareshipError
 
 (VALIDATE, AUTHENTICATE, RESOURCES, CONTAINER, DURABLE_OBJECTS, WORKER, ROUTES, HEALTH) = STEP_NAMES
@@ -41,7 +41,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 class StepContext:
     deployment: Deployment
     spec: AppSpec
-    state: dict[str, Any]
+    state: StepState
     client: Any  # CloudflareClient
     clients: Any  # CloudflareClients
     account_id: str
@@ -119,7 +119,7 @@ async def authenticate(ctx: StepContext) -> str:
     if missing:
         raise FlareshipError("AUTH_004", "The Cloudflare token lacks: " + ", ".join(sorted(set(missing))),
                              step=AUTHENTICATE, details={"missingPermissions": sorted(set(missing))})
-    ctx.state["token_kind"] = info.kind
+    ctx.state.token_kind = info.kind
     await ctx.log(f"{info.kind} token verified; permissions: "
                   + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in sorted(report.granted.items())))
     return "completed"
@@ -134,7 +134,7 @@ async def check_resources(ctx: StepContext) -> str:
     checks, problems = evaluate(ctx.spec, facts, ctx.today)
     problems = [p for p in problems if p.check in ("resources", "quotas")]
     raise_first(checks, problems, step=RESOURCES)
-    ctx.state["script_existed"] = facts.script_exists
+    ctx.state.script_existed = facts.script_exists
     await ctx.log(f"Worker {ctx.spec.script_name} {'exists' if facts.script_exists else 'is new'}; "
                   f"{facts.worker_count} Worker(s) on the account; Workers plan {facts.workers_plan}")
     return "completed"
@@ -147,8 +147,8 @@ async def upload_container(ctx: StepContext) -> str:
     if container is None:
         await ctx.log("No container configured")
         return "skipped"
-    if ctx.state.get("image"):
-        await ctx.log(f"Image already in the account's registry: {ctx.state['image']}")
+    if ctx.state.image:
+        await ctx.log(f"Image already in the account's registry: {ctx.state.image}")
         return "completed"
     target = images.registry_target(ctx.settings.container_registry_url)
     source = images.parse_image(container.image, step=CONTAINER)
@@ -165,9 +165,9 @@ async def upload_container(ctx: StepContext) -> str:
     except BaseException:
         images.forget_credentials(ctx.clients, ctx.account_id, target)
         raise
-    ctx.state["image"] = images.configuration_image(pinned)
-    ctx.state["image_digest"] = pinned.digest
-    await ctx.log(f"Image {container.image} pinned as {ctx.state['image']}")
+    ctx.state.image = images.configuration_image(pinned)
+    ctx.state.image_digest = pinned.digest
+    await ctx.log(f"Image {container.image} pinned as {ctx.state.image}")
     return "completed"
 
 
@@ -210,7 +210,7 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
         exists, tag = await ctx.client.script_state(ctx.account_id, spec.script_name)
         known = await _existing_classes(ctx) if exists else set()
         new_classes = [c for c in spec.class_names if c not in known]
-        ctx.state["migration_tag_before"] = tag
+        ctx.state.migration_tag_before = tag
         if new_classes:
             new_tag = next_migration_tag(tag)
             if ctx.dry_run:
@@ -218,18 +218,18 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
                 return "completed"
             await ctx.log(f"New Durable Object class(es) {', '.join(new_classes)}: migration {tag or 'none'} -> {new_tag}")
             result = await _upload(ctx, migrations=sqlite_migration(tag, new_tag, new_classes))
-            ctx.state["version_id"] = result.get("deployment_id") or result.get("id")
-            ctx.state["migration_tag"] = result.get("migration_tag") or new_tag
-            ctx.state["uploaded_in_migration"] = True
+            ctx.state.version_id = result.get("deployment_id") or result.get("id")
+            ctx.state.migration_tag = result.get("migration_tag") or new_tag
+            ctx.state.uploaded_in_migration = True
         else:
-            ctx.state["migration_tag"] = tag
+            ctx.state.migration_tag = tag
             await ctx.log(f"Durable Object classes exist (migration tag {tag or 'none'})")
         if spec.container is None:
             return "completed"
         if ctx.dry_run:
             await ctx.log(f"Dry run: would update container application {spec.container.application_name}")
             return "completed"
-        version_id = ctx.state.get("version_id") or await ctx.client.deployed_version(ctx.account_id, spec.script_name)
+        version_id = ctx.state.version_id or await ctx.client.deployed_version(ctx.account_id, spec.script_name)
         namespace_ids = await ctx.client.durable_object_namespace_ids(ctx.account_id, spec.script_name, version_id) \
             if version_id else {}
         namespace_id = namespace_ids.get(spec.container.class_name)
@@ -237,13 +237,13 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
             raise FlareshipError("DEPLOY_004", f"no Durable Object namespace found for {spec.container.class_name}",
                                  step=DURABLE_OBJECTS)
         result = await ctx.client.deploy_application(
-            ctx.account_id, name=spec.container.application_name, image=ctx.state["image"],
+            ctx.account_id, name=spec.container.application_name, image=ctx.state.image,
             namespace_id=namespace_id, instance_type=spec.container.instance_type,
             max_instances=spec.container.max_instances, description=f"Flareship {ctx.deployment.id}",
         )
     except CloudflareError as exc:
         raise cloudflare_failure(exc, DURABLE_OBJECTS) from None
-    ctx.state["container_app_id"] = result.application.get("id")
+    ctx.state.container_app_id = result.application.get("id")
     what = "created" if result.created else ("updated, rollout started" if result.changed else "unchanged")
     await ctx.log(f"Container application {spec.container.application_name} {what}")
     return "completed"
@@ -256,18 +256,18 @@ async def upload_worker_version(ctx: StepContext) -> str:
         await ctx.log(f"Dry run: would upload {len(await ctx.modules())} module(s) to {ctx.spec.script_name}")
         return "skipped"
     try:
-        if ctx.state.get("uploaded_in_migration") and ctx.state.get("version_id"):
-            await ctx.log(f"Version {ctx.state['version_id']} was uploaded with the migration")
+        if ctx.state.uploaded_in_migration and ctx.state.version_id:
+            await ctx.log(f"Version {ctx.state.version_id} was uploaded with the migration")
         else:
             result = await _upload(ctx, migrations=None)
-            ctx.state["version_id"] = result.get("deployment_id") or result.get("id")
+            ctx.state.version_id = result.get("deployment_id") or result.get("id")
             if result.get("migration_tag"):
-                ctx.state["migration_tag"] = result["migration_tag"]
-            await ctx.log(f"Uploaded version {ctx.state['version_id']}")
+                ctx.state.migration_tag = result["migration_tag"]
+            await ctx.log(f"Uploaded version {ctx.state.version_id}")
         # A PUT deploys the new version at 100% (cloudflare-api.md section 6): nothing more to send.
     except CloudflareError as exc:
         raise cloudflare_failure(exc, WORKER) from None
-    await ctx.log(f"Version {ctx.state['version_id']} deployed at 100%")
+    await ctx.log(f"Version {ctx.state.version_id} deployed at 100%")
     return "completed"
 
 
@@ -295,7 +295,7 @@ async def configure_routes(ctx: StepContext) -> str:
     try:
         subdomain = await ctx.client.ensure_account_subdomain(ctx.account_id, f"flareship-{ctx.account_id[:8]}")
         await ctx.client.enable_script_subdomain(ctx.account_id, spec.script_name)
-        ctx.state["subdomain"] = subdomain
+        ctx.state.subdomain = subdomain
         url = workers_url(ctx.settings.workers_url_template, spec.script_name, subdomain)
         if spec.url:
             host = urlparse(spec.url).hostname or ""
@@ -309,7 +309,7 @@ async def configure_routes(ctx: StepContext) -> str:
             url = spec.url
     except CloudflareError as exc:
         raise cloudflare_failure(exc, ROUTES) from None
-    ctx.state["url"] = url
+    ctx.state.url = url
     await ctx.log(f"Reachable at {url}")
     return "completed"
 
@@ -342,7 +342,7 @@ async def health_check(ctx: StepContext) -> str:
     if ctx.dry_run:
         await ctx.log("Dry run: no health check")
         return "skipped"
-    url = ctx.state.get("url")
+    url = ctx.state.url
     if not url:
         raise FlareshipError("DEPLOY_006", "no URL to probe", step=HEALTH)
     await probe_health(ctx, url, ctx.spec.health_check_path, ctx.spec.health_check_timeout)
@@ -357,136 +357,5 @@ PIPELINE: dict[str, Callable[[StepContext], Awaitable[str]]] = {
     DURABLE_OBJECTS: deploy_durable_objects,
     WORKER: upload_worker_version,
     ROUTES: configure_routes,
-    HEALTH: health_check,
-}
-
-
-# -- Rollback: return the environment to a release -----------------------------------------------
-
-def migration_guard(target: Release, live_tag: str | None) -> str | None:
-    """Why restoring `target` is refused (None when allowed): it would cross a DO migration."""
-    if (target.migration_tag or None) != (live_tag or None):
-        return (f"release {target.id} was deployed at Durable Object migration tag {target.migration_tag or 'none'}, "
-                f"the live Worker is at {live_tag or 'none'}; restoring it would cross a migration, "
-                "which Cloudflare cannot undo")
-    return None
-
-
-async def restore_container(ctx: StepContext, target: Release) -> None:
-    if not (target.image and target.container_app_id):
-        return
-    app = await ctx.client.get_application(ctx.account_id, target.container_app_id)
-    current = app.get("configuration") or {}
-    configuration = {**{k: v for k, v in current.items() if k in ("instance_type", "observability")},
-                     "image": target.image}
-    if current.get("image") != target.image:
-        app = await ctx.client.patch_application(ctx.account_id, target.container_app_id,
-                                                 {"configuration": configuration})
-    await ctx.client.create_rollout(ctx.account_id, target.container_app_id, configuration,
-                                    description=f"Flareship rollback to {target.id}",
-                                    max_instances=int(app.get("max_instances") or 1))
-    await ctx.log(f"Container image restored to {target.image}")
-
-
-async def restore_worker(ctx: StepContext, target: Release) -> None:
-    if not target.version_id:
-        raise FlareshipError("DEPLOY_007", f"release {target.id} has no Worker version")
-    live = await ctx.client.deployed_version(ctx.account_id, target.script_name)
-    if live != target.version_id:
-        try:
-            await ctx.client.create_deployment(ctx.account_id, target.script_name, target.version_id,
-                                               message=f"Rollback to {target.id}")
-        except Conflict as exc:
-            if 10220 not in exc.codes:
-                raise
-            await ctx.client.create_deployment(ctx.account_id, target.script_name, target.version_id,
-                                               message=f"Rollback to {target.id}", force=True)
-    await ctx.log(f"Worker version {target.version_id} deployed at 100%")
-
-
-async def restore_release(ctx: StepContext, target: Release, *, check_guard: bool = True) -> None:
-    """Container image, then Worker version, of `target` (DEPLOY_007 on any failure)."""
-    try:
-        if check_guard:
-            _exists, live_tag = await ctx.client.script_state(ctx.account_id, target.script_name)
-            reason = migration_guard(target, live_tag)
-            if reason:
-                raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason}", status=409)
-        await restore_container(ctx, target)
-        await restore_worker(ctx, target)
-    except CloudflareError as exc:
-        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.public_message()}") from None
-    except FlareshipError as exc:
-        if exc.code == "DEPLOY_007":
-            raise
-        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.message}") from None
-
-
-# Rollback deployments run the same 8 named steps; most have nothing to do.
-
-async def rollback_validate(ctx: StepContext) -> str:
-    target = ctx.deployment.rollback_target
-    if target is None:
-        raise FlareshipError("DEPLOY_007", "no release to roll back to", step=VALIDATE)
-    try:
-        _exists, live_tag = await ctx.client.script_state(ctx.account_id, target.script_name)
-    except CloudflareError as exc:
-        raise cloudflare_failure(exc, VALIDATE) from None
-    reason = migration_guard(target, live_tag)
-    if reason:
-        raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason}", step=VALIDATE, status=409)
-    await ctx.log(f"Restoring release {target.id} (version {target.version_id}, image {target.image or 'none'})")
-    return "completed"
-
-
-async def rollback_skip(ctx: StepContext) -> str:
-    return "skipped"
-
-
-async def rollback_container(ctx: StepContext) -> str:
-    target = ctx.deployment.rollback_target
-    if not (target and target.image and target.container_app_id):
-        return "skipped"
-    try:
-        await restore_container(ctx, target)
-    except CloudflareError as exc:
-        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.public_message()}", step=DURABLE_OBJECTS) from None
-    return "completed"
-
-
-async def rollback_worker(ctx: StepContext) -> str:
-    target = ctx.deployment.rollback_target
-    try:
-        await restore_worker(ctx, target)
-    except CloudflareError as exc:
-        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.public_message()}", step=WORKER) from None
-    except FlareshipError as exc:
-        raise FlareshipError("DEPLOY_007", exc.message, step=WORKER) from None
-    ctx.state["version_id"] = target.version_id
-    ctx.state["image"] = target.image
-    ctx.state["image_digest"] = target.image_digest
-    ctx.state["container_app_id"] = target.container_app_id
-    ctx.state["migration_tag"] = target.migration_tag
-    return "completed"
-
-
-async def rollback_url(ctx: StepContext) -> str:
-    try:
-        subdomain = await ctx.client.get_account_subdomain(ctx.account_id)
-    except CloudflareError as exc:
-        raise cloudflare_failure(exc, ROUTES) from None
-    url = ctx.spec.url or workers_url(ctx.settings.workers_url_template, ctx.spec.script_name, subdomain or "")
-    ctx.state["url"] = url
-    return "skipped"
-
-
-ROLLBACK_PIPELINE: dict[str, Callable[[StepContext], Awaitable[str]]] = {
-    VALIDATE: rollback_validate,
-    AUTHENTICATE: authenticate,
-    RESOURCES: rollback_skip,
-    CONTAINER: rollback_skip,
-    DURABLE_OBJECTS: rollback_container,
-    WORKER: rollback_worker,
-    ROUTES: rollback_url,
     HEALTH: health_check,
 }

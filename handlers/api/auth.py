@@ -28,7 +28,7 @@ from handlers.api.security import authorize, caller, token_store
 from handlers.http import json_success
 
 if TYPE_CHECKING:
-    from bot.engine.runner import Engine
+    from bot.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ import argparse
 import asyncio
 import sys
 
-from bot.engine import steps
+from bot.engine import rollback, steps
 from bot.store.db import Database
 from tests.engine.engine_factory import ACCOUNT_ID, TOKEN, make_engine
 from bot.settings import Settings
 
 
 def _hold(step_name: str) -> None:
-    for table in (steps.PIPELINE, steps.ROLLBACK_PIPELINE):
+    for table in (steps.PIPELINE, rollback.ROLLBACK_PIPELINE):
         original = table[step_name]
 
         async def held(ctx, _original=original):
