@@ -21,6 +21,8 @@ import jwt as pyjwt
 from aiohttp import web
 
 from bot.github.paths import match_path
+from bot.sim.github.actions import ROUTES as ACTIONS_ROUTES
+from bot.sim.github.actions import add_pages as add_actions_pages
 from bot.sim.github.handlers import ROUTES, Call, Reply, build_tarball, error, not_found
 from bot.sim.github.manifest import API_ROUTES as MANIFEST_ROUTES
 from bot.sim.github.manifest import add_pages as add_manifest_pages
@@ -193,7 +195,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return handling.respond(not_found(), path)
     template, params = found
     handling.template = template.template
-    route = ROUTES.get((request.method, template.template)) or MANIFEST_ROUTES.get((request.method, template.template))
+    key = (request.method, template.template)
+    route = ACTIONS_ROUTES.get(key) or ROUTES.get(key) or MANIFEST_ROUTES.get(key)
     if route is None:
         return handling.respond(not_found(), path)
     handler, needs, permissions = route
@@ -293,6 +296,7 @@ def make_app(sim: GitHubSim, *, prefix: str = "") -> web.Application:
     app[SIM] = sim
     app[PREFIX] = prefix.rstrip("/")
     add_manifest_pages(app, sim)  # github.com's "new GitHub App" pages (bot/sim/github/manifest.py)
+    add_actions_pages(app, sim)  # the artifacts' blob host (bot/sim/github/actions.py)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 

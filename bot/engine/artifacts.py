@@ -1,0 +1,201 @@
+"""Finding, waiting for and unpacking the build artifact of a deployed SHA (PRODUCT.md "Build artifacts").
+
+The artifact's zip comes from outside and is read in memory with the checks such an archive
+deserves: no absolute or escaping paths, no links, a cap on files and on inflated bytes (the
+zip's own sizes are not trusted; inflation stops at the cap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import posixpath
+import stat
+import zipfile
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot.engine.build import BuildConfig
+from bot.engine.model import STEP_NAMES
+from bot.engine.source import MODULE_TYPES, Module
+from bot.errors import FlareshipError
+from bot.github import actions
+from bot.github.actions import Artifact, WorkflowRun
+from bot.github.client import FlareshipGitHubAPI
+
+log = logging.getLogger(__name__)
+
+MAX_INFLATED_BYTES = 500 * 1024 * 1024
+MAX_FILES = 20_000
+#: Seconds between looks at the workflow runs while a build is under way.
+POLL_SECONDS = 15.0
+FIELD = "app.build.artifact"
+
+
+def _fail(message: str, runs: list[WorkflowRun] | None = None) -> FlareshipError:
+    urls = [r.html_url for r in runs or [] if r.html_url]
+    text = message + (": " + ", ".join(urls) if urls else "")
+    return FlareshipError("DEPLOY_001", text, step=STEP_NAMES[0],
+                          details={"field": FIELD, "runs": urls})
+
+
+@dataclass
+class BuildWait:
+    """One deployment's wait for its artifact; `started_at` is persisted, so a restart waits on."""
+
+    gh: FlareshipGitHubAPI
+    repository: str
+    sha: str
+    build: BuildConfig
+    started_at: datetime
+    clock: Callable[[], datetime]
+    #: Called once per run that is waited on: tells the user (check run) what is awaited.
+    announce: Callable[[WorkflowRun], Awaitable[None]]
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    poll_seconds: float = POLL_SECONDS
+    announced: set[int] = field(default_factory=set)
+
+    @property
+    def deadline(self) -> datetime:
+        return self.started_at + timedelta(minutes=self.build.timeout_minutes)
+
+    async def artifact(self) -> Artifact:
+        """The newest unexpired artifact of the SHA, waiting while a run for it is active."""
+        while True:
+            found, expired = actions.newest_for_sha(
+                await actions.artifacts_named(self.gh, self.repository, self.build.artifact), self.sha)
+            if found is not None:
+                return found
+            runs = await actions.runs_for_sha(self.gh, self.repository, self.sha)
+            active = [r for r in runs if r.active]
+            if not active:
+                if expired is not None:
+                    raise _fail(f"build artifact {self.build.artifact!r} of {self.sha[:7]} has expired; "
+                                "re-run the workflow", runs)
+                if not runs:
+                    raise _fail(f"no workflow run built {self.sha[:7]} and no artifact {self.build.artifact!r} "
+                                "exists for it")
+                raise _fail(f"the workflow run(s) of {self.sha[:7]} completed without an artifact named "
+                            f"{self.build.artifact!r}", runs)
+            if self.clock() >= self.deadline:
+                raise _fail(f"no artifact {self.build.artifact!r} for {self.sha[:7]} after "
+                            f"{self.build.timeout_minutes:g} minute(s)", active)
+            for run in active:
+                if run.id not in self.announced:
+                    self.announced.add(run.id)
+                    await self.announce(run)
+            remaining = (self.deadline - self.clock()).total_seconds()
+            await self.sleep(max(0.0, min(self.poll_seconds, remaining)))
+
+
+def _safe_name(name: str) -> str | None:
+    """The archive member's path inside the tree, or None when it must be skipped (a folder)."""
+    if "\\" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise FlareshipError("DEPLOY_001", f"the build artifact holds an unsafe path {name!r}",
+                             details={"field": FIELD})
+    if name.endswith("/"):
+        return None
+    parts = name.split("/")
+    if any(p in ("..", "") for p in parts) or "\0" in name:
+        raise FlareshipError("DEPLOY_001", f"the build artifact holds an unsafe path {name!r}",
+                             details={"field": FIELD})
+    return "/".join(p for p in parts if p != ".")
+
+
+def extract_zip(data: bytes, *, max_bytes: int = MAX_INFLATED_BYTES, max_files: int = MAX_FILES) -> dict[str, bytes]:
+    """Every regular file of the zip by its path; DEPLOY_001 for a broken, unsafe or oversized zip."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError):
+        raise FlareshipError("DEPLOY_001", "the build artifact is not a valid zip", details={"field": FIELD}) from None
+    files: dict[str, bytes] = {}
+    total = 0
+    with archive:
+        for info in archive.infolist():
+            path = _safe_name(info.filename)
+            if path is None:
+                continue
+            mode = info.external_attr >> 16
+            if stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+                raise FlareshipError("DEPLOY_001", f"the build artifact holds a link or special file {path!r}",
+                                     details={"field": FIELD})
+            if len(files) >= max_files:
+                raise FlareshipError("DEPLOY_001", f"the build artifact holds more than {max_files} files",
+                                     details={"field": FIELD})
+            try:
+                with archive.open(info) as member:
+                    content = member.read(max_bytes - total + 1)
+            except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError):
+                raise FlareshipError("DEPLOY_001", f"the build artifact's {path} cannot be read",
+                                     details={"field": FIELD}) from None
+            total += len(content)
+            if total > max_bytes:
+                raise FlareshipError("DEPLOY_001", f"the build artifact inflates to more than {max_bytes} bytes",
+                                     details={"field": FIELD})
+            files[path] = content
+    return files
+
+
+@dataclass
+class BuildOutput:
+    """What a build artifact holds, laid out as PRODUCT.md "Build artifacts" names it."""
+
+    modules: list[Module]
+    #: Static assets by their path under the assets folder (`/index.html` -> `index.html`).
+    assets: dict[str, bytes] | None
+    #: The OCI image layout tarball, when `build.image` is set.
+    image: bytes | None
+
+
+def _folder_files(files: dict[str, bytes], folder: str) -> dict[str, bytes]:
+    prefix = "" if folder in ("", ".") else folder.rstrip("/") + "/"
+    return {path[len(prefix):]: content for path, content in files.items() if path.startswith(prefix)}
+
+
+def layout(files: dict[str, bytes], build: BuildConfig, main: str) -> BuildOutput:
+    """Split the artifact into the Worker bundle, the static assets and the image tarball."""
+    if main not in files:
+        raise FlareshipError("DEPLOY_001", f"the build artifact has no {main} at its root (app.build.main); "
+                             f"it holds {', '.join(sorted(files)[:8]) or 'nothing'}",
+                             details={"field": "app.build.main"})
+    image: bytes | None = None
+    if build.image:
+        if build.image not in files:
+            raise FlareshipError("DEPLOY_001", f"the build artifact has no {build.image} (app.build.image)",
+                                 details={"field": "app.build.image"})
+        image = files[build.image]
+    assets_dir = build.assets
+    if assets_dir is None and any(p.startswith("assets/") for p in files):
+        assets_dir = "assets"
+    assets = _folder_files(files, assets_dir) if assets_dir else None
+    if build.assets and not assets:
+        raise FlareshipError("DEPLOY_001", f"the build artifact has no files under {build.assets}/ (app.build.assets)",
+                             details={"field": "app.build.assets"})
+    skip_prefix = f"{assets_dir.rstrip('/')}/" if assets_dir else None
+    main_type = MODULE_TYPES.get(posixpath.splitext(main)[1].lower())
+    if main_type != "application/javascript+module":
+        raise FlareshipError("DEPLOY_001", f"app.build.main {main} must be an ES module (.js or .mjs)",
+                             details={"field": "app.build.main"})
+    modules = [Module(main, files[main], main_type)]
+    for path in sorted(files):
+        if path == main or path == build.image or (skip_prefix and path.startswith(skip_prefix)):
+            continue
+        ctype = MODULE_TYPES.get(posixpath.splitext(path)[1].lower())
+        if ctype is None or path.split("/")[0] == "node_modules":
+            continue
+        modules.append(Module(path, files[path], ctype))
+    return BuildOutput(modules=modules, assets=assets, image=image)
+
+
+async def fetch_build(wait: BuildWait, main: str) -> tuple[Artifact, BuildOutput]:
+    """Wait for the artifact, download its zip once and lay it out."""
+    artifact = await wait.artifact()
+    if artifact.size_in_bytes > actions.MAX_ARTIFACT_BYTES:
+        raise FlareshipError("DEPLOY_001", f"build artifact {artifact.name!r} is {artifact.size_in_bytes} bytes "
+                             f"(limit {actions.MAX_ARTIFACT_BYTES})", details={"field": FIELD})
+    data = await actions.download_artifact(wait.gh, wait.repository, artifact.id)
+    log.info("%s@%s: build artifact %s (%d bytes)", wait.repository, wait.sha[:7], artifact.id, len(data))
+    return artifact, layout(extract_zip(data), wait.build, main)
