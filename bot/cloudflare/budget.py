@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.cloudflare.errors import BudgetExhausted
 
@@ -97,26 +97,36 @@ class RequestBudget:
 class SlotSource(Protocol):
     """A window counted outside this process (`bot.store.cloudflare_budget.SharedWindow`)."""
 
-    async def take(self, limit: int, window: float) -> float:
-        """Take one slot and return 0, or return the seconds until one frees (taking nothing)."""
+    async def take(self, limit: int, window: float) -> tuple[float, int]:
+        """(0, counted) after taking one slot, or (seconds until one frees, counted) taking nothing;
+        `counted`: the requests of every replica in the window."""
         ...
 
 
 class SharedRequestBudget(RequestBudget):
     """A budget whose window `slots` keeps for every replica; 429 pauses stay per process.
 
-    The local window still records this process's own requests (metrics: `in_window`).
+    `in_window` (metrics' headroom) is every replica's count as the last request of this process
+    found it, while that is less than a window old; this process's own count after that.
     """
 
-    def __init__(self, slots: SlotSource, limit: int = DEFAULT_LIMIT, window: float = DEFAULT_WINDOW, **kwargs):
+    def __init__(self, slots: SlotSource, limit: int = DEFAULT_LIMIT, window: float = DEFAULT_WINDOW,
+                 **kwargs: Any):
         super().__init__(limit, window, **kwargs)
         self.slots = slots
+        self._shared_seen: tuple[float, int] = (float("-inf"), 0)
+
+    def in_window(self) -> int:
+        seen_at, counted = self._shared_seen
+        own = super().in_window()
+        return max(own, counted) if self._clock() - seen_at < self.window else own
 
     async def acquire(self) -> None:
         while True:
             wait = self.paused_for()
             if wait <= 0:
-                wait = await self.slots.take(self.limit, self.window)
+                wait, counted = await self.slots.take(self.limit, self.window)
+                self._shared_seen = (self._clock(), counted)
                 if wait <= 0:
                     now = self._clock()
                     self._trim(now)

@@ -61,7 +61,7 @@ def wait_for_slot(slices: list[tuple[int, int]], now_ms: int, limit: int, window
     return window_ms / 1000  # unreachable with limit >= 1; a full window is the safe answer
 
 
-def _take(conn: sa.Connection, token_hash: str, limit: int, window: float) -> float:
+def _take(conn: sa.Connection, token_hash: str, limit: int, window: float) -> tuple[float, int]:
     lock_key = int.from_bytes(hashlib.sha256((_LOCK_NAMESPACE + token_hash).encode()).digest()[:8], "big", signed=True)
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
     now_ms = int(conn.execute(sa.text("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)")).scalar_one())
@@ -72,14 +72,15 @@ def _take(conn: sa.Connection, token_hash: str, limit: int, window: float) -> fl
                                       table.c.slice_start + width + window_ms <= now_ms))
     rows = conn.execute(sa.select(table.c.slice_start, table.c.requests)
                         .where(table.c.token_hash == token_hash).order_by(table.c.slice_start)).all()
+    counted = sum(r.requests for r in rows)
     wait = wait_for_slot([(r.slice_start, r.requests) for r in rows], now_ms, limit, window_ms, width)
     if wait > 0:
-        return wait
+        return wait, counted
     start = math.floor(now_ms / width) * width
     statement = insert(table).values(token_hash=token_hash, slice_start=start, requests=1)
     conn.execute(statement.on_conflict_do_update(
         index_elements=[table.c.token_hash, table.c.slice_start], set_={"requests": table.c.requests + 1}))
-    return 0.0
+    return 0.0, counted + 1
 
 
 def _in_window(conn: sa.Connection, token_hash: str, window: float) -> int:
@@ -100,10 +101,12 @@ class SharedWindow:
         self.database = database
         self.token_hash = token_hash
 
-    async def take(self, limit: int, window: float) -> float:
-        """Take one slot (returns 0) or say how many seconds until one frees (takes nothing)."""
+    async def take(self, limit: int, window: float) -> tuple[float, int]:
+        """Take one slot (wait 0) or say how many seconds until one frees (taking nothing); with
+        the requests every replica has in the window after this one."""
         return await self.database.run_write(_take, self.token_hash, limit, window)
 
     async def in_window(self, window: float) -> int:
         """Requests every replica sent with this token in the current window."""
-        return await self.database.run_write(_in_window, self.token_hash, window)
+        async with self.database.connect() as conn:
+            return await conn.run_sync(_in_window, self.token_hash, window)

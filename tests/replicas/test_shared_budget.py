@@ -49,10 +49,18 @@ async def test_replicas_share_one_window_and_never_store_the_token(database_url)
         assert 0 < budgets[0].total_acquired < 30  # both took slots from the same window
         assert 0 < await SharedWindow(first, key).in_window(1.0) <= 10
 
+        # Metrics' headroom sees every replica's requests (as the last request found them).
+        other = hashlib.sha256(b"metrics-token").hexdigest()
+        a, b = (SharedRequestBudget(SharedWindow(db, other), limit=10, window=30.0) for db in (first, second))
+        for _ in range(3):
+            await a.acquire()
+        await b.acquire()
+        assert (a.in_window(), b.in_window()) == (3, 4)
+
         async with first.connect() as conn:
             rows = (await conn.execute(sa.select(cloudflare_budget))).all()
             dump = " ".join(str(tuple(r)) for r in rows)
-        assert rows and {r.token_hash for r in rows} == {key} and TOKEN not in dump
+        assert rows and {r.token_hash for r in rows} == {key, other} and TOKEN not in dump
     finally:
         await first.close()
         await second.close()
@@ -105,6 +113,7 @@ async def test_postgresql_shares_the_budget_sized_by_the_settings(database_url) 
         clients = _cloudflare_clients(settings, database)
         budget = clients.budget_for(TOKEN)
         assert isinstance(budget, SharedRequestBudget) and budget.limit == 7 and budget.window == 3.0
+        assert isinstance(budget.slots, SharedWindow)
         assert budget.slots.token_hash == hashlib.sha256(TOKEN.encode()).hexdigest()
         await clients.aclose()
     finally:
