@@ -132,7 +132,7 @@ def spawn_replica(name: str, workdir: Path, env: dict[str, str]) -> Replica:
     return Replica(name, url, process, log)
 
 
-async def wait_ready(http: aiohttp.ClientSession, replica: Replica, timeout: float = 30.0) -> None:
+async def wait_ready(http: aiohttp.ClientSession, replica: Replica, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if replica.process.poll() is not None:
