@@ -11,8 +11,9 @@ import hashlib
 import json
 import posixpath
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from bot.cloudflare.errors import (
     Conflict,
@@ -21,6 +22,7 @@ from bot.cloudflare.errors import (
     TransportError,
     UnexpectedResponse,
 )
+from bot.cloudflare.resources import ResourcesAPI
 
 SCRIPT_API_DATE_HEADER = {"Cloudflare-Workers-Script-Api-Date": "2025-08-01"}
 SCRIPT_NAME_RE = re.compile(r"^[a-z0-9_][a-z0-9-_]*$")
@@ -81,6 +83,9 @@ def sqlite_migration(old_tag: str | None, new_tag: str, new_classes: Iterable[st
     return migration
 
 
+#: Binding kinds every upload keeps (secrets set with `wrangler secret put` or in the dashboard).
+KEEP_SECRETS = ("secret_text", "secret_key")
+
 #: Limits of version annotations (spec: `workers_version-post` metadata).
 MAX_TAG_LENGTH = 20
 MAX_MESSAGE_LENGTH = 50
@@ -109,22 +114,29 @@ def build_upload_metadata(
     keep_bindings: Iterable[str] | None = None,
     annotations: Mapping[str, str] | None = None,
     tags: Iterable[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict:
-    """The `metadata` part of a Worker upload (pure)."""
+    """The `metadata` part of a Worker upload (pure).
+
+    `keep_bindings` defaults to the secret kinds, so secrets set outside Flareship survive every
+    upload (PRODUCT.md "What a deploy must leave alone"); `compatibility_flags` is always sent, as
+    wrangler does. `settings` carries the other metadata keys wrangler sends as written
+    (observability, placement, limits, tail_consumers, logpush, assets).
+    """
     metadata: dict[str, Any] = {
         "main_module": main_module,
         "compatibility_date": compatibility_date,
         "bindings": list(bindings),
+        "compatibility_flags": list(compatibility_flags),
     }
-    flags = list(compatibility_flags)
-    if flags:
-        metadata["compatibility_flags"] = flags
     if migrations:
         metadata["migrations"] = migrations
-    if containers is not None:
+    if containers:
         metadata["containers"] = list(containers)
-    if keep_bindings is not None:
-        metadata["keep_bindings"] = list(keep_bindings)
+    metadata["keep_bindings"] = list(KEEP_SECRETS if keep_bindings is None else keep_bindings)
+    for key, value in (settings or {}).items():
+        if value is not None and key not in metadata:
+            metadata[key] = value
     if annotations:
         metadata["annotations"] = normalize_annotations(annotations)
     if tags:
@@ -175,8 +187,8 @@ def rollback_target(deployments: list[dict], version_id: str | None = None) -> s
     return None
 
 
-class WorkersAPI:
-    """Mixin over CloudflareTransport."""
+class WorkersAPI(ResourcesAPI):
+    """Mixin over CloudflareTransport (with the binding and trigger calls of `ResourcesAPI`)."""
 
     _version_retry_delays: tuple[float, ...] = VERSION_RETRY_DELAYS
 
@@ -215,6 +227,7 @@ class WorkersAPI:
         keep_bindings: Iterable[str] | None = None,
         annotations: Mapping[str, str] | None = None,
         tags: Iterable[str] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> dict:
         """PUT the Worker (multipart). Returns `{id, etag, handlers, migration_tag, deployment_id, ...}`;
         `deployment_id` is the new version id, deployed at 100%.
@@ -236,6 +249,7 @@ class WorkersAPI:
             main_module=main_module, compatibility_date=compatibility_date,
             compatibility_flags=compatibility_flags, bindings=bindings, migrations=migrations,
             containers=containers, keep_bindings=keep_bindings, annotations=annotations, tags=tags,
+            settings=settings,
         )
         marker = metadata.get("annotations", {}).get("workers/tag") or content_marker(metadata, modules)
         metadata.setdefault("annotations", {})["workers/tag"] = marker

@@ -42,6 +42,12 @@ MODULE_TYPES = {
     "application/wasm", "text/plain", "application/octet-stream", "application/source-map",
 }
 JS_MODULE_TYPES = {"application/javascript+module", "text/javascript+module"}
+#: Binding kinds a Worker upload may carry (those wrangler sends; the spec's `bindings` list).
+BINDING_KINDS = frozenset({
+    "secret_text", "secret_key", "kv_namespace", "service", "r2_bucket", "d1", "queue", "send_email", "workflow",
+    "vectorize", "hyperdrive", "analytics_engine", "dispatch_namespace", "browser", "ai", "version_metadata",
+    "assets", "images", "media", "mtls_certificate", "pipelines", "ratelimit", "secrets_store_secret",
+})
 PLAN_LIMITS = {"free": 100, "paid": 500}
 SCRIPT_SIZE_LIMITS = {"free": 3 * 1024 * 1024, "paid": 10 * 1024 * 1024}
 
@@ -227,6 +233,10 @@ class CloudflareSim:
         # faults/latency live in faults.FaultInjector, attached by make_app
         self.faults = None
         self.closing = asyncio.Event()
+        from bot.sim.cloudflare.storage import StorageSim  # it raises this module's SimError
+
+        #: KV, D1, R2, queues, secrets and schedules (bot/sim/cloudflare/storage.py).
+        self.storage = StorageSim()
 
     async def stall(self, seconds: float) -> None:
         """Sleep for injected latency/timeouts, cut short when the server shuts down."""
@@ -504,9 +514,11 @@ class CloudflareSim:
                     raise SimError(400, 10021, f"json binding {binding['name']} needs json")
             elif kind == "inherit":
                 raise SimError(400, 10057, f"binding {binding['name']} of type inherit could not be resolved")
-            elif kind not in ("secret_text", "kv_namespace", "service", "r2_bucket"):
+            elif kind not in BINDING_KINDS:
                 raise SimError(400, 10021, f"unknown binding type {kind!r}")
-            bindings.append(binding)
+            self.storage.check_binding(account.id, binding)
+            bindings.append({k: v for k, v in binding.items() if not (kind in ("secret_text", "secret_key")
+                                                                       and k in ("text", "key_base64", "key_jwk"))})
         for container in containers:
             ns = after.get(container.get("class_name"))
             if ns is None or not ns.use_sqlite:
@@ -529,6 +541,9 @@ class CloudflareSim:
         existing.modified_on = now
         existing.migration_tag = new_tag
         existing.containers = containers
+        kept = [b for b in self.storage.after_upload(account.id, name, metadata)
+                if b["name"] not in {x["name"] for x in bindings}]
+        bindings += [{"name": b["name"], "type": b["type"]} for b in kept]
         version = self._new_version(existing, metadata, modules, bindings)
         if not deploy:
             return {"version_id": version.id}
@@ -603,6 +618,7 @@ class CloudflareSim:
     def delete_script(self, account: Account, name: str) -> None:
         self._script(account.id, name)
         self.scripts.pop((account.id, name))
+        self.storage.forget_script(account.id, name)
         for ns_id in [i for i, ns in self.namespaces.items() if ns.account_id == account.id and ns.script == name]:
             self.namespaces.pop(ns_id)
 

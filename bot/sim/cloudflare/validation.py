@@ -38,6 +38,12 @@ def _patch_cloudflare(spec: dict) -> dict:
     for name in ("bill-subs-api_identifier", "iam_account_identifier", "workers_version_identifier",
                  "workers_binding_name"):
         schemas[name].pop("readOnly", None)
+    for item in spec["paths"].values():  # every path parameter (KV, D1, queue identifiers too)
+        for op in item.values():
+            for param in op.get("parameters", []) if isinstance(op, dict) else []:
+                ref = param.get("schema", {}).get("$ref", "")
+                if param.get("in") == "path" and ref.startswith("#/components/schemas/"):
+                    schemas[ref.rsplit("/", 1)[-1]].pop("readOnly", None)
     step = schemas["workers_migration_step"]["properties"]
     for key in ("new_sqlite_classes", "deleted_sqlite_classes"):
         step.setdefault(key, {"type": "array", "items": {"type": "string"}})
@@ -52,10 +58,13 @@ def _patch_cloudflare(spec: dict) -> dict:
     metadata.setdefault("containers", {"type": "array", "items": {"type": "object", "properties": {
         "class_name": {"type": "string"}, "name": {"type": "string"}}}})
     metadata.setdefault("code_update_strategy", {"type": "string"})
-    # Older copies had no annotations/observability/assets on PUT; the current subset has them.
     version_meta = spec["components"]["requestBodies"]["workers_version-post"]["content"]["multipart/form-data"]
-    metadata.setdefault("annotations", copy.deepcopy(
-        version_meta["schema"]["properties"]["metadata"]["properties"]["annotations"]))
+    # The base commit (6c24002) declared the limits (message 50, tag 20 characters); the SDK-derived
+    # copy lost them with the rest of its formats and limits. The live API enforces them.
+    version_annotations = version_meta["schema"]["properties"]["metadata"]["properties"]["annotations"]
+    version_annotations["properties"]["workers/message"]["maxLength"] = 50
+    version_annotations["properties"]["workers/tag"]["maxLength"] = 20
+    metadata["annotations"] = copy.deepcopy(version_annotations)
     metadata.setdefault("observability", {"type": "object"})
     metadata.setdefault("assets", {"type": "object"})
     for meta in (metadata, version_meta["schema"]["properties"]["metadata"]["properties"]):
