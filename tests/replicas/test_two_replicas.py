@@ -276,7 +276,9 @@ async def test_two_replicas_share_work_and_budget_and_survive_a_sigkill(
             assert reactions.count("eyes") == 1, reactions
         widgets = next(d for d in deployments if d.repository == REPOS[0])
         assert widgets.status == "completed"  # the survivor re-ran the held upload and finished
-        assert time.monotonic() - killed_at >= LEASE_SECONDS * 0.9  # ...after the dead one's lease expired
+        # ...once the dead replica's lease had expired (it was renewed every third of its length).
+        resumed = [s.at - killed_at for s in sent if "widgets-staging" in s.path and s.at > killed_at]
+        assert resumed and resumed[0] >= LEASE_SECONDS * 2 / 3 - 0.1, resumed
 
         # The replicas together kept to one budget at Cloudflare: never more than BUDGET_LIMIT
         # requests in any window, though the budget bound (the test sent several windows' worth).
