@@ -6,7 +6,9 @@ the seed's error envelope in one place, so no `except` block re-invents a status
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 
@@ -17,6 +19,8 @@ class ErrorKind:
     message: str
     retryable: bool
     suggested_action: str
+    #: Other statuses the code answers with, by name: a raise picks one (`variant=`), never a number.
+    variants: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _kinds(*kinds: ErrorKind) -> dict[str, ErrorKind]:
@@ -54,7 +58,9 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ErrorKind("DEPLOY_006", 504, "Health check timeout", True,
               "Check the Worker's logs and the health-check path, then retry or roll back"),
     ErrorKind("DEPLOY_007", 500, "Rollback failed", False,
-              "Roll back by hand to a known good version; see the deployment's logs"),
+              "Roll back by hand to a known good version; see the deployment's logs",
+              # Refused before anything changed (nothing to return to, a migration in the way).
+              MappingProxyType({"refused": 409})),
     # Deployment (added)
     ErrorKind("DEPLOY_008", 502, "Worker upload failed", True,
               "Check the Worker's modules and bindings, then retry"),
@@ -77,12 +83,17 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ErrorKind("SYS_005", 404, "Resource not found", False, "Check the id or path"),
     # System (added)
     ErrorKind("SYS_006", 400, "Malformed request", False,
-              "Fix the request as the error describes and send it again"),
+              "Fix the request as the error describes and send it again",
+              MappingProxyType({"unprocessable": 422, "too_large": 413, "unsupported_media_type": 415})),
 )
 
 
 class FlareshipError(Exception):
-    """An error with a catalogue code; `status` overrides the code's default HTTP status."""
+    """An error with a catalogue code; its HTTP status is the code's, or the named `variant`'s.
+
+    `status` is the older spelling, for front doors that still pass a number (and for aiohttp's
+    own refusals, whose status is aiohttp's); new code names a variant of the catalogue.
+    """
 
     def __init__(
         self,
@@ -93,8 +104,11 @@ class FlareshipError(Exception):
         status: int | None = None,
         details: dict[str, Any] | None = None,
         retry_after: float | None = None,
+        variant: str | None = None,
     ):
         kind = CATALOGUE[code]
+        if variant is not None:
+            status = kind.variants[variant]
         self.code = code
         self.kind = kind
         self.message = message or kind.message

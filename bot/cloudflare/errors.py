@@ -1,29 +1,16 @@
-"""Typed Cloudflare errors, keyed by Cloudflare's own codes, and their mapping onto Flareship's catalogue.
+"""Typed Cloudflare errors, keyed by Cloudflare's own codes.
 
-The client turns every failed call into one of these; the engine calls `.to_flareship(step)` so
-the same failure reads the same way in a check run, a comment and the REST envelope. Messages
-carry Cloudflare's text (redacted) and codes, never the request's token.
+The client turns every failed call into one of these and knows nothing of the deploy pipeline;
+`bot/engine/failures.py` reads them as catalogue errors for the step they happened in, so the
+same failure reads the same way in a check run, a comment and the REST envelope. Messages carry
+Cloudflare's text (redacted) and codes, never the request's token.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot.errors import FlareshipError
 from bot.logs import redact
-
-#: Pipeline step -> the catalogue code a Cloudflare failure in that step becomes.
-STEP_CODES: dict[str, str] = {
-    "Validating configuration": "DEPLOY_001",
-    "Authenticating with Cloudflare": "AUTH_003",
-    "Checking resources and quotas": "DEPLOY_002",
-    "Uploading container": "DEPLOY_003",
-    "Deploying Durable Objects": "DEPLOY_004",
-    "Uploading Worker version": "DEPLOY_008",
-    "Configuring routes and DNS": "DEPLOY_005",
-    "Health check": "DEPLOY_006",
-    "Rolling back": "DEPLOY_007",
-}
 
 #: Cloudflare codes that mean "the credentials are not accepted at all".
 AUTH_CODES = {1000, 6003, 6111, 6103, 9106, 10001}
@@ -37,10 +24,6 @@ QUOTA_CODES = {10075, 10037, 100103}
 
 class CloudflareError(Exception):
     """Base of everything the Cloudflare client raises."""
-
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        code = STEP_CODES.get(step or "", "SYS_001")
-        return FlareshipError(code, self.public_message(), step=step, details=self.details())
 
     def public_message(self) -> str:
         return redact(str(self))
@@ -77,11 +60,6 @@ class CloudflareAPIError(CloudflareError):
     def details(self) -> dict[str, Any]:
         return {"cloudflare": {"status": self.status, "errors": self.errors}}
 
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        code = STEP_CODES.get(step or "", "SYS_001")
-        if code == "AUTH_003":  # a non-auth failure while authenticating is Cloudflare misbehaving
-            code = "SYS_002" if self.status >= 500 else "AUTH_003"
-        return FlareshipError(code, self.public_message(), step=step, details=self.details())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, errors={self.errors!r})"
@@ -94,12 +72,6 @@ class AuthenticationError(CloudflareAPIError):
     def expired(self) -> bool:
         return any("expired" in e["message"].lower() for e in self.errors)
 
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        # A token that expires after authentication succeeded is the seed's AUTH_005.
-        mid_operation = step not in (None, "Authenticating with Cloudflare", "Validating configuration")
-        code = "AUTH_005" if self.expired and mid_operation else "AUTH_003"
-        return FlareshipError(code, self.public_message(), step=step, details=self.details())
-
 
 class PermissionDenied(CloudflareAPIError):
     """The token is valid but lacks a permission (or the account); `permission` names it when known."""
@@ -108,15 +80,6 @@ class PermissionDenied(CloudflareAPIError):
         super().__init__(status, errors, method=method, path=path)
         self.permission = permission
 
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        msg = self.public_message()
-        if self.permission:
-            msg = f"The Cloudflare token lacks the '{self.permission}' permission ({msg})"
-        details = self.details()
-        if self.permission:
-            details["missingPermission"] = self.permission
-        return FlareshipError("AUTH_004", msg, step=step, details=details)
-
 
 class NotFound(CloudflareAPIError):
     """404 / 7003 / 10007 ...: the object (or the account id) does not exist."""
@@ -124,9 +87,6 @@ class NotFound(CloudflareAPIError):
 
 class QuotaExceeded(CloudflareAPIError):
     """10075 (needs Workers Paid), 10037 (too many Workers), 100103 (tag limit)."""
-
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        return FlareshipError("DEPLOY_002", self.public_message(), step=step, status=402, details=self.details())
 
 
 class ValidationFailed(CloudflareAPIError):
@@ -144,16 +104,9 @@ class RateLimited(CloudflareAPIError):
         super().__init__(status, errors or [{"code": 971, "message": "rate limited"}], method=method, path=path)
         self.retry_after = retry_after
 
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        return FlareshipError("SYS_003", self.public_message(), step=step, details=self.details(),
-                              retry_after=self.retry_after)
-
 
 class ServerError(CloudflareAPIError):
     """5xx from Cloudflare."""
-
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        return FlareshipError("SYS_002", self.public_message(), step=step, details=self.details())
 
 
 class BudgetExhausted(CloudflareError):
@@ -162,9 +115,6 @@ class BudgetExhausted(CloudflareError):
     def __init__(self, wait_seconds: float):
         self.retry_after = wait_seconds
         super().__init__(f"Cloudflare request budget for this token is spent; retry in {wait_seconds:.0f} s")
-
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        return FlareshipError("SYS_003", str(self), step=step, retry_after=self.retry_after)
 
 
 class TransportError(CloudflareError):
@@ -175,15 +125,9 @@ class TransportError(CloudflareError):
         self.path = path
         super().__init__(redact(f"{message} ({method} {path})" if method else message))
 
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        return FlareshipError("SYS_002", f"Cloudflare unreachable: {self.public_message()}", step=step)
-
 
 class CloudflareTimeout(TransportError):
     """No answer within the client's timeout."""
-
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        return FlareshipError("SYS_004", f"Cloudflare did not answer in time: {self.public_message()}", step=step)
 
 
 TimeoutError_ = CloudflareTimeout  # older name
@@ -204,9 +148,6 @@ class UnexpectedResponse(CloudflareError):
     def __init__(self, status: int, snippet: str, *, method: str = "", path: str = ""):
         self.status = status
         super().__init__(redact(f"unexpected response HTTP {status} from {method} {path}: {snippet[:200]}"))
-
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        return FlareshipError("SYS_002" if self.status >= 500 else "SYS_001", self.public_message(), step=step)
 
 
 def _as_int(value: Any) -> int | None:

@@ -22,8 +22,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from bot.cloudflare.errors import STEP_CODES, CloudflareError
-from bot.errors import FlareshipError
+from bot.cloudflare.errors import CloudflareError
 from bot.logs import redact, register_secret
 
 log = logging.getLogger("flareship.registry")
@@ -53,13 +52,6 @@ class RegistryError(CloudflareError):
     @property
     def code(self) -> str | None:
         return self.errors[0]["code"] if self.errors else None
-
-    def to_flareship(self, step: str | None = None) -> FlareshipError:
-        code = STEP_CODES.get(step or "", "DEPLOY_003")
-        if code not in ("DEPLOY_003", "DEPLOY_011", "DEPLOY_007"):
-            code = "DEPLOY_003"
-        return FlareshipError(code, self.public_message(), step=step,
-                              details={"registry": {"status": self.status, "errors": self.errors}})
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.engine.bindings import var_bindings, wrangler_order
+from bot.engine.build import BuildConfig, built_main_name, refuse_dockerfile
 from bot.engine.config import (
     CLASS_NAME,
     SCRIPT_NAME,
@@ -23,7 +25,6 @@ from bot.engine.config import (
     RepoConfig,
     validation_error,
 )
-from bot.engine.bindings import var_bindings, wrangler_order
 from bot.engine.wrangler_app import merge_app_fields, wrangler_app
 from bot.errors import FlareshipError
 
@@ -138,6 +139,8 @@ class AppSpec(BaseModel):
     keep_vars: bool = False
     #: wrangler `assets` (directory, binding, html_handling, not_found_handling, run_worker_first).
     assets: dict[str, Any] | None = None
+    #: `app.build`: the modules, assets and image come from this CI artifact (bot/engine/artifacts.py).
+    build: BuildConfig | None = None
 
     def bindings(self) -> list[dict[str, Any]]:
         """Worker metadata bindings in wrangler's order: vars, resources, Durable Objects, ..."""
@@ -170,10 +173,19 @@ def _dos(items: list[Any] | None) -> list[DurableObjectSpec]:
     return out
 
 
-def _container(c: Any, script: str, sha: str | None) -> ContainerSpec:
+#: The image of a container built into the artifact, until step 4 pushes it (`build.image`).
+BUILT_IMAGE = "flareship-build-artifact"
+
+
+def _container(c: Any, script: str, sha: str | None, build: BuildConfig | None = None) -> ContainerSpec:
     instance = c.instance_type if isinstance(c.instance_type, str) else c.instance_type.model_dump()
+    if build is not None and build.image:
+        image = f"{BUILT_IMAGE}:{sha or 'latest'}"
+    else:
+        refuse_dockerfile(c.image, c.class_name)
+        image = c.image.replace("{sha}", sha or "latest")
     return ContainerSpec(
-        image=c.image.replace("{sha}", sha or "latest"), class_name=c.class_name, instance_type=instance,
+        image=image, class_name=c.class_name, instance_type=instance,
         max_instances=c.max_instances, application_name=c.name or container_app_name(script, c.class_name),
         rollout_step_percentage=c.rollout_step_percentage, rollout_kind=c.rollout_kind,
     )
@@ -228,7 +240,7 @@ def resolve_repository_app(
         raise FlareshipError("DEPLOY_001", "app.compatibility_date is required", details={"field": "app.compatibility_date"})
     script = script_name_for(app.name, environment, env_config.script_name or wrangler_script)
     dos = _dos(app.durable_objects)
-    containers_spec = [_container(c, script, sha) for c in ([app.container] if app.container else []) + extra_containers]
+    containers_spec = [_container(c, script, sha, app.build) for c in ([app.container] if app.container else []) + extra_containers]
     for c in reversed(containers_spec):
         if c.class_name not in [d.class_name for d in dos if not d.script_name]:
             dos.insert(0, DurableObjectSpec(class_name=c.class_name, binding=upper_snake(c.class_name)))
@@ -240,7 +252,7 @@ def resolve_repository_app(
         repository=repository,
         sha=sha,
         main_path=app.main,
-        main_module=_main_module_name(app.main),
+        main_module=built_main_name(app.main, app.build) if app.build else _main_module_name(app.main),
         compatibility_date=app.compatibility_date,
         compatibility_flags=list(app.compatibility_flags or []),
         durable_objects=dos,
@@ -251,6 +263,7 @@ def resolve_repository_app(
         health_check_timeout=env_config.health_check.timeout_seconds,
         url=env_config.url,
         cost=(policy or app_config).cost,
+        build=app.build,
         **extras,
     )
 

@@ -199,3 +199,34 @@ async def fetch_build(wait: BuildWait, main: str) -> tuple[Artifact, BuildOutput
     data = await actions.download_artifact(wait.gh, wait.repository, artifact.id)
     log.info("%s@%s: build artifact %s (%d bytes)", wait.repository, wait.sha[:7], artifact.id, len(data))
     return artifact, layout(extract_zip(data), wait.build, main)
+
+
+@dataclass
+class BuildSource:
+    """A deployment's build artifact: waited for and downloaded once per run, then kept in memory."""
+
+    github: Callable[[], Awaitable[FlareshipGitHubAPI]]
+    repository: str
+    sha: str
+    build: BuildConfig
+    main: str
+    #: When the wait began (the deployment's persisted start), so a resumed run keeps the deadline.
+    started_at: datetime
+    clock: Callable[[], datetime]
+    announce: Callable[[str], Awaitable[None]]
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    #: None: the module's POLL_SECONDS, read when the wait starts.
+    poll_seconds: float | None = None
+    artifact: Artifact | None = None
+    _output: BuildOutput | None = field(default=None, repr=False)
+
+    async def output(self) -> BuildOutput:
+        if self._output is None:
+            async def tell(run: WorkflowRun) -> None:
+                await self.announce(f"Waiting for build: {run.name or 'workflow run'} {run.status} {run.html_url}")
+
+            wait = BuildWait(gh=await self.github(), repository=self.repository, sha=self.sha, build=self.build,
+                             started_at=self.started_at, clock=self.clock, announce=tell, sleep=self.sleep,
+                             poll_seconds=POLL_SECONDS if self.poll_seconds is None else self.poll_seconds)
+            self.artifact, self._output = await fetch_build(wait, self.main)
+        return self._output

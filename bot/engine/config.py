@@ -10,8 +10,17 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from bot.engine.build import BuildConfig
 from bot.errors import FlareshipError
 
 CONFIG_PATH = ".github/flareship.yml"
@@ -111,6 +120,8 @@ class AppConfig(_Strict):
     container: ContainerConfig | None = None
     durable_objects: list[DurableObjectConfig] | None = None
     vars: dict[str, Any] | None = None
+    #: Deploy what CI built (PRODUCT.md "Build artifacts"; bot/engine/build.py).
+    build: BuildConfig | None = None
 
     @field_validator("compatibility_date", mode="before")
     @classmethod
@@ -228,7 +239,7 @@ class RepoConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "RepoConfig":
+    def _check(self) -> RepoConfig:
         for name, env in self.environments.items():
             if not ENV_NAME.match(name):
                 raise ValueError(f"environment name {name!r} must be lowercase letters, digits, '-' or '_'")

@@ -142,12 +142,12 @@ class Control:
                 target = source.previous_release
         if target is None:
             raise FlareshipError("DEPLOY_007", f"nothing to roll back to: {source.environment} had no release before "
-                                 f"{source.id}", status=409)
+                                 f"{source.id}", variant="refused")
         live = await self.records.live_release(source.target, source.environment)
         if live is not None:
             reason_refused = migration_guard(target, live.migration_tag)
             if reason_refused:
-                raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason_refused}", status=409,
+                raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason_refused}", variant="refused",
                                      details={"targetRelease": target.id, "liveRelease": live.id})
         source_row = await self.store.get(source.id)
         account_id = StepState.from_json(source_row.state if source_row is not None else None).account_id

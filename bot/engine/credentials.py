@@ -10,7 +10,13 @@ import re
 from typing import Any
 
 from bot.cloudflare.accounts import PROBES
-from bot.cloudflare.errors import AuthenticationError, CloudflareError, NotFound, PermissionDenied, TokenInactive
+from bot.cloudflare.errors import (
+    AuthenticationError,
+    CloudflareError,
+    NotFound,
+    PermissionDenied,
+)
+from bot.engine.failures import catalogue_error, token_failure
 from bot.errors import FlareshipError
 from bot.logs import register_secret
 
@@ -23,24 +29,22 @@ async def validate(cloudflare: Any, environment: str, credentials: Any) -> dict[
     token = token.get_secret_value() if hasattr(token, "get_secret_value") else token
     account_id = credentials.account_id or ""
     if not ACCOUNT_ID.match(account_id):
-        raise FlareshipError("SYS_006", "accountId must be 32 lowercase hexadecimal characters", status=422,
+        raise FlareshipError("SYS_006", "accountId must be 32 lowercase hexadecimal characters", variant="unprocessable",
                              details={"field": "credentials.accountId"})
     register_secret(token)
     client = cloudflare.for_token(token)
     try:
         await client.verify_token(account_id)
         report = await client.probe_permissions(account_id)
-    except TokenInactive as exc:
-        raise FlareshipError("AUTH_003", f"The Cloudflare token is {exc.token_status}") from None
     except AuthenticationError as exc:
-        raise FlareshipError("AUTH_003", exc.public_message()) from None
+        raise token_failure(exc) from None
     except NotFound as exc:
         raise FlareshipError("AUTH_004", f"The token cannot access account {account_id} ({exc.public_message()})",
                              details={"missingPermission": "Account:Account Settings:Read"}) from None
     except PermissionDenied as exc:
         raise FlareshipError("AUTH_004", exc.public_message()) from None
     except CloudflareError as exc:
-        raise exc.to_flareship(None) from None
+        raise catalogue_error(exc) from None
     if not report.granted.get("workers"):
         raise FlareshipError("AUTH_004", "The Cloudflare token cannot deploy Workers on this account",
                              details={"missingPermissions": report.missing_permissions})
@@ -50,7 +54,7 @@ async def validate(cloudflare: Any, environment: str, credentials: Any) -> dict[
                                          containers_ok=True if report.granted.get("containers") else
                                          (False if "containers" in report.plan_blocked else None))
     except CloudflareError as exc:
-        raise exc.to_flareship(None) from None
+        raise catalogue_error(exc) from None
     return {
         "valid": True,
         "permissions": {
@@ -81,12 +85,8 @@ async def verify_token(cloudflare: Any, api_token: str, required_scopes: list[st
                     scopes.add(PROBES[name][1])
                     if PROBES[name][1].endswith(":Edit"):
                         scopes.add(PROBES[name][1][: -len(":Edit")] + ":Read")
-    except TokenInactive as exc:
-        raise FlareshipError("AUTH_003", f"The Cloudflare token is {exc.token_status}") from None
-    except AuthenticationError as exc:
-        raise FlareshipError("AUTH_003", exc.public_message()) from None
     except CloudflareError as exc:
-        raise exc.to_flareship(None) from None
+        raise token_failure(exc) from None
     missing = [s for s in required_scopes if s not in scopes]
     if missing:
         raise FlareshipError("AUTH_004", "The Cloudflare token lacks: " + ", ".join(missing),

@@ -13,27 +13,28 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-STEP_NAMES: tuple[str, ...] = (
-    "Validating configuration",
-    "Authenticating with Cloudflare",
-    "Checking resources and quotas",
-    "Uploading container",
-    "Deploying Durable Objects",
-    "Uploading Worker version",
-    "Configuring routes and DNS",
-    "Health check",
-)
+#: The pipeline's step names, as check runs, logs and the REST API show them: defined here only.
+VALIDATE = "Validating configuration"
+AUTHENTICATE = "Authenticating with Cloudflare"
+RESOURCES = "Checking resources and quotas"
+CONTAINER = "Uploading container"
+DURABLE_OBJECTS = "Deploying Durable Objects"
+WORKER = "Uploading Worker version"
+ROUTES = "Configuring routes and DNS"
+HEALTH = "Health check"
+
+STEP_NAMES: tuple[str, ...] = (VALIDATE, AUTHENTICATE, RESOURCES, CONTAINER, DURABLE_OBJECTS, WORKER, ROUTES, HEALTH)
 
 #: The catalogue code a failure in each step maps to when nothing more specific is known.
 STEP_ERROR_CODES: dict[str, str] = {
-    "Validating configuration": "DEPLOY_001",
-    "Authenticating with Cloudflare": "AUTH_003",
-    "Checking resources and quotas": "DEPLOY_002",
-    "Uploading container": "DEPLOY_003",
-    "Deploying Durable Objects": "DEPLOY_004",
-    "Uploading Worker version": "DEPLOY_008",
-    "Configuring routes and DNS": "DEPLOY_005",
-    "Health check": "DEPLOY_006",
+    VALIDATE: "DEPLOY_001",
+    AUTHENTICATE: "AUTH_003",
+    RESOURCES: "DEPLOY_002",
+    CONTAINER: "DEPLOY_003",
+    DURABLE_OBJECTS: "DEPLOY_004",
+    WORKER: "DEPLOY_008",
+    ROUTES: "DEPLOY_005",
+    HEALTH: "DEPLOY_006",
 }
 
 DeploymentStatus = Literal["queued", "initiated", "in_progress", "completed", "failed", "rolled_back", "cancelled"]

@@ -12,6 +12,8 @@ from datetime import date
 from bot.cloudflare.errors import CloudflareAPIError, CloudflareError, PermissionDenied, QuotaExceeded
 from bot.engine.appspec import AppSpec
 from bot.engine.cost import PRICING
+from bot.engine.failures import catalogue_error
+from bot.engine.model import RESOURCES
 from bot.errors import FlareshipError
 
 #: Worker scripts per account (cloudflare-api.md §2: 10037).
@@ -145,7 +147,7 @@ async def cloudflare_facts(spec: AppSpec, client, account_id: str, facts: Facts)
     try:
         scripts = await client.list_scripts(account_id)
     except CloudflareError as exc:
-        raise exc.to_flareship("Checking resources and quotas") from None
+        raise catalogue_error(exc, RESOURCES) from None
     names = {s.get("id") or s.get("name") for s in scripts or []}
     facts.script_exists = spec.script_name in names
     facts.worker_count = len(names)

@@ -20,7 +20,12 @@ from bot.engine.cost import estimate_monthly_cost
 from bot.engine.model import Deployment, PrepareRequest, new_deployment_id
 from bot.engine.preflight import Facts, cloudflare_facts, evaluate, raise_first
 from bot.engine.records import Records, deployment_row
-from bot.engine.source import RepoSource, load_repository, main_module_exports, modules_for
+from bot.engine.source import (
+    RepoSource,
+    load_repository,
+    main_module_exports,
+    modules_for,
+)
 from bot.engine.state import StepState
 from bot.errors import FlareshipError
 from bot.logs import new_correlation_id
@@ -106,8 +111,11 @@ class Preparer:
             raise FlareshipError(exc.code if exc.code.startswith(("AUTH", "SYS")) else "SYS_002", exc.message,
                                  details=exc.details) from None
         modules = modules_for(spec, source)
-        facts.exported_classes = main_module_exports(modules)
-        if spec.container is not None:
+        # An app built by CI is checked in step 1, once its artifact is there.
+        facts.exported_classes = main_module_exports(modules) if spec.build is None else None
+        if spec.container is not None and spec.build is not None and spec.build.image:
+            facts.image_digest = "-"  # built by CI: pushed from the artifact in step 4
+        elif spec.container is not None:
             facts.image_digest, facts.image_error = await self._image_digest(client, account_id, spec)
         checks, problems = evaluate(spec, facts, self.clock().date())
         raise_first(checks, problems)

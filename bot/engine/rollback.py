@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bot.cloudflare.errors import CloudflareError, Conflict
-from bot.engine.model import Release
-from bot.engine.steps import (
+from bot.engine.failures import step_failure
+from bot.engine.model import (
     AUTHENTICATE,
     CONTAINER,
     DURABLE_OBJECTS,
@@ -19,12 +19,9 @@ from bot.engine.steps import (
     ROUTES,
     VALIDATE,
     WORKER,
-    StepContext,
-    authenticate,
-    cloudflare_failure,
-    health_check,
-    workers_url,
+    Release,
 )
+from bot.engine.steps import StepContext, authenticate, health_check, workers_url
 from bot.errors import FlareshipError
 
 
@@ -76,7 +73,7 @@ async def restore_release(ctx: StepContext, target: Release, *, check_guard: boo
             _exists, live_tag = await ctx.client.script_state(ctx.account_id, target.script_name)
             reason = migration_guard(target, live_tag)
             if reason:
-                raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason}", status=409)
+                raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason}", variant="refused")
         await restore_container(ctx, target)
         await restore_worker(ctx, target)
     except CloudflareError as exc:
@@ -94,10 +91,10 @@ async def rollback_validate(ctx: StepContext) -> str:
     try:
         _exists, live_tag = await ctx.client.script_state(ctx.account_id, target.script_name)
     except CloudflareError as exc:
-        raise cloudflare_failure(exc, VALIDATE) from None
+        raise step_failure(exc, VALIDATE) from None
     reason = migration_guard(target, live_tag)
     if reason:
-        raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason}", step=VALIDATE, status=409)
+        raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason}", step=VALIDATE, variant="refused")
     await ctx.log(f"Restoring release {target.id} (version {target.version_id}, image {target.image or 'none'})")
     return "completed"
 
@@ -137,7 +134,7 @@ async def rollback_url(ctx: StepContext) -> str:
     try:
         subdomain = await ctx.client.get_account_subdomain(ctx.account_id)
     except CloudflareError as exc:
-        raise cloudflare_failure(exc, ROUTES) from None
+        raise step_failure(exc, ROUTES) from None
     url = ctx.spec.url or workers_url(ctx.settings.workers_url_template, ctx.spec.script_name, subdomain or "")
     ctx.state.url = url
     return "skipped"

@@ -19,14 +19,23 @@ import httpx
 from bot.cloudflare.errors import CloudflareError
 from bot.engine.appspec import AppSpec
 from bot.engine.events import EventHub
+from bot.engine.failures import step_failure
 from bot.engine.journal import Journal, PendingLog
-from bot.engine.model import STEP_NAMES, Deployment, DeploymentError, LogLevel, Release, Step, new_release_id
+from bot.engine.model import (
+    STEP_NAMES,
+    Deployment,
+    DeploymentError,
+    LogLevel,
+    Release,
+    Step,
+    new_release_id,
+)
 from bot.engine.records import deployment_of
 from bot.engine.rollback import ROLLBACK_PIPELINE, restore_release
 from bot.engine.scheduler import LeaseLost
 from bot.engine.source import RepoSource
 from bot.engine.state import StepState
-from bot.engine.steps import PIPELINE, StepContext, cloudflare_failure
+from bot.engine.steps import PIPELINE, StepContext
 from bot.errors import FlareshipError
 from bot.logs import correlated, redact
 from bot.store.deployments import DeploymentStore
@@ -168,7 +177,7 @@ class DeploymentRun:
                 await self._step_failed(step, exc)
                 return
             except CloudflareError as exc:
-                await self._step_failed(step, cloudflare_failure(exc, step.name))
+                await self._step_failed(step, step_failure(exc, step.name))
                 return
             except (asyncio.CancelledError, LeaseLost):
                 raise

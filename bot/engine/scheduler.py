@@ -80,7 +80,7 @@ class Scheduler:
                 log.exception("engine scheduler pass failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _schedule_once(self) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.engine.appspec import AppSpec, generated_worker
+from bot.engine.build import refuse_unbuilt
 from bot.engine.config import CONFIG_PATH, RepoConfig, parse_repo_config
 from bot.engine.wrangler import find_wrangler
 from bot.errors import FlareshipError
@@ -63,7 +64,7 @@ class RepoSource:
             text = alt if alt is not None else b""
         return parse_repo_config(text)
 
-    def wrangler(self) -> dict | None:
+    def wrangler(self) -> dict[str, Any] | None:
         found = find_wrangler(self.files)
         return found[1] if found else None
 
@@ -101,7 +102,8 @@ def collect_modules(files: dict[str, bytes], main_path: str) -> list[Module]:
         modules.append(Module(rel, files[path], ctype))
         total += len(files[path])
         if len(modules) > MAX_MODULES:
-            raise FlareshipError("DEPLOY_001", f"too many modules under {directory or 'the repository root'} (over {MAX_MODULES})",
+            where = directory or "the repository root"
+            raise FlareshipError("DEPLOY_001", f"too many modules under {where} (over {MAX_MODULES})",
                                  details={"field": "app.main"})
     if total > MAX_TOTAL_BYTES:
         raise FlareshipError("DEPLOY_001", f"the Worker's modules total {total} bytes (limit {MAX_TOTAL_BYTES})",
@@ -116,11 +118,16 @@ def modules_for(spec: AppSpec, source: RepoSource | None) -> list[Module]:
     if spec.source == "inline":
         mods = spec.inline_modules or {}
         if spec.main_module not in mods:
-            raise FlareshipError("DEPLOY_001", f"main module {spec.main_module} is missing", details={"field": "app.main"})
+            raise FlareshipError("DEPLOY_001", f"main module {spec.main_module} is missing",
+                                 details={"field": "app.main"})
         ordered = [spec.main_module] + sorted(n for n in mods if n != spec.main_module)
         return [Module(n, mods[n].encode(), module_type(n) or "application/javascript+module") for n in ordered]
+    if spec.build is not None:
+        return []  # the modules come from the CI artifact, in step 1 (bot/engine/artifacts.py)
     if source is None or spec.main_path is None:
         raise FlareshipError("DEPLOY_001", "the app's source is not available", details={"field": "app.main"})
+    main = spec.main_path.replace("\\", "/").removeprefix("./")
+    refuse_unbuilt(main, source.files.get(main))
     return collect_modules(source.files, spec.main_path)
 
 

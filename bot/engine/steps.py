@@ -11,28 +11,34 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 
-from bot.cloudflare.errors import (
-    AuthenticationError,
-    CloudflareError,
-    TokenInactive,
-)
+from bot.cloudflare.errors import CloudflareError
 from bot.cloudflare.workers import WorkerModule, sqlite_migration
 from bot.engine import images
 from bot.engine.appspec import AppSpec
-from bot.engine.model import STEP_ERROR_CODES, STEP_NAMES, Deployment
+from bot.engine.failures import step_failure, token_failure
+from bot.engine.model import (
+    AUTHENTICATE,
+    CONTAINER,
+    DURABLE_OBJECTS,
+    HEALTH,
+    RESOURCES,
+    ROUTES,
+    VALIDATE,
+    WORKER,
+    Deployment,
+)
 from bot.engine.preflight import Facts, cloudflare_facts, evaluate, raise_first
 from bot.engine.source import Module, RepoSource, main_module_exports, modules_for
 from bot.engine.state import StepState
 from bot.errors import FlareshipError
-
-(VALIDATE, AUTHENTICATE, RESOURCES, CONTAINER, DURABLE_OBJECTS, WORKER, ROUTES, HEALTH) = STEP_NAMES
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -60,19 +66,6 @@ class StepContext:
             source = await self.load_source() if self.spec.source == "repository" else None
             self._modules = modules_for(self.spec, source)
         return self._modules
-
-
-def cloudflare_failure(exc: CloudflareError, step: str) -> FlareshipError:
-    """The client's mapping, except that a generic outage/timeout reads as the step's own failure."""
-    error = exc.to_flareship(step)
-    if error.code == "AUTH_003" and step != AUTHENTICATE:
-        # The token was accepted in step 2: it was revoked or expired while the deployment ran.
-        return FlareshipError("AUTH_005", error.message, step=step, details=error.details)
-    if error.code in ("SYS_001", "SYS_002", "SYS_004") and step != AUTHENTICATE:
-        details = dict(error.details)
-        details["cause"] = error.code
-        return FlareshipError(STEP_ERROR_CODES[step], error.message, step=step, details=details)
-    return error
 
 
 # -- 1. Validating configuration ----------------------------------------------------------------
@@ -107,13 +100,8 @@ async def authenticate(ctx: StepContext) -> str:
     try:
         info = await ctx.client.verify_token(ctx.account_id)
         report = await ctx.client.probe_permissions(ctx.account_id, probes=_needed_probes(ctx.spec))
-    except TokenInactive as exc:
-        code = "AUTH_005" if exc.token_status == "expired" else "AUTH_003"
-        raise FlareshipError(code, f"The Cloudflare token is {exc.token_status}", step=AUTHENTICATE) from None
-    except AuthenticationError as exc:
-        raise FlareshipError("AUTH_003", exc.public_message(), step=AUTHENTICATE) from None
     except CloudflareError as exc:
-        raise cloudflare_failure(exc, AUTHENTICATE) from None
+        raise token_failure(exc, AUTHENTICATE) from None
     needed = _needed_probes(ctx.spec)
     missing = [report.missing[n] for n in needed if n in report.missing]
     if missing:
@@ -161,7 +149,7 @@ async def upload_container(ctx: StepContext) -> str:
         pinned = await images.ensure_in_registry(registry, source, target, ctx.account_id)
     except CloudflareError as exc:
         images.forget_credentials(ctx.clients, ctx.account_id, target)
-        raise cloudflare_failure(exc, CONTAINER) from None
+        raise step_failure(exc, CONTAINER) from None
     except BaseException:
         images.forget_credentials(ctx.clients, ctx.account_id, target)
         raise
@@ -242,7 +230,7 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
             max_instances=spec.container.max_instances, description=f"Flareship {ctx.deployment.id}",
         )
     except CloudflareError as exc:
-        raise cloudflare_failure(exc, DURABLE_OBJECTS) from None
+        raise step_failure(exc, DURABLE_OBJECTS) from None
     ctx.state.container_app_id = result.application.get("id")
     what = "created" if result.created else ("updated, rollout started" if result.changed else "unchanged")
     await ctx.log(f"Container application {spec.container.application_name} {what}")
@@ -266,7 +254,7 @@ async def upload_worker_version(ctx: StepContext) -> str:
             await ctx.log(f"Uploaded version {ctx.state.version_id}")
         # A PUT deploys the new version at 100% (cloudflare-api.md section 6): nothing more to send.
     except CloudflareError as exc:
-        raise cloudflare_failure(exc, WORKER) from None
+        raise step_failure(exc, WORKER) from None
     await ctx.log(f"Version {ctx.state.version_id} deployed at 100%")
     return "completed"
 
@@ -308,7 +296,7 @@ async def configure_routes(ctx: StepContext) -> str:
                 await ctx.log(f"Custom domain {host} -> {spec.script_name}")
             url = spec.url
     except CloudflareError as exc:
-        raise cloudflare_failure(exc, ROUTES) from None
+        raise step_failure(exc, ROUTES) from None
     ctx.state.url = url
     await ctx.log(f"Reachable at {url}")
     return "completed"

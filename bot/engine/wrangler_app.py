@@ -60,10 +60,7 @@ def _containers(env: dict[str, Any], problems: list[str], unsupported: list[str]
             problems.append(f"containers[{i}] must be a table")
             continue
         unsupported.extend(f"containers[{i}].{k}" for k in sorted(set(c) - CONTAINER_FIELDS))
-        image = c.get("image")
-        if isinstance(image, str) and (image.endswith("Dockerfile") or image.startswith((".", "/"))):
-            problems.append(f"containers[{i}].image {image} is a Dockerfile: Flareship never builds images; "
-                            "build and push it in CI and name the image")
+        # An image that is a Dockerfile is refused unless app.build.image (bot/engine/build.py).
         out.append({**WRANGLER_CONTAINER_DEFAULTS, **{k: v for k, v in c.items() if k in CONTAINER_FIELDS}})
     return out
 

@@ -14,6 +14,7 @@ from aiohttp import web
 from bot.api_auth import ACTIONS, ScopeError, allows
 from bot.cloudflare.errors import CloudflareError
 from bot.engine.config import CONFIG_PATH, parse_repo_config
+from bot.engine.failures import catalogue_error
 from bot.errors import FlareshipError
 from bot.github.contents import read_file
 from bot.logs import register_secret
@@ -115,7 +116,7 @@ async def _token_user(engine: Engine, api_token: str) -> dict[str, str | None]:
     try:
         user = await engine.cloudflare.for_token(api_token).token_user()
     except CloudflareError as exc:
-        raise exc.to_flareship(None) from None
+        raise catalogue_error(exc) from None
     return {"id": user.id, "email": user.email, "reason": user.reason}
 
 

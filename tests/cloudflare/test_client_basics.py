@@ -16,6 +16,7 @@ from bot.cloudflare import (
     sqlite_migration,
     var_bindings,
 )
+from bot.engine.failures import catalogue_error
 from bot.sim.cloudflare import DEPLOY_PERMISSIONS
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID, CF_SUBDOMAIN, make_client
 
@@ -58,7 +59,7 @@ async def test_invalid_token_is_authentication_error(cloudflare_sim, cloudflare_
     client = make_client(cloudflare_sim, cloudflare_http, cloudflare_clock, token="not-a-real-token-123456")
     with pytest.raises(AuthenticationError) as err:
         await client.verify_token(CF_ACCOUNT_ID)
-    assert err.value.to_flareship("Authenticating with Cloudflare").code == "AUTH_003"
+    assert catalogue_error(err.value, "Authenticating with Cloudflare").code == "AUTH_003"
     assert "not-a-real-token" not in str(err.value) and "not-a-real-token" not in repr(err.value)
 
 
@@ -69,7 +70,7 @@ async def test_inactive_token(cloudflare_sim, cloudflare_http, cloudflare_clock,
     with pytest.raises(TokenInactive) as err:
         await client.verify_token(CF_ACCOUNT_ID)
     assert err.value.token_status == status
-    assert err.value.to_flareship().code == "AUTH_003"
+    assert catalogue_error(err.value).code == "AUTH_003"
 
 
 async def test_expires_on_in_the_past(cloudflare_sim, cloudflare_http, cloudflare_clock):
@@ -109,7 +110,7 @@ async def test_bad_account_id_is_7003(cloudflare_client):
 async def test_wrong_account_is_permission_denied(cloudflare_client):
     with pytest.raises(PermissionDenied) as err:
         await cloudflare_client.get_account("ffffffffffffffffffffffffffffffff")
-    assert err.value.to_flareship().code == "AUTH_004"
+    assert catalogue_error(err.value).code == "AUTH_004"
 
 
 async def test_account_plan_enterprise_and_subscriptions(cloudflare_sim, cloudflare_http, cloudflare_clock):
@@ -150,7 +151,7 @@ async def test_main_module_missing_is_10021(cloudflare_client):
                           "application/json")),
             ("index.js", ("index.js", MAIN, "application/javascript+module"))])
     assert err.value.code == 10021
-    assert err.value.to_flareship("Uploading Worker version").code == "DEPLOY_008"
+    assert catalogue_error(err.value, "Uploading Worker version").code == "DEPLOY_008"
 
 
 async def test_too_large_is_10027(cloudflare_sim, cloudflare_client):
@@ -193,7 +194,7 @@ async def test_plan_limits(cloudflare_sim, cloudflare_http, cloudflare_clock):
                                    migrations=sqlite_migration(None, "v1", ["AppContainer"]),
                                    containers=[{"class_name": "AppContainer"}])
     assert err.value.code == 10075
-    assert err.value.to_flareship("Checking resources and quotas").status == 402
+    assert catalogue_error(err.value, "Checking resources and quotas").status == 402
     await client.upload_worker(free, "one", modules(), main_module="index.js", compatibility_date="2025-09-01")
     with pytest.raises(QuotaExceeded) as err:
         await client.upload_worker(free, "two", modules(), main_module="index.js", compatibility_date="2025-09-01")

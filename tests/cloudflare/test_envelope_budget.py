@@ -21,6 +21,7 @@ from bot.cloudflare import (
     ValidationFailed,
 )
 from bot.cloudflare.transport import parse_envelope
+from bot.engine.failures import catalogue_error
 from tests.plugins.cloudflare_sim import FakeClock
 
 
@@ -56,7 +57,7 @@ def test_failure_codes_are_typed(status, code, kind, flareship):
     with pytest.raises(kind) as err:
         parse_envelope(status, fail(code), method="PUT", path="/accounts/x/workers/scripts/y")
     assert err.value.code == code and err.value.status == status
-    mapped = err.value.to_flareship("Uploading Worker version")
+    mapped = catalogue_error(err.value, "Uploading Worker version")
     assert mapped.code == flareship and mapped.step == "Uploading Worker version"
     assert mapped.details["cloudflare"]["errors"][0]["code"] == code
 
@@ -64,10 +65,10 @@ def test_failure_codes_are_typed(status, code, kind, flareship):
 def test_step_decides_the_deploy_code():
     with pytest.raises(ValidationFailed) as err:
         parse_envelope(400, fail(10021))
-    assert err.value.to_flareship("Uploading container").code == "DEPLOY_003"
-    assert err.value.to_flareship("Deploying Durable Objects").code == "DEPLOY_004"
-    assert err.value.to_flareship("Configuring routes and DNS").code == "DEPLOY_005"
-    assert err.value.to_flareship(None).code == "SYS_001"
+    assert catalogue_error(err.value, "Uploading container").code == "DEPLOY_003"
+    assert catalogue_error(err.value, "Deploying Durable Objects").code == "DEPLOY_004"
+    assert catalogue_error(err.value, "Configuring routes and DNS").code == "DEPLOY_005"
+    assert catalogue_error(err.value, None).code == "SYS_001"
 
 
 def test_code_error_shape():
@@ -98,7 +99,7 @@ def test_error_messages_are_redacted():
     with pytest.raises(AuthenticationError) as err:
         parse_envelope(401, fail(1000, message="bad token super-secret-token-value-1234"))
     assert "super-secret-token-value-1234" not in str(err.value)
-    assert "super-secret-token-value-1234" not in err.value.to_flareship().message
+    assert "super-secret-token-value-1234" not in catalogue_error(err.value).message
 
 
 async def test_budget_never_exceeds_the_window():
@@ -127,7 +128,7 @@ async def test_budget_fails_fast_when_the_wait_is_too_long():
         await budget.acquire()
     with pytest.raises(BudgetExhausted) as err:
         await budget.acquire()
-    mapped = err.value.to_flareship("Uploading Worker version")
+    mapped = catalogue_error(err.value, "Uploading Worker version")
     assert mapped.code == "SYS_003" and mapped.retry_after == pytest.approx(300)
 
 
@@ -190,8 +191,8 @@ async def test_factory_for_environment(monkeypatch):
 def test_token_expiring_mid_deploy_is_auth_005():
     with pytest.raises(AuthenticationError) as err:
         parse_envelope(401, fail(9106, message="Authentication error: API token has expired"))
-    assert err.value.to_flareship("Uploading Worker version").code == "AUTH_005"
-    assert err.value.to_flareship("Authenticating with Cloudflare").code == "AUTH_003"
+    assert catalogue_error(err.value, "Uploading Worker version").code == "AUTH_005"
+    assert catalogue_error(err.value, "Authenticating with Cloudflare").code == "AUTH_003"
     with pytest.raises(AuthenticationError) as err:
         parse_envelope(401, fail(9106, message="Authentication error"))
-    assert err.value.to_flareship("Uploading Worker version").code == "AUTH_003"
+    assert catalogue_error(err.value, "Uploading Worker version").code == "AUTH_003"

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from bot.cloudflare import CloudflareError, WorkerModule, durable_object_binding, sqlite_migration
+from bot.engine.failures import catalogue_error
 from bot.errors import FlareshipError
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID as ACC
 from tests.plugins.cloudflare_sim import CF_TOKEN, make_client
@@ -177,7 +178,7 @@ async def test_fault_matrix(op_name, cloudflare_sim, matrix_client, cloudflare_c
             await op.run(matrix_client, sim, ctx)
         except CloudflareError as exc:
             outcome = "failed"
-            mapped = exc.to_flareship("Uploading Worker version")
+            mapped = catalogue_error(exc, "Uploading Worker version")
             assert isinstance(mapped, FlareshipError) and mapped.code
             assert CF_TOKEN not in str(exc) and CF_TOKEN not in repr(exc) and CF_TOKEN not in mapped.message
         assert injected.hits == 1, f"{op_name}/{variant}: the fault never fired"
@@ -205,7 +206,7 @@ async def test_retry_after_above_60_gives_up(cloudflare_sim, cloudflare_client):
     with pytest.raises(RateLimited) as err:
         await cloudflare_client.get_account(ACC)
     assert err.value.retry_after == 300
-    mapped = err.value.to_flareship("Checking resources and quotas")
+    mapped = catalogue_error(err.value, "Checking resources and quotas")
     assert mapped.code == "SYS_003" and mapped.retry_after == 300
     assert cloudflare_sim.sim.count_requests("GET", f"/accounts/{ACC}") == 1
     assert cloudflare_client.budget.paused_for() > 200  # the whole token waits, not just this call
@@ -217,7 +218,7 @@ async def test_persistent_5xx_ends_in_server_error_after_cap(cloudflare_sim, clo
     cloudflare_sim.sim.inject_fault("GET", "/accounts/*/workers/scripts", status=503, times=None)
     with pytest.raises(ServerError) as err:
         await cloudflare_client.list_scripts(ACC)
-    assert err.value.to_flareship("Uploading Worker version").code == "SYS_002"
+    assert catalogue_error(err.value, "Uploading Worker version").code == "SYS_002"
     assert cloudflare_sim.sim.count_requests("GET", "/workers/scripts") == 3
 
 
@@ -261,7 +262,7 @@ async def test_budget_keeps_the_token_under_cloudflares_limit(cloudflare_sim, cl
         await client.get_account(ACC)
     with pytest.raises(BudgetExhausted) as err:
         await client.get_account(ACC)
-    assert err.value.to_flareship().code == "SYS_003"
+    assert catalogue_error(err.value).code == "SYS_003"
     assert all(status != 429 for _m, _p, status in sim.requests)
 
     # Without a budget (another tool on the same token), Cloudflare blocks the token for 5 minutes.

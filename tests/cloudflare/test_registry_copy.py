@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from bot.cloudflare import RegistryClient, RegistryError, parse_image_ref
+from bot.engine.failures import catalogue_error
 from bot.sim.registry import build_test_image, push_test_image, start_registry
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID, make_client
 
@@ -80,7 +81,7 @@ async def test_unknown_tag_is_a_registry_error(docker_registries, http):
     with pytest.raises(RegistryError) as err:
         await RegistryClient(http).resolve(f"{source.host}/nobody/here:v9")
     assert err.value.status == 404
-    assert err.value.to_flareship("Uploading container").code == "DEPLOY_003"
+    assert catalogue_error(err.value, "Uploading container").code == "DEPLOY_003"
 
 
 async def test_copy_into_the_sim_registry_with_cloudflare_credentials(cloudflare_sim, cloudflare_http,

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from bot.cloudflare import RegistryClient, RegistryError
+from bot.engine.failures import catalogue_error
 from bot.sim.registry import build_test_image, seed_image, start_registry
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID as ACC
 
@@ -45,7 +46,7 @@ async def test_copy_survives_registry_faults(call, cloudflare_sim, cloudflare_cl
                 try:
                     copied = await registry.copy_image(f"{source.host}/acme/app:v1", target)
                 except RegistryError as exc:  # a clean failure: the step is retried
-                    assert exc.to_flareship("Uploading container").code == "DEPLOY_003"
+                    assert catalogue_error(exc, "Uploading container").code == "DEPLOY_003"
                     assert creds.password not in str(exc)
                     copied = await registry.copy_image(f"{source.host}/acme/app:v1", target)
                 assert injected.hits == 1, f"{call}/{name}: fault never fired"
