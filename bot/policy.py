@@ -60,7 +60,7 @@ class EnvironmentRules:
     after: str | None = None
 
     @classmethod
-    def from_config(cls, name: str, env: Any) -> "EnvironmentRules":
+    def from_config(cls, name: str, env: Any) -> EnvironmentRules:
         """Build from the engine's RepoConfig environment (pydantic model or mapping)."""
         get = env.get if isinstance(env, Mapping) else (lambda key, default=None: getattr(env, key, default))
         required = get("required_permission", None) or default_required_permission(name)

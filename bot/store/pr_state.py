@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from bot.store.db import Database
 
 from bot.store.base import JSON, UTCDateTime, dialect_insert, metadata, utcnow
 
@@ -82,7 +85,7 @@ class CommandRow:
     created_at: datetime
 
 
-def _command(row) -> CommandRow | None:
+def _command(row: sa.Row[Any] | None) -> CommandRow | None:
     if row is None:
         return None
     m = row._mapping
@@ -93,7 +96,7 @@ def _command(row) -> CommandRow | None:
 class PullRequestState:
     """Queries over the four tables; every method is one short transaction."""
 
-    def __init__(self, database):
+    def __init__(self, database: Database) -> None:
         self.db = database
 
     # -- commands ------------------------------------------------------------------------
@@ -105,16 +108,17 @@ class PullRequestState:
         """Insert the trigger's row unless it exists; answers (row, True when this call created it)."""
         now = utcnow()
         async with self.db.begin() as conn:
-            insert = dialect_insert(conn)
+            insert: Any = dialect_insert(conn)
             result = await conn.execute(
                 insert(pr_commands)
                 .values(key=key, repository=repository, pull_request=pull_request, comment_id=comment_id,
                         environment=environment, outcome="claimed", created_at=now, updated_at=now)
                 .on_conflict_do_nothing(index_elements=["key"])
             )
-            created = result.rowcount == 1
-            row = (await conn.execute(sa.select(pr_commands).where(pr_commands.c.key == key))).first()
-        return _command(row), created
+            created = bool(result.rowcount == 1)
+            command = _command((await conn.execute(sa.select(pr_commands).where(pr_commands.c.key == key))).first())
+        assert command is not None  # inserted above, or there already
+        return command, created
 
     async def finish_command(self, key: str, *, outcome: str, deployment_id: str | None = None,
                              environment: str | None = None) -> None:
@@ -156,14 +160,14 @@ class PullRequestState:
     async def claim_check_run(self, repository: str, head_sha: str, environment: str, deployment_id: str) -> bool:
         """True when this call claimed the (repository, SHA, environment) slot first."""
         async with self.db.begin() as conn:
-            insert = dialect_insert(conn)
+            insert: Any = dialect_insert(conn)
             result = await conn.execute(
                 insert(pr_check_runs)
                 .values(repository=repository, head_sha=head_sha, environment=environment,
                         deployment_id=deployment_id, updated_at=utcnow())
                 .on_conflict_do_nothing(index_elements=["repository", "head_sha", "environment"])
             )
-            return result.rowcount == 1
+            return bool(result.rowcount == 1)
 
     async def set_check_run(self, repository: str, head_sha: str, environment: str, *,
                             check_run_id: int | None = None, deployment_id: str | None = None) -> None:
@@ -179,7 +183,7 @@ class PullRequestState:
 
     # -- the PR comment ------------------------------------------------------------------
 
-    async def comment(self, repository: str, pull_request: int) -> tuple[bool, int | None, dict]:
+    async def comment(self, repository: str, pull_request: int) -> tuple[bool, int | None, dict[str, Any]]:
         """(claimed?, comment_id, state) of the pull request's Flareship comment."""
         async with self.db.connect() as conn:
             row = (await conn.execute(sa.select(pr_comments.c.comment_id, pr_comments.c.state).where(
@@ -188,12 +192,12 @@ class PullRequestState:
             return False, None, {}
         return True, row[0], dict(row[1] or {})
 
-    async def save_comment(self, repository: str, pull_request: int, *, state: dict,
+    async def save_comment(self, repository: str, pull_request: int, *, state: dict[str, Any],
                            comment_id: int | None = None) -> None:
         """Upsert the state (and the id once known); an existing id is never overwritten by None."""
         now = utcnow()
         async with self.db.begin() as conn:
-            insert = dialect_insert(conn)
+            insert: Any = dialect_insert(conn)
             stmt = insert(pr_comments).values(repository=repository, pull_request=pull_request,
                                               comment_id=comment_id, state=state, updated_at=now)
             update = {"state": state, "updated_at": now}
@@ -213,14 +217,14 @@ class PullRequestState:
 
     async def claim_github_deployment(self, deployment_id: str, repository: str, environment: str) -> bool:
         async with self.db.begin() as conn:
-            insert = dialect_insert(conn)
+            insert: Any = dialect_insert(conn)
             result = await conn.execute(
                 insert(pr_github_deployments)
                 .values(deployment_id=deployment_id, repository=repository, environment=environment,
                         updated_at=utcnow())
                 .on_conflict_do_nothing(index_elements=["deployment_id"])
             )
-            return result.rowcount == 1
+            return bool(result.rowcount == 1)
 
     async def set_github_deployment(self, deployment_id: str, *, github_deployment_id: int | None = None,
                                     last_state: str | None = None) -> None:

@@ -8,7 +8,7 @@ never raises and does no I/O, so the grammar is tested without a loop.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 USAGE = """\
@@ -121,7 +121,7 @@ def _environment(name: str, token: str, environments: Collection[str] | None) ->
     raise _BadArguments(f"`/{name}`: unknown environment `{echo(token)}` (this repository has: {listed}).")
 
 
-def _parse_deploy(name, args, environments):
+def _parse_deploy(name: str, args: list[str], environments: Collection[str] | None) -> Command:
     dry_run = False
     env = None
     for token in args:
@@ -138,13 +138,14 @@ def _parse_deploy(name, args, environments):
     return Command(name, env, dry_run=dry_run)
 
 
-def _parse_optional_env(name, args, environments):
+def _parse_optional_env(name: str, args: list[str], environments: Collection[str] | None) -> Command:
     if len(args) > 1:
         raise _BadArguments(f"`/{name}` takes at most one environment.")
     return Command(name, _environment(name, args[0], environments) if args else None)
 
 
-def _parse_required_env(name, args, environments, *, extra: bool = False):
+def _parse_required_env(name: str, args: list[str], environments: Collection[str] | None, *,
+                        extra: bool = False) -> str:
     if not args:
         raise _BadArguments(f"`/{name}` needs an environment.")
     env = _environment(name, args[0], environments)
@@ -153,7 +154,7 @@ def _parse_required_env(name, args, environments, *, extra: bool = False):
     return env
 
 
-def _parse_rollback(name, args, environments):
+def _parse_rollback(name: str, args: list[str], environments: Collection[str] | None) -> Command:
     env = _parse_required_env(name, args[:1], environments)
     rest = args[1:]
     if not rest:
@@ -165,7 +166,7 @@ def _parse_rollback(name, args, environments):
     return Command(name, env, version=rest[1])
 
 
-def _parse_lock(name, args, environments):
+def _parse_lock(name: str, args: list[str], environments: Collection[str] | None) -> Command:
     env = _parse_required_env(name, args, environments, extra=True)
     reason = " ".join(args[1:]) or None
     if reason is not None and len(reason) > LOCK_REASON_CHARS:
@@ -173,15 +174,15 @@ def _parse_lock(name, args, environments):
     return Command(name, env, reason=reason)
 
 
-def _parse_unlock(name, args, environments):
+def _parse_unlock(name: str, args: list[str], environments: Collection[str] | None) -> Command:
     return Command(name, _parse_required_env(name, args, environments))
 
 
-def _parse_help(name, args, environments):
+def _parse_help(name: str, args: list[str], environments: Collection[str] | None) -> Command:
     return Command("help")
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[str, list[str], Collection[str] | None], Command]] = {
     "deploy": _parse_deploy,
     "prepare": _parse_optional_env,
     "validate": _parse_optional_env,

@@ -171,7 +171,8 @@ class CommentCommand:
         for env in envs:
             live = await self.engine.live_release(workflow.target_for(self.repository), env)
             lock = await workflow.current_lock(self.engine, self.repository, env)
-            text = f"- **{env}**: " + (f"runs `{(live.sha or '')[:7]}` (release `{live.id}`)" if live else "nothing live")
+            shown = f"runs `{(live.sha or '')[:7]}` (release `{live.id}`)" if live else "nothing live"
+            text = f"- **{env}**: {shown}"
             if lock:
                 text += f"; 🔒 {describe_lock(env, lock)}"
             lines.append(text)

@@ -28,7 +28,8 @@ async def head_moved(event: sansio.Event, ctx: Any) -> None:
     for deployment in await engine.list(repository=moved.repository.full_name, limit=50):
         if deployment.pull_request == number and deployment.sha == before and deployment.status in NOT_STARTED:
             reporter.note_cancel(deployment.id, f"The pull request's head moved from `{before[:7]}` to "
-                                                f"`{(after or '')[:7]}` before this deploy started; nothing was deployed.")
+                                                f"`{(after or '')[:7]}` before this deploy started; "
+                                                "nothing was deployed.")
             try:
                 await engine.cancel(deployment.id)
             except Exception as exc:  # it may have started meanwhile; then it runs to its end

@@ -8,12 +8,13 @@ from gidgethub import routing, sansio
 
 from bot.dispatcher import WebhookContext
 from bot.store import installations as store
+from bot.store.db import Database
 
 log = logging.getLogger(__name__)
 router = routing.Router()
 
 
-def _database(ctx: WebhookContext):
+def _database(ctx: WebhookContext) -> Database:
     if ctx.services.database is None:
         raise RuntimeError("installations need services.database")
     return ctx.services.database
@@ -29,7 +30,8 @@ async def installation_changed(event: sansio.Event, ctx: WebhookContext) -> None
         await store.save_installation(conn, installation)
         if event.data.get("action") == "created":
             await store.add_repositories(conn, installation["id"], event.data.get("repositories") or [])
-    log.info("installation %s (%s) %s", installation["id"], (installation.get("account") or {}).get("login"), event.data.get("action"))
+    log.info("installation %s (%s) %s", installation["id"], (installation.get("account") or {}).get("login"),
+             event.data.get("action"))
 
 
 @router.register("installation", action="deleted")

@@ -19,9 +19,11 @@ from bot.engine.config import CONFIG_PATH
 from bot.errors import FlareshipError
 from bot.github.contents import read_file
 from bot.policy import (
+    CHANGES_ENVIRONMENT,
     Actor,
     CheckRun,
     CommitStatus,
+    Decision,
     EnvironmentRules,
     Facts,
     LockInfo,
@@ -162,7 +164,7 @@ async def gather_facts(
     if "after" in needed and rules.after:
         live = await engine.live_release(target_for(repository), rules.after)
         after_sha = getattr(live, "sha", None) if live else None
-    lock = await current_lock(engine, repository, rules.name) if action in ("deploy", "promote", "rollback", "retry") else None
+    lock = await current_lock(engine, repository, rules.name) if action in CHANGES_ENVIRONMENT else None
     return Facts(head_sha=sha, is_fork=is_fork, reviews=reviews, check_runs=check_runs, statuses=statuses,
                  after_live_sha=after_sha, lock=lock)
 
@@ -170,7 +172,7 @@ async def gather_facts(
 async def check_policy(
     gh: Any, engine: Any, config: RepoConfig, repository: str, action: str, environment: str, actor: Actor, *,
     sha: str | None = None, pull_request: int | None = None, is_fork: bool = False,
-):
+) -> Decision:
     """Gather what the decision needs and decide (Allowed / Refused with a sentence)."""
     rules = EnvironmentRules.from_config(environment, config.environments.get(environment) or {})
     facts = await gather_facts(gh, engine, repository, action, rules, sha=sha, pull_request=pull_request,
@@ -182,7 +184,7 @@ async def request_deploy(
     engine: Any, config: RepoConfig, *, repository: str, installation_id: int | None, sha: str,
     ref: str | None, pull_request: int | None, environment: str, trigger: str, actor: str | None,
     dry_run: bool = False,
-):
+) -> Any:
     """Persist and enqueue a deployment of `sha`; the engine reads the app description at that SHA."""
     request = PrepareRequest(
         environment=environment, repository=repository, ref=ref, sha=sha, installation_id=installation_id,
