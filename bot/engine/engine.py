@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,16 +22,24 @@ from bot.engine import credentials as credential_checks
 from bot.engine.control import Control
 from bot.engine.events import EventHub
 from bot.engine.journal import Journal
-from bot.engine.model import Deployment, DeploymentEvent, DeployOptions, LogLine, PrepareRequest, Release
+from bot.engine.model import (
+    Deployment,
+    DeploymentEvent,
+    DeployOptions,
+    LogLine,
+    PrepareRequest,
+    Release,
+)
 from bot.engine.prepare import Preparer
 from bot.engine.records import Records
 from bot.engine.run import RunEnvironment, run_deployment
 from bot.engine.scheduler import Scheduler
+from bot.errors import FlareshipError
 from bot.store.deployments import DeploymentStore
 
 
 def _utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Engine:
@@ -104,8 +112,16 @@ class Engine:
         env = RunEnvironment(
             store=self.store, journal=self.journal, events=self.events, clock=self.clock, settings=self.settings,
             cloudflare=self.cloudflare, connect=self.preparer.client_for, load_source=self.preparer.source,
-            http=self._http, health_interval=self.health_interval, stopping=lambda: self.scheduler.stopping)
+            http=self._http, health_interval=self.health_interval, stopping=lambda: self.scheduler.stopping,
+            github=self._github_client)
         await run_deployment(env, deployment_id, lost)
+
+    async def _github_client(self, installation_id: int | None) -> Any:
+        """An installation's GitHub client (None-safe: the run reports SYS_002 without GitHub)."""
+        github = self.services.github
+        if github is None:
+            raise FlareshipError("SYS_002", "GitHub is not configured")
+        return await github.client(installation_id)
 
     # -- credentials -------------------------------------------------------------------
 

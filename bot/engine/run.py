@@ -18,6 +18,7 @@ import httpx
 
 from bot.cloudflare.errors import CloudflareError
 from bot.engine.appspec import AppSpec
+from bot.engine.artifacts import BuildSource
 from bot.engine.events import EventHub
 from bot.engine.failures import step_failure
 from bot.engine.journal import Journal, PendingLog
@@ -58,6 +59,8 @@ class RunEnvironment:
     http: httpx.AsyncClient
     health_interval: float
     stopping: Callable[[], bool]
+    #: An installation's GitHub client (build artifacts); None where GitHub is not configured.
+    github: Callable[[int | None], Awaitable[Any]] | None = None
 
 
 async def run_deployment(env: RunEnvironment, deployment_id: str, lost: asyncio.Event) -> None:
@@ -119,6 +122,23 @@ class DeploymentRun:
         d = self.deployment
         return await self.env.load_source(d.repository, d.sha, d.installation_id)  # type: ignore[arg-type]
 
+    def _build_source(self, spec: AppSpec) -> BuildSource | None:
+        """The app's CI artifact; the wait's deadline runs from the persisted start, so it survives a restart."""
+        d, env = self.deployment, self.env
+        if spec.build is None or not d.repository or not d.sha:
+            return None
+
+        async def github() -> Any:
+            if env.github is None:
+                raise FlareshipError("SYS_002", "GitHub is not configured; cannot read the build artifact")
+            return await env.github(d.installation_id)
+
+        async def announce(message: str) -> None:
+            await self.log(message, step=self.current_step)  # written at once: the check run shows it
+        return BuildSource(github=github, repository=d.repository, sha=d.sha, build=spec.build,
+                           main=spec.main_module, started_at=d.started_at or env.clock(), clock=env.clock,
+                           announce=announce)
+
     async def execute(self, lost: asyncio.Event) -> None:
         d, env = self.deployment, self.env
         if d.status == "queued":
@@ -139,6 +159,7 @@ class DeploymentRun:
             account_id=account_id, settings=env.settings, http=env.http, log=self.step_log,
             load_source=self._load_source, today=env.clock().date(), dry_run=d.options.dry_run,
             health_interval=env.health_interval, other_owners=self._other_owners(account_id),
+            build=self._build_source(spec),
         )
         if self.state.rolling_back:
             await self._rollback_on_failure(resumed=True)

@@ -21,8 +21,9 @@ import httpx
 
 from bot.cloudflare.errors import CloudflareError
 from bot.cloudflare.workers import WorkerModule, sqlite_migration
-from bot.engine import images
+from bot.engine import images, oci_layout
 from bot.engine.appspec import AppSpec
+from bot.engine.artifacts import BuildSource
 from bot.engine.failures import step_failure, token_failure
 from bot.engine.model import (
     AUTHENTICATE,
@@ -59,9 +60,13 @@ class StepContext:
     dry_run: bool = False
     health_interval: float = 1.0
     other_owners: Callable[[], Awaitable[set[str]]] | None = None
+    #: The CI build artifact of an app with `build` (bot/engine/artifacts.py): modules, assets, image.
+    build: BuildSource | None = None
     _modules: list[Module] | None = field(default=None, repr=False)
 
     async def modules(self) -> list[Module]:
+        if self._modules is None and self.spec.build is not None and self.build is not None:
+            self._modules = (await self.build.output()).modules
         if self._modules is None:
             source = await self.load_source() if self.spec.source == "repository" else None
             self._modules = modules_for(self.spec, source)
@@ -139,6 +144,8 @@ async def upload_container(ctx: StepContext) -> str:
         await ctx.log(f"Image already in the account's registry: {ctx.state.image}")
         return "completed"
     target = images.registry_target(ctx.settings.container_registry_url)
+    if ctx.spec.build is not None and ctx.spec.build.image and ctx.build is not None:
+        return await _push_built_image(ctx, ctx.build, target)
     source = images.parse_image(container.image, step=CONTAINER)
     try:
         registry = await images.registry_client_for(ctx.client, ctx.clients, ctx.account_id, target)
@@ -156,6 +163,28 @@ async def upload_container(ctx: StepContext) -> str:
     ctx.state.image = images.configuration_image(pinned)
     ctx.state.image_digest = pinned.digest
     await ctx.log(f"Image {container.image} pinned as {ctx.state.image}")
+    return "completed"
+
+
+async def _push_built_image(ctx: StepContext, build: BuildSource, target: images.RegistryTarget) -> str:
+    """`build.image`: the artifact's OCI layout, pushed to the account's registry tagged with the SHA."""
+    destination = oci_layout.built_destination(target, ctx.account_id, ctx.spec.name, ctx.deployment.sha)
+    layout = (await build.output()).image or b""
+    if ctx.dry_run:
+        await ctx.log(f"Dry run: would push {build.build.image} ({len(layout)} bytes) as {destination}")
+        return "completed"
+    try:
+        registry = await images.registry_client_for(ctx.client, ctx.clients, ctx.account_id, target)
+        pinned = await oci_layout.push_layout(registry, layout, destination)
+    except CloudflareError as exc:
+        images.forget_credentials(ctx.clients, ctx.account_id, target)
+        raise step_failure(exc, CONTAINER) from None
+    except BaseException:
+        images.forget_credentials(ctx.clients, ctx.account_id, target)
+        raise
+    ctx.state.image = images.configuration_image(pinned)
+    ctx.state.image_digest = pinned.digest
+    await ctx.log(f"Built image {build.build.image} pushed as {destination}, pinned as {ctx.state.image}")
     return "completed"
 
 
