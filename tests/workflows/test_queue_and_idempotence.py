@@ -119,9 +119,8 @@ async def test_a_restarted_reporter_edits_what_the_last_one_created(workflow):
     await workflow.comment("/deploy staging")
     [run] = workflow.check_runs(HEAD_SHA, "staging")
     final = await workflow.services.engine.get(run["external_id"])
-    old = workflow.services.reporter
-    fresh = Reporter(engine=workflow.services.engine, github=workflow.services.github.client, store=old.store,
-                     public_url="http://127.0.0.1:8000", interval=0.01)
+    fresh = Reporter(engine=workflow.services.engine, github=workflow.services.github.client,
+                     store=workflow.services.pr_state, public_url="http://127.0.0.1:8000", interval=0.01)
     before = len(workflow.sim.requests)
     await fresh.on_event(DeploymentEvent(kind="status", deployment=final))
     await fresh.drain()
@@ -186,7 +185,7 @@ async def test_a_restarted_reporter_shows_the_stored_log(workflow):
     final = await workflow.services.engine.get(run["external_id"])
     run["output"]["text"] = None
     fresh = Reporter(engine=workflow.services.engine, github=workflow.services.github.client,
-                     store=workflow.services.reporter.store, public_url="http://127.0.0.1:8000", interval=0.01)
+                     store=workflow.services.pr_state, public_url="http://127.0.0.1:8000", interval=0.01)
     await fresh.on_event(DeploymentEvent(kind="status", deployment=final))
     await fresh.drain()
     [run] = workflow.check_runs(HEAD_SHA, "staging")
