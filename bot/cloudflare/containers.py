@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.cloudflare.errors import Conflict, NotFound, ServerError, TransportError, UnexpectedResponse
+from bot.cloudflare.errors import (
+    Conflict,
+    NotFound,
+    ServerError,
+    TransportError,
+    UnexpectedResponse,
+)
 from bot.logs import register_secret
 
 _AMBIGUOUS = (TransportError, ServerError, UnexpectedResponse)
@@ -41,12 +47,25 @@ def application_name(script: str, class_name: str) -> str:
     return f"{script}-{class_name.lower()}"
 
 
-def rollout_steps(max_instances: int) -> dict:
-    """wrangler: one step of 100% below 2 instances, else 10% then 100%."""
-    if max_instances < 2:
-        return {"step_percentage": 100}
-    return {"steps": [{"step_size": {"percentage": 10}, "description": "canary"},
-                      {"step_size": {"percentage": 100}, "description": "rest"}]}
+def rollout_steps(max_instances: int, percentage: int | list[int] | None = None) -> dict:
+    """wrangler's rollout (packages/wrangler/src/containers/config.ts and deploy.ts
+    `configRolloutStepsToAPI`): `rollout_step_percentage` when set, else 100 below two instances
+    and [10, 100] from two on; a number is `step_percentage`, a list one step per percentage."""
+    if percentage is None:
+        percentage = 100 if max_instances < 2 else [10, 100]
+    if isinstance(percentage, int):
+        return {"step_percentage": percentage}
+    return {"steps": [{"step_size": {"percentage": p},
+                       "description": f"Step {i} of {len(percentage)} - rollout at {p}% of instances"}
+                      for i, p in enumerate(percentage, start=1)]}
+
+
+def instance_configuration(instance_type: str | dict) -> dict:
+    """A named instance type, or wrangler's custom one as `disk`/`memory_mib`/`vcpu` (containers/deploy.ts)."""
+    if isinstance(instance_type, str):
+        return {"instance_type": instance_type}
+    return {"disk": {"size_mb": instance_type.get("disk_mb", 2000)}, "memory_mib": instance_type.get("memory_mib", 256),
+            "vcpu": instance_type.get("vcpu", 0.0625)}
 
 
 def _config_differs(current: dict, wanted: dict) -> bool:
@@ -120,7 +139,8 @@ class ContainersAPI:
         return None
 
     async def create_rollout(self, account_id: str, application_id: str, target_configuration: dict, *,
-                             description: str, max_instances: int = 1, kind: str = "full_auto") -> dict:
+                             description: str, max_instances: int = 1, kind: str = "full_auto",
+                             step_percentage: int | list[int] | None = None) -> dict:
         """Start a rolling update to `target_configuration`; reuses a rollout already targeting it."""
         app = await self.get_application(account_id, application_id)
         image = target_configuration.get("image")
@@ -129,7 +149,7 @@ class ContainersAPI:
             return existing
         body: dict[str, Any] = {"description": description, "strategy": "rolling",
                                 "target_configuration": target_configuration, "kind": kind,
-                                **rollout_steps(max_instances)}
+                                **rollout_steps(max_instances, step_percentage)}
         path = f"/accounts/{account_id}/containers/applications/{application_id}/rollouts"
         try:
             return await self.call("POST", path, json_body=body)
@@ -147,12 +167,15 @@ class ContainersAPI:
         name: str,
         image: str,
         namespace_id: str,
-        instance_type: str = "lite",
+        instance_type: str | dict = "lite",
         max_instances: int = 20,
         description: str = "Flareship deploy",
+        step_percentage: int | list[int] | None = None,
+        rollout_kind: str | None = None,
     ) -> ContainerDeployResult:
         """Make application `name` run `image` (create, or PATCH + rollout when it changed)."""
-        configuration = {"image": image, "instance_type": instance_type, "observability": {"logs": {"enabled": True}}}
+        configuration = {"image": image, **instance_configuration(instance_type),
+                         "observability": {"logs": {"enabled": True}}}
         app = await self.find_application(account_id, name)
         if app is None:
             created = await self.create_application(account_id, {
@@ -166,7 +189,7 @@ class ContainersAPI:
             raise Conflict(409, [{"code": 409, "message": (
                 f"container application {name} is bound to another Durable Object namespace")}])
         current = app.get("configuration") or {}
-        wanted = {"image": image, "instance_type": instance_type}
+        wanted = {k: v for k, v in configuration.items() if k != "observability"}
         changed = _config_differs(current, wanted) or app.get("max_instances") != max_instances
         if changed:
             app = await self.patch_application(account_id, app["id"], {
@@ -177,5 +200,6 @@ class ContainersAPI:
         # needs one: that is the state a crash between PATCH and rollout leaves behind.
         if rollout is None and (changed or int(app.get("version") or 1) > 1):
             rollout = await self.create_rollout(account_id, app["id"], configuration, description=description,
-                                                max_instances=max_instances)
+                                                max_instances=max_instances, step_percentage=step_percentage,
+                                                kind=rollout_kind or "full_auto")
         return ContainerDeployResult(app, created=False, rollout=rollout, changed=changed)

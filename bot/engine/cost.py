@@ -128,7 +128,8 @@ def estimate_monthly_cost(spec: AppSpec, assumptions: UsageAssumptions | None = 
         breakdown["durableObjectDuration"] = _over(gb_s, p.do_included_gb_seconds) / 1e6 * p.do_per_million_gb_seconds
     monthly_max = None
     if spec.container is not None:
-        instance = p.instance_types.get(spec.container.instance_type, p.instance_types["basic"])
+        kind = spec.container.instance_type if isinstance(spec.container.instance_type, str) else "basic"
+        instance = p.instance_types.get(kind, p.instance_types["basic"])
         instances = min(usage.average_running_instances, spec.container.max_instances)
         breakdown.update(_container_cost(instance, instances, usage.container_active_hours_per_month, p))
         worst = _container_cost(instance, spec.container.max_instances, HOURS_PER_MONTH, p)

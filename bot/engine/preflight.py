@@ -8,8 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from types import SimpleNamespace
+from typing import Any
 
-from bot.cloudflare.errors import CloudflareAPIError, CloudflareError, PermissionDenied, QuotaExceeded
+from bot.cloudflare.errors import (
+    CloudflareAPIError,
+    CloudflareError,
+    PermissionDenied,
+    QuotaExceeded,
+)
 from bot.engine.appspec import AppSpec
 from bot.engine.cost import PRICING
 from bot.engine.failures import catalogue_error
@@ -58,7 +65,13 @@ def compatibility_problem(value: str, today: date) -> str | None:
 
 
 def instance_problem(instance_type: str, max_instances: int, limits: dict | None) -> str | None:
-    spec = PRICING.instance_types.get(instance_type)
+    if isinstance(instance_type, dict):  # wrangler's custom form: {vcpu, memory_mib, disk_mb}
+        spec: Any = SimpleNamespace(vcpu=float(instance_type.get("vcpu", 0.0625)),
+                                    memory_gib=float(instance_type.get("memory_mib", 256)) / 1024,
+                                    disk_gb=float(instance_type.get("disk_mb", 2000)) / 1000)
+        instance_type = "custom"
+    else:
+        spec = PRICING.instance_types.get(instance_type)
     if spec is None:
         return f"unknown instance type {instance_type!r}"
     if not limits:
@@ -166,3 +179,52 @@ async def cloudflare_facts(spec: AppSpec, client, account_id: str, facts: Facts)
         else:
             facts.containers_error = exc.public_message()
     return facts
+
+
+#: Binding type -> (the field naming the resource, what to call it, the listing's key field).
+BOUND_RESOURCES = {
+    "kv_namespace": ("namespace_id", "KV namespace", "kv"),
+    "d1": ("id", "D1 database", "d1"),
+    "r2_bucket": ("bucket_name", "R2 bucket", "r2"),
+    "queue": ("queue_name", "queue", "queues"),
+}
+
+
+def missing_bound_resources(spec: AppSpec, existing: dict[str, set[str]]) -> list[Problem]:
+    """Pure: one DEPLOY_011 per binding whose KV namespace, D1 database, R2 bucket or queue is not on
+    the account (PRODUCT.md "The wrangler config"); `existing` maps kv/d1/r2/queues to ids or names."""
+    problems = []
+    for binding in spec.bindings():
+        kind = binding.get("type")
+        if kind not in BOUND_RESOURCES:
+            continue
+        field_name, what, listing = BOUND_RESOURCES[kind]
+        ref = binding.get(field_name)
+        if ref not in existing.get(listing, set()):
+            problems.append(Problem("dependencies", "DEPLOY_011",
+                                    f"binding {binding.get('name')}: {what} {ref} does not exist on the account",
+                                    field=spec.wrangler_file or "app"))
+    for consumer in spec.queue_consumers:
+        if consumer.get("queue") not in existing.get("queues", set()):
+            problems.append(Problem("dependencies", "DEPLOY_011",
+                                    f"queues.consumers: queue {consumer.get('queue')} does not exist on the account",
+                                    field=spec.wrangler_file or "app"))
+    return problems
+
+
+async def bound_resources(spec: AppSpec, client: Any, account_id: str) -> dict[str, set[str]]:
+    """The account's KV namespaces, D1 databases, R2 buckets and queues the spec's bindings need
+    (only the listings it needs are read)."""
+    kinds = {BOUND_RESOURCES[b["type"]][2] for b in spec.bindings() if b.get("type") in BOUND_RESOURCES}
+    if spec.queue_consumers:
+        kinds.add("queues")
+    out: dict[str, set[str]] = {}
+    if "kv" in kinds:
+        out["kv"] = {n.get("id") for n in await client.list_kv_namespaces(account_id)}
+    if "d1" in kinds:
+        out["d1"] = {d.get("uuid") for d in await client.list_d1_databases(account_id)}
+    if "r2" in kinds:
+        out["r2"] = {b.get("name") for b in await client.list_r2_buckets(account_id)}
+    if "queues" in kinds:
+        out["queues"] = {q.get("queue_name") for q in await client.list_queues(account_id)}
+    return out

@@ -15,16 +15,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 
 from bot.cloudflare.errors import CloudflareError
 from bot.cloudflare.workers import WorkerModule, sqlite_migration
-from bot.engine import images, oci_layout
+from bot.engine import assets_step, images, oci_layout
 from bot.engine.appspec import AppSpec
 from bot.engine.artifacts import BuildSource
 from bot.engine.failures import step_failure, token_failure
+from bot.engine.metadata import keep_bindings, upload_modules
+from bot.engine.migrations import pending_migrations
 from bot.engine.model import (
     AUTHENTICATE,
     CONTAINER,
@@ -36,9 +37,17 @@ from bot.engine.model import (
     WORKER,
     Deployment,
 )
-from bot.engine.preflight import Facts, cloudflare_facts, evaluate, raise_first
+from bot.engine.preflight import (
+    Facts,
+    bound_resources,
+    cloudflare_facts,
+    evaluate,
+    missing_bound_resources,
+    raise_first,
+)
 from bot.engine.source import Module, RepoSource, main_module_exports, modules_for
 from bot.engine.state import StepState
+from bot.engine.triggers_apply import apply_triggers
 from bot.errors import FlareshipError
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -126,6 +135,12 @@ async def check_resources(ctx: StepContext) -> str:
         facts.other_owners = await ctx.other_owners()
     checks, problems = evaluate(ctx.spec, facts, ctx.today)
     problems = [p for p in problems if p.check in ("resources", "quotas")]
+    try:  # a binding to a KV/D1/R2/queue that is not on the account (DEPLOY_011)
+        problems += missing_bound_resources(ctx.spec, await bound_resources(ctx.spec, ctx.client, ctx.account_id))
+    except CloudflareError as exc:
+        raise step_failure(exc, RESOURCES) from None
+    if any(p.check == "dependencies" for p in problems):
+        checks["dependencies"] = "fail"
     raise_first(checks, problems, step=RESOURCES)
     ctx.state.script_existed = facts.script_exists
     await ctx.log(f"Worker {ctx.spec.script_name} {'exists' if facts.script_exists else 'is new'}; "
@@ -205,8 +220,8 @@ async def _existing_classes(ctx: StepContext) -> set[str]:
 
 async def _upload(ctx: StepContext, *, migrations: dict | None) -> dict:
     spec = ctx.spec
-    modules = [WorkerModule(m.name, m.content, m.content_type) for m in await ctx.modules()]
-    containers = [{"class_name": spec.container.class_name}] if spec.container else []
+    modules = [WorkerModule(m.name, m.content, m.content_type) for m in upload_modules(spec, await ctx.modules())]
+    containers = [{"class_name": c.class_name} for c in spec.containers]  # every entry, as wrangler sends
     message = f"Flareship {ctx.deployment.id}"
     if ctx.deployment.sha:
         message = f"{ctx.deployment.sha[:12]} via Flareship"
@@ -215,7 +230,14 @@ async def _upload(ctx: StepContext, *, migrations: dict | None) -> dict:
         main_module=spec.main_module, compatibility_date=spec.compatibility_date,
         compatibility_flags=spec.compatibility_flags, bindings=spec.bindings(), migrations=migrations,
         containers=containers, annotations={"workers/message": message[:100], "workers/tag": ctx.deployment.id},
+        keep_bindings=keep_bindings(spec), settings=await _settings_with_assets(ctx),
     )
+
+
+async def _settings_with_assets(ctx: StepContext) -> dict[str, Any]:
+    """The metadata's extra keys; `assets` once the static assets are synced (bot/engine/assets_step.py)."""
+    assets = await assets_step.assets_metadata(ctx)
+    return {**ctx.spec.worker_settings, **({"assets": assets} if assets else {})}
 
 
 async def deploy_durable_objects(ctx: StepContext) -> str:
@@ -228,7 +250,19 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
         known = await _existing_classes(ctx) if exists else set()
         new_classes = [c for c in spec.class_names if c not in known]
         ctx.state.migration_tag_before = tag
-        if new_classes:
+        own = pending_migrations(spec.migrations, tag) if spec.migrations is not None else None
+        if spec.migrations is not None:  # the repository's own: only the steps after the current tag
+            if ctx.dry_run:
+                await ctx.log(f"Dry run: would apply migrations {tag or 'none'} -> "
+                              f"{own['new_tag'] if own else tag or 'none'}")
+                return "completed"
+            if own:
+                await ctx.log(f"Migrations {tag or 'none'} -> {own['new_tag']} ({len(own['steps'])} step(s))")
+            result = await _upload(ctx, migrations=own)
+            ctx.state.version_id = result.get("deployment_id") or result.get("id")
+            ctx.state.migration_tag = result.get("migration_tag") or (own or {}).get("new_tag") or tag
+            ctx.state.uploaded_in_migration = True
+        elif new_classes:
             new_tag = next_migration_tag(tag)
             if ctx.dry_run:
                 await ctx.log(f"Dry run: would create {', '.join(new_classes)} (migration {tag or 'none'} -> {new_tag})")
@@ -246,6 +280,10 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
         if ctx.dry_run:
             await ctx.log(f"Dry run: would update container application {spec.container.application_name}")
             return "completed"
+        if not ctx.state.uploaded_in_migration:  # the Worker version first, then the application (wrangler)
+            result = await _upload(ctx, migrations=None)
+            ctx.state.version_id = result.get("deployment_id") or result.get("id")
+            ctx.state.uploaded_in_migration = True
         version_id = ctx.state.version_id or await ctx.client.deployed_version(ctx.account_id, spec.script_name)
         namespace_ids = await ctx.client.durable_object_namespace_ids(ctx.account_id, spec.script_name, version_id) \
             if version_id else {}
@@ -257,6 +295,7 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
             ctx.account_id, name=spec.container.application_name, image=ctx.state.image,
             namespace_id=namespace_id, instance_type=spec.container.instance_type,
             max_instances=spec.container.max_instances, description=f"Flareship {ctx.deployment.id}",
+            step_percentage=spec.container.rollout_step_percentage, rollout_kind=spec.container.rollout_kind,
         )
     except CloudflareError as exc:
         raise step_failure(exc, DURABLE_OBJECTS) from None
@@ -290,16 +329,6 @@ async def upload_worker_version(ctx: StepContext) -> str:
 
 # -- 7. Configuring routes and DNS --------------------------------------------------------------
 
-async def _zone_for(ctx: StepContext, hostname: str) -> str | None:
-    labels = hostname.split(".")
-    for i in range(len(labels) - 1):
-        name = ".".join(labels[i:])
-        zones = await ctx.client.call("GET", "/zones", params={"name": name})
-        if zones:
-            return zones[0]["id"]
-    return None
-
-
 def workers_url(template: str, script: str, subdomain: str) -> str:
     return template.format(script=script, subdomain=subdomain)
 
@@ -309,21 +338,8 @@ async def configure_routes(ctx: StepContext) -> str:
     if ctx.dry_run:
         await ctx.log("Dry run: routes unchanged")
         return "skipped"
-    try:
-        subdomain = await ctx.client.ensure_account_subdomain(ctx.account_id, f"flareship-{ctx.account_id[:8]}")
-        await ctx.client.enable_script_subdomain(ctx.account_id, spec.script_name)
-        ctx.state.subdomain = subdomain
-        url = workers_url(ctx.settings.workers_url_template, spec.script_name, subdomain)
-        if spec.url:
-            host = urlparse(spec.url).hostname or ""
-            if host not in LOOPBACK and not host.endswith(".workers.dev"):
-                zone_id = await _zone_for(ctx, host)
-                if zone_id is None:
-                    raise FlareshipError("DEPLOY_005", f"no Cloudflare zone on the account serves {host}",
-                                         step=ROUTES)
-                await ctx.client.attach_domain(ctx.account_id, host, spec.script_name, zone_id)
-                await ctx.log(f"Custom domain {host} -> {spec.script_name}")
-            url = spec.url
+    try:  # workers.dev, routes, domains, crons, consumers (bot/engine/triggers_apply.py)
+        url = await apply_triggers(spec, ctx.client, ctx.account_id, ctx.settings.workers_url_template, ctx.log)
     except CloudflareError as exc:
         raise step_failure(exc, ROUTES) from None
     ctx.state.url = url

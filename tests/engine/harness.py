@@ -82,7 +82,7 @@ async def start_sim_env(*, plan: str = "paid", port: int = 0, validate_requests:
     bound = sock.getsockname()[1]
     sim = CloudflareSim(registry_host=f"127.0.0.1:{bound}")
     sim.validate_requests = validate_requests
-    sim.add_account(ACCOUNT_ID, name="Acme", plan=plan)
+    sim.add_account(ACCOUNT_ID, name="Acme", plan=plan, subdomain="acme")  # Flareship never registers one
     sim.add_token(TOKEN, account_ids=[ACCOUNT_ID])
     app = make_app(sim)
     # handler_cancellation: a request whose client died (the SIGKILL tests) stops with it, as
