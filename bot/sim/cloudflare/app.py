@@ -170,15 +170,20 @@ async def _prepare(request: web.Request, api_path: str) -> None:
     metadata = None
     if request.content_type.startswith("multipart/"):
         parts = await _read_parts(request)
-        meta_part = parts.pop("metadata", None)
-        if meta_part is None:
-            raise SimError(400, 10021, "multipart upload without a metadata part")
-        try:
-            metadata = json.loads(meta_part.content)
-        except ValueError:
-            raise SimError(400, 10021, "metadata part is not JSON") from None
-        request[METADATA] = metadata
-        request[MODULES] = parts
+        if api_path.endswith("/workers/assets/upload"):  # parts named by hash (bot/sim/cloudflare/assets.py)
+            request[MODULES] = parts
+            parts, meta_part = {}, None
+        else:
+            meta_part = parts.pop("metadata", None)
+            if meta_part is None:
+                raise SimError(400, 10021, "multipart upload without a metadata part")
+        if meta_part is not None:
+            try:
+                metadata = json.loads(meta_part.content)
+            except ValueError:
+                raise SimError(400, 10021, "metadata part is not JSON") from None
+            request[METADATA] = metadata
+            request[MODULES] = parts
     elif request.can_read_body:
         body = await request.read()
         if body:
@@ -546,6 +551,11 @@ async def serve_worker(request: web.Request) -> web.Response:
     if served is None:
         return web.Response(status=404, text="There is nothing here yet")
     script, version = served
+    from bot.sim.cloudflare.assets import serve_asset  # it imports this module's helpers
+
+    asset = serve_asset(sim, version.metadata, "/" + request.match_info.get("tail", ""))
+    if asset is not None:
+        return asset
     health = sim.health_of(script.name, version.id)
     if health == "slow":
         await sim.stall(sim.slow_seconds)
@@ -585,6 +595,9 @@ def make_app(sim: CloudflareSim, *, registry: RegistryState | None = None) -> we
     app.add_routes(make_registry_routes(app[REGISTRY], _registry_authorizer(sim)))
     from bot.sim.cloudflare.storage_routes import storage_routes  # it imports this module's helpers
 
+    from bot.sim.cloudflare.assets import assets_routes
+
     app.add_routes(storage_routes)  # before `routes`, whose last route catches every other path
+    app.add_routes(assets_routes)
     app.add_routes(routes)
     return app
