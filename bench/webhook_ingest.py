@@ -188,7 +188,7 @@ class Result:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection sending one request at a time and timing each answer."""
 
-    def __init__(self, load: "_Load"):
+    def __init__(self, load: _Load):
         self.load = load
         self.buffer = bytearray()
         self.started = 0.0

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import math
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives import hashes
@@ -41,7 +41,7 @@ class DetailsLinks:
 
     def url(self, deployment_id: str, now: datetime | None = None) -> str:
         """The page's address with a token valid for at least `lifetime` from `now`."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         expires = math.ceil((now + self.lifetime).timestamp() / _DAY) * _DAY
         return f"{self.public_url}/deployments/{quote(deployment_id, safe='')}?token={self.token(deployment_id, expires)}"
 
@@ -58,8 +58,8 @@ class DetailsLinks:
             signature, self._signature(deployment_id, int(expires_text))
         ):
             raise FlareshipError("AUTH_007", "This link is not valid for this deployment", status=401)
-        expires = datetime.fromtimestamp(int(expires_text), timezone.utc)
-        if (now or datetime.now(timezone.utc)) >= expires:
+        expires = datetime.fromtimestamp(int(expires_text), UTC)
+        if (now or datetime.now(UTC)) >= expires:
             raise FlareshipError(
                 "AUTH_007",
                 f"This link expired on {expires:%Y-%m-%d}; the deployment stays readable through the REST API "

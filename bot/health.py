@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ SERVICES = ("cloudflare", "github", "container_registry")
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -105,7 +105,7 @@ class HealthMonitor:
         self._on_result = on_result
 
     @classmethod
-    def from_settings(cls, settings, *, github_jwt: Callable[[], str] | None = None, **kwargs) -> "HealthMonitor":
+    def from_settings(cls, settings, *, github_jwt: Callable[[], str] | None = None, **kwargs) -> HealthMonitor:
         """Probes for the configured endpoints; with `github_jwt`, GitHub is probed as the App (GET /app)."""
         cf_headers = {}
         if settings.cloudflare_api_token is not None:
@@ -247,7 +247,7 @@ async def readiness(database: Database | None, dispatcher: Dispatcher | None,
         except TimeoutError:
             problems["database"] = f"no answer within {timeout:g}s"
             problems["migrations"] = "unknown: no database"
-        except Exception as exc:  # noqa: BLE001 - any driver error: unreachable, refused, bad credentials
+        except Exception as exc:
             problems["database"] = f"unreachable: {type(exc).__name__}"
             problems["migrations"] = "unknown: no database"
         else:

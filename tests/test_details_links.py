@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from bot.details_links import LINK_LIFETIME, DetailsLinks
 from bot.errors import FlareshipError
 
-NOW = datetime(2026, 11, 26, 12, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 30, tzinfo=UTC)
 
 
 def _token(url: str) -> str:

@@ -194,7 +194,7 @@ def test_permissions_are_exactly_what_the_calls_and_events_need():
 
 
 def test_the_simulated_installation_is_granted_what_app_yml_asks():
-    assert DEFAULT_PERMISSIONS == _app_yml()["default_permissions"]
+    assert _app_yml()["default_permissions"] == DEFAULT_PERMISSIONS
 
 
 def test_the_registered_manifest_fills_in_the_public_url():

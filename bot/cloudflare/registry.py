@@ -72,7 +72,7 @@ class ImageRef:
     def base_url(self) -> str:
         return f"{self.scheme}://{self.host}"
 
-    def pinned(self, digest: str) -> "ImageRef":
+    def pinned(self, digest: str) -> ImageRef:
         return ImageRef(self.host, self.repository, None, digest, self.scheme)
 
     def __str__(self) -> str:

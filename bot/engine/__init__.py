@@ -2,6 +2,7 @@
 
 from bot.engine.appspec import AppSpec
 from bot.engine.config import RepoConfig, parse_repo_config
+from bot.engine.engine import Engine
 from bot.engine.model import (
     STEP_NAMES,
     Deployment,
@@ -12,14 +13,13 @@ from bot.engine.model import (
     Release,
     Step,
 )
-from bot.engine.engine import Engine
 
 __all__ = [
     "STEP_NAMES",
     "AppSpec",
+    "DeployOptions",
     "Deployment",
     "DeploymentEvent",
-    "DeployOptions",
     "Engine",
     "LogLine",
     "PrepareRequest",

@@ -88,7 +88,7 @@ class UsageAssumptions:
     container_active_hours_per_month: float = HOURS_PER_MONTH
     average_running_instances: float = 1
 
-    def merged(self, overrides: CostConfig | None) -> "UsageAssumptions":
+    def merged(self, overrides: CostConfig | None) -> UsageAssumptions:
         if overrides is None:
             return self
         values = asdict(self)

@@ -46,7 +46,7 @@ def destination_for(source: ImageRef, target: RegistryTarget, account_id: str) -
 
 #: Registry credentials last 15 minutes; each CloudflareClients reuses them for 10 (one request
 #: less per image operation). Forgotten as soon as an image operation fails.
-_CREDENTIALS: "weakref.WeakKeyDictionary[object, TTLCache]" = weakref.WeakKeyDictionary()
+_CREDENTIALS: weakref.WeakKeyDictionary[object, TTLCache] = weakref.WeakKeyDictionary()
 
 
 def _cache_for(clients) -> TTLCache:

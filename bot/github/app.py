@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -87,7 +87,7 @@ def token_key(installation_id: int, permissions: dict[str, str] | None, reposito
 
 
 def parse_expires_at(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def _repo_name(repository: str) -> str:
@@ -132,7 +132,7 @@ class GitHubApp:
         self._app_client: FlareshipGitHubAPI | None = None
 
     @classmethod
-    def from_settings(cls, session: aiohttp.ClientSession, settings: Any) -> "GitHubApp":
+    def from_settings(cls, session: aiohttp.ClientSession, settings: Any) -> GitHubApp:
         private_key = settings.private_key_pem()
         if not settings.github_app_id or not private_key:
             raise FlareshipError("AUTH_001", "GITHUB_APP_ID and the private key are both needed")

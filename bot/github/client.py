@@ -208,7 +208,7 @@ class FlareshipGitHubAPI(gidgethub.aiohttp.GitHubAPI):
         template = path_template(url, self.base_url)
         try:
             status, response_headers, data = await super()._request(method, url, request_headers, body)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             self.stats.record(method, template, 0)
             if method in IDEMPOTENT:
                 # Answer like a gateway error so the same bounded retry covers a dropped connection.

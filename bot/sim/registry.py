@@ -378,6 +378,18 @@ async def start_registry(host: str = "127.0.0.1", port: int = 0, *, state: Regis
     return RunningRegistry(f"http://{host}:{bound}", app[REGISTRY_STATE], runner)
 
 
-__all__ = ["RegistryState", "TestImage", "TestIndex", "build_test_image", "build_test_index", "seed_image",
-           "push_test_image", "push_test_index", "start_registry",
-           "make_registry_app", "make_registry_routes", "RunningRegistry", "digest_of"]
+__all__ = [
+    "RegistryState",
+    "RunningRegistry",
+    "TestImage",
+    "TestIndex",
+    "build_test_image",
+    "build_test_index",
+    "digest_of",
+    "make_registry_app",
+    "make_registry_routes",
+    "push_test_image",
+    "push_test_index",
+    "seed_image",
+    "start_registry",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -32,7 +32,7 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ApiToken:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
     @classmethod
-    def from_row(cls, row) -> "ApiToken":
+    def from_row(cls, row) -> ApiToken:
         return cls(
             id=row.id,
             name=row.name,
@@ -62,7 +62,7 @@ class ApiToken:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z") if value else None
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if value else None
 
 
 def token_json(token: ApiToken) -> dict:

@@ -17,9 +17,8 @@ import os
 import pkgutil
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -92,7 +91,7 @@ class Database:
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "Database":
+    def from_settings(cls, settings: Settings) -> Database:
         return cls(settings.async_database_url)
 
     @staticmethod
@@ -361,4 +360,4 @@ def _current_revision(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-__all__ = ["Database", "AsyncConnection", "load_table_modules", "alembic_config"]
+__all__ = ["AsyncConnection", "Database", "alembic_config", "load_table_modules"]

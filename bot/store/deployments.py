@@ -9,9 +9,8 @@ stuck lock. All times are supplied by the caller (an injectable clock), never by
 from __future__ import annotations
 
 import builtins
-
-from datetime import datetime, timedelta
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa

@@ -201,7 +201,7 @@ async def _backlog(app: web.Application) -> None:
     try:
         async with asyncio.timeout(COUNTS_TIMEOUT):
             counts = await deliveries.count_by_status(database)
-    except Exception:  # noqa: BLE001 - a slow or failing store keeps the last value; /metrics stays fast
+    except Exception:
         return
     app[API_STATE].metrics.dispatcher_backlog(counts)
 

@@ -7,7 +7,7 @@ the Content-Security-Policy allows none). Errors are the usual JSON envelope.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 
 from aiohttp import web
@@ -37,7 +37,7 @@ async def deployment_page(request: web.Request) -> web.Response:
         raise FlareshipError("SYS_002", "The deployment engine is not running")
     deployment = await engine.get(deployment_id)
     logs = await engine.logs(deployment_id)
-    html = render_deployment_page(deployment, logs[-MAX_LOG_LINES:], now=datetime.now(timezone.utc))
+    html = render_deployment_page(deployment, logs[-MAX_LOG_LINES:], now=datetime.now(UTC))
     return web.Response(text=html, content_type="text/html", charset="utf-8", headers=_HEADERS)
 
 
@@ -106,7 +106,7 @@ pre {{ background: #f6f8fa; padding: .8rem; overflow-x: auto; border-radius: 6px
 
 
 def _time(moment: datetime | None) -> str | None:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else None
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else None
 
 
 def _duration(start: datetime | None, end: datetime | None) -> str | None:

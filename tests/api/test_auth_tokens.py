@@ -8,7 +8,6 @@ import pytest
 
 from bot.api_auth import ScopeError, allows, hash_token, parse_scopes
 from bot.store.api_tokens import ApiTokenStore
-from bot.store.db import Database
 
 
 def test_scope_matrix_pure():

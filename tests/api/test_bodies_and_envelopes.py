@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
+
+import pytest
 
 pytestmark = pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)  # backend-neutral HTTP behaviour
 

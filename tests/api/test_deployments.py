@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import asyncio
-import time
 
+import pytest
 from pydantic import SecretStr
 
 from bot.services import SERVICES

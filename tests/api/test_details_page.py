@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from bot.engine.model import Deployment, DeploymentError, LogLine
@@ -10,7 +10,7 @@ from bot.services import SERVICES
 from handlers.pages.deployment import render_deployment_page
 from tests.api.conftest import app_config, wait_final
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 async def _deployed(api) -> str:

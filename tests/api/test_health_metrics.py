@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-
 import asyncio
 import time
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.health import HealthMonitor, Probe, classify
 from bot.metrics import Metrics
-
 
 
 def test_classify_is_pure():
@@ -143,7 +141,7 @@ async def test_metrics_endpoint_open_or_guarded_by_metrics_token(make_api):
     resp = await api.client.get("/metrics")
     text = await resp.text()
     assert resp.status == 200 and resp.content_type == "text/plain"
-    assert "flareship_queue_depth" in text and "flareship_deployments_total" in text or "flareship_deployments" in text
+    assert ("flareship_queue_depth" in text and "flareship_deployments_total" in text) or "flareship_deployments" in text
     guarded = await make_api(metrics_token="metrics-secret-123")
     resp = await guarded.client.get("/metrics")
     assert resp.status == 401 and (await resp.json())["error"]["code"] == "AUTH_007"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from openapi_spec_validator import validate
 
 from handlers.api import models
@@ -33,9 +32,9 @@ async def test_document_is_valid_and_complete(api):
     validate(doc)
     assert doc["openapi"].startswith("3.1")
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
-    assert SEED_PATHS <= documented
+    assert documented >= SEED_PATHS
     operation_ids = {op["operationId"] for ops in doc["paths"].values() for op in ops.values()}
-    assert SEED_METHODS <= operation_ids
+    assert operation_ids >= SEED_METHODS
     # Every API route the app serves is documented (webhooks and the live page are not REST).
     for route in api.app.router.routes():
         info = route.get_info()

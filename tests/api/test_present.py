@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from bot.engine.model import STEP_NAMES, Deployment, DeploymentError, LogLine, Release
 from handlers.api.auth import wider_permissions
-from handlers.api.present import deploy_json, end_json, iso, estimate_remaining, status_json, step_medians
+from handlers.api.present import deploy_json, end_json, estimate_remaining, iso, status_json, step_medians
 from handlers.api.sse import format_event
 
-T0 = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 
 def finished(durations: list[float]) -> Deployment:

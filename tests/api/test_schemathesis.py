@@ -11,12 +11,11 @@ import asyncio
 import hypothesis
 import pytest
 import schemathesis
+from pydantic import SecretStr
+from schemathesis import checks as base_checks
 from schemathesis import experimental
 from schemathesis.runner import events
 from schemathesis.specs.openapi import checks as oa_checks
-from schemathesis import checks as base_checks
-
-from pydantic import SecretStr
 
 from bot.services import SERVICES
 from tests.api.conftest import cloudflare_settings

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import asyncio
 import json
 import socket
+
+import pytest
 
 from bot.services import SERVICES
 from tests.api.conftest import app_config, wait_final

@@ -13,9 +13,9 @@ import asyncio
 import sys
 
 from bot.engine import rollback, steps
+from bot.settings import Settings
 from bot.store.db import Database
 from tests.engine.engine_factory import ACCOUNT_ID, TOKEN, make_engine
-from bot.settings import Settings
 
 
 def _hold(step_name: str) -> None:

@@ -16,7 +16,6 @@ from bot.settings import Settings
 from bot.sim.cloudflare.app import make_app
 from bot.sim.cloudflare.state import CloudflareSim
 from bot.sim.registry import RunningRegistry, build_test_image, seed_image, start_registry
-
 from tests.engine.engine_factory import ACCOUNT_ID, TOKEN, make_engine  # noqa: F401  (re-exported)
 
 APP_MODULE = """

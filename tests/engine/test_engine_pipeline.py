@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.engine import STEP_NAMES, AppSpec, DeployOptions, PrepareRequest
+from bot.engine import AppSpec, DeployOptions, PrepareRequest
 from bot.engine.appspec import ContainerSpec, DurableObjectSpec, container_app_name, script_name_for
-from bot.errors import FlareshipError
 from tests.engine.harness import ACCOUNT_ID, APP_MODULE, make_engine, wait_final
 
 

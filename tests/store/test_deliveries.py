@@ -272,7 +272,7 @@ async def test_prune_drops_handled_deliveries_past_their_retention_only(database
     await _insert(database, [make(f"p{i}") for i in range(12)])
     claimed = await deliveries.claim_pending(database, 12)
     by_id = {d.delivery_id: d.id for d in claimed}
-    done_old = [by_id[f"p{i}"] for i in range(0, 5)]
+    done_old = [by_id[f"p{i}"] for i in range(5)]
     done_recent, failed_old, failed_recent = [by_id["p5"]], [by_id["p6"], by_id["p7"]], [by_id["p8"]]
     await deliveries.record_outcomes(database, done_old + done_recent, [(pk, "boom") for pk in failed_old + failed_recent])
     await deliveries.release(database, [by_id["p9"]])  # p9 pending again; p10, p11 still processing

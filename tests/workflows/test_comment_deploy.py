@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.workflows.conftest import HEAD_SHA, REPOSITORY
+from tests.workflows.conftest import HEAD_SHA
 
 
 async def test_deploy_staging_happy_path(workflow):

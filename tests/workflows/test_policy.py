@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -122,7 +122,7 @@ def test_other_actions_need_the_environment_permission_but_no_gates(action):
 
 
 def test_lock_refuses_changes_and_says_who_when_why():
-    lock = LockInfo("alice", datetime(2026, 11, 26, 8, 30, tzinfo=timezone.utc), "release freeze")
+    lock = LockInfo("alice", datetime(2026, 11, 26, 8, 30, tzinfo=UTC), "release freeze")
     refused = decide("deploy", Actor("dev", "admin"), STAGING, facts=Facts(head_sha=HEAD, lock=lock))
     assert refused.gate == "lock"
     assert "@alice" in refused.reason and "2026-11-26 08:30 UTC" in refused.reason and "release freeze" in refused.reason

@@ -64,6 +64,7 @@ async def test_github_deployments_history(state):
 
 async def test_migration_matches_metadata(tmp_path):
     import sqlalchemy as sa
+
     from bot.store.pr_state import pr_check_runs, pr_commands, pr_comments, pr_github_deployments
 
     database = Database(f"sqlite:///{tmp_path / 'm.db'}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from bot.engine import Deployment, LogLine
 from bot.engine.model import DeploymentError
@@ -16,7 +16,7 @@ from bot.github.reporter import (
     truncate,
 )
 
-T0 = datetime(2026, 11, 26, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
 
 def deployment(**changes) -> Deployment:

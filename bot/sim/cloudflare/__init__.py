@@ -10,5 +10,13 @@ from bot.sim.cloudflare.state import (
     SimError,
 )
 
-__all__ = ["CloudflareSim", "CloudflareSimServer", "DEPLOY_PERMISSIONS", "FULL_PERMISSIONS", "PERMISSIONS",
-           "SimError", "make_app", "start_cloudflare_sim"]
+__all__ = [
+    "DEPLOY_PERMISSIONS",
+    "FULL_PERMISSIONS",
+    "PERMISSIONS",
+    "CloudflareSim",
+    "CloudflareSimServer",
+    "SimError",
+    "make_app",
+    "start_cloudflare_sim",
+]

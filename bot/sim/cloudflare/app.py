@@ -593,9 +593,8 @@ def make_app(sim: CloudflareSim, *, registry: RegistryState | None = None) -> we
     app.router.add_route("*", "/__workers/{subdomain}/{script}", serve_worker)
     app.router.add_route("*", "/__workers/{subdomain}/{script}/{tail:.*}", serve_worker)
     app.add_routes(make_registry_routes(app[REGISTRY], _registry_authorizer(sim)))
-    from bot.sim.cloudflare.storage_routes import storage_routes  # it imports this module's helpers
-
     from bot.sim.cloudflare.assets import assets_routes
+    from bot.sim.cloudflare.storage_routes import storage_routes  # it imports this module's helpers
 
     app.add_routes(storage_routes)  # before `routes`, whose last route catches every other path
     app.add_routes(assets_routes)

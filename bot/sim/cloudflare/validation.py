@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
-from openapi_core.templating.paths.exceptions import PathNotFound, OperationNotFound
+from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 from openapi_core.validation.request.validators import V30RequestBodyValidator, V30RequestParametersValidator
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -191,7 +191,7 @@ def validate_request(*, host_url: str, path: str, method: str, query, headers, c
 
 
 _OK = object()
-_VERDICTS: "OrderedLRU" = None  # type: ignore[assignment]  (set below)
+_VERDICTS: OrderedLRU = None  # type: ignore[assignment]  (set below)
 
 
 class OrderedLRU(dict):

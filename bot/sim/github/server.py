@@ -387,7 +387,7 @@ class GitHubSimServer:
             self._session = None
         await self._runner.cleanup()
 
-    async def __aenter__(self) -> "GitHubSimServer":
+    async def __aenter__(self) -> GitHubSimServer:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

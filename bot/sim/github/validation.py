@@ -13,8 +13,8 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from dataclasses import dataclass
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -50,7 +50,7 @@ class _SharedFormatChecker(FormatChecker):
     """openapi-core deep-copies the format checker for every schema it validates (most of a
     request's validation time); nothing here adds formats to it, so one shared copy is safe."""
 
-    def __deepcopy__(self, memo: dict) -> "_SharedFormatChecker":
+    def __deepcopy__(self, memo: dict) -> _SharedFormatChecker:
         return self
 
 
