@@ -66,7 +66,7 @@ class Control:
         if row is None:
             raise FlareshipError("SYS_005", f"deployment {deployment_id} not found")
         d = deployment_of(row)
-        if d.status not in ("failed", "rolled_back"):
+        if d.status != "failed":  # a rolled-back deployment is final too: deploy again instead
             raise FlareshipError("DEPLOY_010", f"deployment {d.id} is {d.status}; only a failed deployment "
                                  "can be retried", details={"status": d.status})
         if max_retries is not None:
@@ -81,10 +81,6 @@ class Control:
         start = step_name or failed or STEP_NAMES[0]
         index = STEP_NAMES.index(start)
         state = StepState.from_json(row.state)
-        if d.status == "rolled_back":
-            # The rollback undid the container and the Worker version: redo them.
-            index = min(index, STEP_NAMES.index("Deploying Durable Objects"))
-            state.uploaded_in_migration = False
         state.rolling_back = False
         for s in d.steps[index:]:
             s.status, s.error, s.error_code, s.started_at, s.ended_at = "pending", None, None, None, None
@@ -93,7 +89,7 @@ class Control:
         d.error = None
         d.ended_at = None
         now = self.clock()
-        ok = await self.store.update_if(d.id, ("failed", "rolled_back"), status="queued", queued_at=now,
+        ok = await self.store.update_if(d.id, ("failed",), status="queued", queued_at=now,
                                         cancel_requested=False, document=d.model_dump(mode="json"),
                                         state=state.to_json(), updated_at=now)
         if not ok:

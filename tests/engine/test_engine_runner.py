@@ -181,12 +181,13 @@ async def test_rollback_on_failure(engine, sim_env):
     assert _live_version(sim_env) == one.release.version_id
     assert _app_image(sim_env).endswith(sim_env.images["acme/app:1"])
     assert (await engine.live_release("shop", "staging")).id == one.release.id
-    # A rolled-back deployment can be retried: it redoes the container and the Worker.
-    sim_env.sim.set_worker_health("shop-staging", "healthy")
-    await engine.retry(two.id)
-    two = await wait_final(engine, two.id)
-    assert two.status == "completed", two.error
-    assert _app_image(sim_env).endswith(sim_env.images["acme/app:2"])
+    # Retry is for failed deployments only: a rolled-back one answers DEPLOY_010 (409) and stays as it is.
+    with pytest.raises(FlareshipError) as info:
+        await engine.retry(two.id)
+    assert (info.value.code, info.value.status) == ("DEPLOY_010", 409)
+    assert info.value.details == {"status": "rolled_back"}
+    assert (await engine.get(two.id)).status == "rolled_back"
+    assert _live_version(sim_env) == one.release.version_id
 
 
 async def test_rollback_on_failure_refused_across_migration(engine, sim_env):
