@@ -111,6 +111,8 @@ class Metrics:
             GCCollector(registry=r)
         self._unsubscribe = None
         self._webhook_counters: dict[tuple[str, str], Counter] = {}
+        self._http_children: dict[tuple[str, str, int], Histogram] = {}
+        self._ack_children: dict[int, Histogram] = {}
         self._services = None  # set by attach_services
 
     # -- hooks other areas call ----------------------------------------------------------------
@@ -154,10 +156,18 @@ class Metrics:
         self.degraded.labels(service).set(1.0 if status == "degraded" else 0.0)
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_duration.labels(method, route, str(status)).observe(seconds)
+        """Called on every request: labelled children are kept in a dict (as `webhook_delivery`)."""
+        key = (method, route, status)
+        child = self._http_children.get(key)
+        if child is None:
+            child = self._http_children[key] = self.http_duration.labels(method, route, str(status))
+        child.observe(seconds)
 
     def webhook_acknowledged(self, status: int, seconds: float) -> None:
-        self.webhook_ack.labels(str(status)).observe(seconds)
+        child = self._ack_children.get(status)
+        if child is None:
+            child = self._ack_children[status] = self.webhook_ack.labels(str(status))
+        child.observe(seconds)
 
     def dispatcher_backlog(self, counts: dict[str, int]) -> None:
         """Pending and processing deliveries, as the store counted them at scrape time."""
