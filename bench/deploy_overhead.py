@@ -209,7 +209,7 @@ async def run_scenario(latency: float, count: int, concurrent: bool, meter: Wait
         statuses[final.status] += 1
     per_wall = [w for _, w in results]
     waits = [meter.waited(final.correlation_id) for final, _ in results]
-    overheads = [max(0.0, w - c) for w, c in zip(per_wall, waits)]
+    overheads = [max(0.0, w - c) for w, c in zip(per_wall, waits, strict=True)]
     return {
         "latency_ms": latency * 1000, "deployments": count, "mode": "concurrent" if concurrent else "sequential",
         "statuses": dict(statuses), "total_wall_s": wall, "prepare_wall_s": prepare_wall,

@@ -234,9 +234,9 @@ class _Load:
         self.loop = asyncio.get_running_loop()
         signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         self.head_start = (
-            "POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: GitHub-Hookshot/bench\r\n"
-            "Content-Type: application/json\r\nX-GitHub-Event: issue_comment\r\nX-Hub-Signature-256: %s\r\n"
-            "Content-Length: %d\r\nX-GitHub-Delivery: " % (port, signature, len(body))
+            f"POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: GitHub-Hookshot/bench\r\n"
+            f"Content-Type: application/json\r\nX-GitHub-Event: issue_comment\r\nX-Hub-Signature-256: {signature}\r\n"
+            f"Content-Length: {len(body)}\r\nX-GitHub-Delivery: "
         ).encode()
         self.body = body
         self.max_requests = max_requests
@@ -293,7 +293,7 @@ def _start(kind: str, workdir: str, ingest_only: bool = False) -> tuple[subproce
         command += ["--database", database]
     if ingest_only:
         command.append("--ingest-only")
-    log = open(os.path.join(workdir, f"{kind}.log"), "ab")
+    log = open(os.path.join(workdir, f"{kind}.log"), "ab")  # noqa: SIM115  (the server process writes to it until it stops)
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=log, stdout=log)
     deadline = time.monotonic() + 60
     while not os.path.exists(port_file) or not Path(port_file).read_text():

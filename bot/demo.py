@@ -372,7 +372,7 @@ async def push_and_redeploy(demo: Demo, story: Story) -> None:
         sim.set_file(REPO, NEXT_SHA, path, content)
     sim.set_file(REPO, NEXT_SHA, "dist/lib/util.js", "export const answer = 43;\n")
     sim.repo(REPO).pulls[PR_NUMBER].head_sha = NEXT_SHA
-    comment, _ = await demo.comment("dev", "/deploy")
+    _comment, _ = await demo.comment("dev", "/deploy")
     run = await demo.follow_check_run("staging", NEXT_SHA)
     story.expect(bool(run) and run.get("conclusion") == "success", f"check run on {NEXT_SHA[:7]}: "
                  f"{run and run.get('conclusion')}")

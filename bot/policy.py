@@ -214,8 +214,7 @@ def decide(
         refusal = _checks_refusal(env, facts)
         if refusal is not None:
             return refusal
-    if rules.after:
-        if not facts.head_sha or facts.after_live_sha != facts.head_sha:
+    if rules.after and (not facts.head_sha or facts.after_live_sha != facts.head_sha):
             live = f"it runs {short(facts.after_live_sha)}" if facts.after_live_sha else "nothing is live there"
             return Refused(
                 f"**{env}** only takes what is live on **{rules.after}** first: {sha} is not ({live}). "

@@ -396,9 +396,9 @@ class RegistryClient:
         digest = descriptor["digest"]
         if await self.blob_exists(target, digest):
             return "skipped"
-        if source.host == target.host and source.scheme == target.scheme and source.repository != target.repository:
-            if await self._mount(source, target, digest):
-                return "mounted"
+        if (source.host == target.host and source.scheme == target.scheme and source.repository != target.repository
+                and await self._mount(source, target, digest)):
+            return "mounted"
         await self._stream_blob(source, target, descriptor)
         return "copied"
 

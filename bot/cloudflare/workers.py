@@ -181,9 +181,9 @@ def rollback_target(deployments: list[dict], version_id: str | None = None) -> s
     current = current_version_id(ordered)
     for deployment in ordered[1:]:
         versions = deployment.get("versions") or []
-        if len(versions) == 1 and float(versions[0].get("percentage", 0)) >= 100:
-            if versions[0].get("version_id") != current:
-                return versions[0]["version_id"]
+        if (len(versions) == 1 and float(versions[0].get("percentage", 0)) >= 100
+                and versions[0].get("version_id") != current):
+            return versions[0]["version_id"]
     return None
 
 

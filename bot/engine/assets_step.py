@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def _repository_assets(files: dict[str, bytes], directory: str) -> dict[str, bytes]:
     folder = posixpath.normpath(directory.replace("\\", "/").removeprefix("./"))
-    if folder.startswith("..") or folder.startswith("/"):
+    if folder.startswith(("..", "/")):
         raise FlareshipError("DEPLOY_001", f"assets.directory {directory} must be inside the repository",
                              details={"field": "assets.directory"})
     prefix = "" if folder == "." else folder + "/"

@@ -59,7 +59,7 @@ class Journal:
             d.id, values, lines, release.model_dump() if release is not None else None, only_if_status)
         if not updated:
             return False, False
-        for line_id, (timestamp, lvl, message, line_step) in zip(ids, lines):
+        for line_id, (timestamp, lvl, message, line_step) in zip(ids, lines, strict=False):
             log.log(logging.ERROR if lvl == "error" else logging.INFO, "[%s] %s", d.id, message)
             await self.events.emit("log", d, line=LogLine(id=line_id, timestamp=timestamp, level=lvl,
                                                           message=message, step=line_step))

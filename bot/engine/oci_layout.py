@@ -30,7 +30,7 @@ def _bad(message: str) -> FlareshipError:
 def read_layout(data: bytes) -> dict[str, bytes]:
     """The layout's regular files by path (no links, no escaping paths, bounded)."""
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115  (closed by the `with` below)
     except tarfile.TarError:
         raise _bad("not a tar archive (expected an OCI image layout)") from None
     files: dict[str, bytes] = {}

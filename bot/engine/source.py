@@ -120,7 +120,7 @@ def modules_for(spec: AppSpec, source: RepoSource | None) -> list[Module]:
         if spec.main_module not in mods:
             raise FlareshipError("DEPLOY_001", f"main module {spec.main_module} is missing",
                                  details={"field": "app.main"})
-        ordered = [spec.main_module] + sorted(n for n in mods if n != spec.main_module)
+        ordered = [spec.main_module, *sorted(n for n in mods if n != spec.main_module)]
         return [Module(n, mods[n].encode(), module_type(n) or "application/javascript+module") for n in ordered]
     if spec.build is not None:
         return []  # the modules come from the CI artifact, in step 1 (bot/engine/artifacts.py)

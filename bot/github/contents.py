@@ -137,7 +137,7 @@ def _strip_top(name: str) -> str | None:
     if len(parts) < 2 or not parts[1]:
         return None  # a file at the top level (GitHub puts none there)
     path = posixpath.normpath(parts[1])
-    if path.startswith("../") or path == ".." or path.startswith("/") or "/../" in f"/{parts[1]}/":
+    if path.startswith(("../", "/")) or path == ".." or "/../" in f"/{parts[1]}/":
         raise _bad_archive(f"the archive contains a path escaping its root: {name}")
     return path
 

@@ -51,7 +51,7 @@ def compile_templates(spec: dict[str, Any]) -> list[PathTemplate]:
     compiled = []
     for template, item in spec["paths"].items():
         multi = set()
-        for method, operation in item.items():
+        for operation in item.values():
             if not isinstance(operation, dict):
                 continue
             for raw in operation.get("parameters", []) + item.get("parameters", []):

@@ -124,7 +124,7 @@ def make_registry_routes(state: RegistryState, authorize: Authorize | None = Non
                 missing = [m["digest"] for m in parsed.get("manifests", [])
                            if m.get("digest") not in state.manifests.get(repo, {})]
             else:
-                wanted = [parsed.get("config", {}).get("digest")] + [l.get("digest") for l in parsed.get("layers", [])]
+                wanted = [parsed.get("config", {}).get("digest")] + [layer.get("digest") for layer in parsed.get("layers", [])]
                 missing = [d for d in wanted if not d or not state.has_blob(repo, d)]
             if missing:
                 return _error(400, "MANIFEST_BLOB_UNKNOWN", f"blob unknown to registry: {missing[0]}")
@@ -165,8 +165,7 @@ def make_registry_routes(state: RegistryState, authorize: Authorize | None = Non
         if (resp := denied(request, "push", repo)) is not None:
             return resp
         mount, source = request.query.get("mount"), request.query.get("from")
-        if mount and source:
-            if state.has_blob(source, mount) and (authorize is None or authorize(request, "pull", source)):
+        if mount and source and state.has_blob(source, mount) and (authorize is None or authorize(request, "pull", source)):
                 state.links.setdefault(repo, set()).add(mount)
                 state.count("mount")
                 return web.Response(status=201, headers={"Location": f"/v2/{repo}/blobs/{mount}",
@@ -266,7 +265,7 @@ def build_test_image(seed: str = "flareship", *, layers: int = 2, layer_bytes: i
     for i in range(layers):
         payload = random.Random(f"{seed}/{i}").randbytes(layer_bytes)
         layer_blobs.append(_layer({f"app/file{i}.bin": payload}))
-    diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(l)).hexdigest() for l in layer_blobs]
+    diff_ids = ["sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() for blob in layer_blobs]
     config = json.dumps({
         "architecture": architecture, "os": "linux", "created": "2025-01-01T00:00:00Z",
         "config": {"Entrypoint": ["/app/server"], "Labels": {"seed": seed}},
@@ -279,7 +278,7 @@ def build_test_image(seed: str = "flareship", *, layers: int = 2, layer_bytes: i
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": media_type,
         "config": {"mediaType": config_type, "digest": digest_of(config), "size": len(config)},
-        "layers": [{"mediaType": layer_type, "digest": digest_of(l), "size": len(l)} for l in layer_blobs],
+        "layers": [{"mediaType": layer_type, "digest": digest_of(blob), "size": len(blob)} for blob in layer_blobs],
     }, indent=2).encode()
     return TestImage(config, layer_blobs, manifest, media_type)
 

@@ -197,7 +197,7 @@ def _insert_ignoring_repeats_sql(paramstyle: str, rows: int, returning: bool = T
     values = ", ".join(
         "(" + ", ".join(placeholders[i * width : (i + 1) * width]) + f", '{PENDING}', 0)" for i in range(rows)
     )
-    columns = ", ".join(_INSERTED_COLUMNS + ("status", "attempts"))
+    columns = ", ".join((*_INSERTED_COLUMNS, "status", "attempts"))
     return (
         f"INSERT INTO {webhook_deliveries.name} ({columns}) VALUES {values} "
         "ON CONFLICT (delivery_id) DO NOTHING" + (" RETURNING delivery_id" if returning else "")
@@ -351,7 +351,7 @@ class DeliveryWriter:
     def _settle(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]], outcome: list[str]) -> None:
         self.batches += 1
         self.written += outcome.count(STORED)
-        for (_, _, future), result in zip(batch, outcome):
+        for (_, _, future), result in zip(batch, outcome, strict=False):
             if not future.done():
                 future.set_result(result)
         if self.on_stored is not None and any(result != DUPLICATE for result in outcome):

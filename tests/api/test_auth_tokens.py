@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +38,7 @@ async def test_store_keeps_only_hashes(database, database_url):
     if database_url.startswith("sqlite"):
         path = database_url.split("///", 1)[1]
         await database.close()
-        raw = b"".join(open(p, "rb").read() for p in (path, path + "-wal") if __import__("os").path.exists(p))
+        raw = b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if Path(p).exists())
         assert plaintext.encode() not in raw
         assert hash_token(plaintext).encode() in raw or b"api_tokens" in raw
 
@@ -107,7 +108,7 @@ async def test_public_endpoints_need_no_token(api):
 
 @pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_expired_token_is_refused(api):
-    record, plaintext = await api.tokens.create(name="x", scopes=["read"], expires_in=timedelta(seconds=-1))
+    _record, plaintext = await api.tokens.create(name="x", scopes=["read"], expires_in=timedelta(seconds=-1))
     resp, body = await api.call("GET", "/metrics/resources", token=plaintext)
     assert resp.status == 401 and body["error"]["code"] == "AUTH_007"
 

@@ -47,7 +47,7 @@ async def test_validate_prepare_deploy_status_rollback(deploy_api):
     started = body["data"]
     assert started["deploymentId"] == dep_id
     assert started["status"] in ("initiated", "in_progress", "completed")
-    assert [s["name"] for s in started["steps"]][0] == "Validating configuration" and len(started["steps"]) == 8
+    assert started["steps"][0]["name"] == "Validating configuration" and len(started["steps"]) == 8
     assert set(started["rollbackInfo"]) == {"available", "previousVersion"}
 
     # Starting it again while it runs is idempotent (the same deployment comes back).

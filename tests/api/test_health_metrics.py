@@ -51,7 +51,7 @@ async def test_probes_classify_real_servers():
 
     servers = [await _server(h) for h in (ok, slow, hang, broken)]
     try:
-        probes = [Probe(name, str(s.make_url("/v2/"))) for name, s in zip(("ok", "slow", "hang", "broken"), servers)]
+        probes = [Probe(name, str(s.make_url("/v2/"))) for name, s in zip(("ok", "slow", "hang", "broken"), servers, strict=True)]
         probes.append(Probe("dead", "http://127.0.0.1:9/v2/"))
         monitor = HealthMonitor(probes, interval=60, timeout=1.5, degraded_after_ms=400)
         await monitor.start()
@@ -179,7 +179,7 @@ async def test_github_is_probed_as_the_app(github_sim, make_api):
     api = await make_api(github_api_url=github_sim.url, github_app_id=str(github_sim.app_id),
                          github_private_key=SecretStr(github_sim.app_private_key))
     for _ in range(100):
-        resp, body = await api.call("GET", "/health/deployment")
+        _resp, body = await api.call("GET", "/health/deployment")
         github = body["data"]["services"]["github"]
         if github["lastCheck"]:
             break
@@ -190,7 +190,7 @@ async def test_github_is_probed_as_the_app(github_sim, make_api):
     wrong = await make_api(github_api_url=github_sim.url, github_app_id="999999",
                            github_private_key=SecretStr(github_sim.app_private_key))
     for _ in range(100):
-        resp, body = await wrong.call("GET", "/health/deployment")
+        _resp, body = await wrong.call("GET", "/health/deployment")
         github = body["data"]["services"]["github"]
         if github["lastCheck"]:
             break

@@ -16,7 +16,7 @@ def finished(durations: list[float]) -> Deployment:
     d = Deployment(id="dep_old", environment="staging", app_name="shop", script_name="shop-staging", target="shop",
                    status="completed")
     at = T0
-    for step, seconds in zip(d.steps, durations):
+    for step, seconds in zip(d.steps, durations, strict=False):
         step.status, step.started_at, step.ended_at = "completed", at, at + timedelta(seconds=seconds)
         at = step.ended_at
     return d

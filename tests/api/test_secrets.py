@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import secrets
+from pathlib import Path
 
 import pytest
 
@@ -27,15 +27,15 @@ async def test_cloudflare_token_is_never_stored_logged_or_echoed(deploy_api, dat
         token = await api.token("deploy:staging")
         bodies = []
         for cf_token in (good, bad):
-            resp, body = await api.call("POST", "/deploy/validate", token=token, json={
+            resp, _body = await api.call("POST", "/deploy/validate", token=token, json={
                 "environment": "staging", "credentials": {"cloudflareApiToken": cf_token, "accountId": ACCOUNT_ID}})
             bodies.append(await resp.text())
-            resp, body = await api.call("POST", "/auth/cloudflare/verify", token=token,
-                                        json={"apiToken": cf_token, "requiredScopes": ["Nope:Nope:Edit"]})
+            resp, _body = await api.call("POST", "/auth/cloudflare/verify", token=token,
+                                         json={"apiToken": cf_token, "requiredScopes": ["Nope:Nope:Edit"]})
             bodies.append(await resp.text())
         assert '"valid":true' in bodies[0].replace(" ", "")  # the good token really validated
         # A deployment afterwards writes plenty to the database and logs.
-        resp, body = await api.call("POST", "/deploy/prepare", token=token, json={
+        resp, _body = await api.call("POST", "/deploy/prepare", token=token, json={
             "environment": "staging", "config": {"appName": "shop", "containerImage": env.image(),
                                                  "durableObjects": ["AppContainer"]}})
         assert resp.status == 200
@@ -43,7 +43,7 @@ async def test_cloudflare_token_is_never_stored_logged_or_echoed(deploy_api, dat
         logging.getLogger().removeHandler(handler)
     raw_logs = "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
     path = database_url.split("///", 1)[1]
-    files = b"".join(open(p, "rb").read() for p in (path, path + "-wal", path + "-shm") if os.path.exists(p))
+    files = b"".join(Path(p).read_bytes() for p in (path, path + "-wal", path + "-shm") if Path(p).exists())
     assert len(files) > 0 and stream.getvalue()
     for secret in (good, bad):
         assert secret.encode() not in files

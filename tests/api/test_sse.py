@@ -135,8 +135,8 @@ async def test_streams_a_deployment_run_by_another_replica(deploy_api):
     other, clients = make_engine(settings, api.app[SERVICES].database)
     await other.start()
     try:
-        resp, body = await api.call("POST", "/deploy/prepare", token=token,
-                                    json={"environment": "staging", "config": app_config(api.sim_env)})
+        _resp, body = await api.call("POST", "/deploy/prepare", token=token,
+                                     json={"environment": "staging", "config": app_config(api.sim_env)})
         dep_id = body["data"]["deploymentId"]
         stream = await api.request("GET", f"/deploy/{dep_id}/logs", token=token)
         await read_events(stream, max_events=1, timeout=5)
@@ -155,8 +155,8 @@ async def test_streams_a_deployment_run_by_another_replica(deploy_api):
 async def test_a_stalled_client_does_not_hold_up_the_deployment_or_others(deploy_api):
     api = deploy_api
     token = await api.token("read", "deploy:staging")
-    resp, body = await api.call("POST", "/deploy/prepare", token=token,
-                                json={"environment": "staging", "config": app_config(api.sim_env)})
+    _resp, body = await api.call("POST", "/deploy/prepare", token=token,
+                                 json={"environment": "staging", "config": app_config(api.sim_env)})
     dep_id = body["data"]["deploymentId"]
     # A client that connects, asks for the stream with a tiny receive buffer, and never reads.
     host, port = api.client.server.host, api.client.server.port

@@ -186,7 +186,7 @@ def test_layout_names_main_assets_and_image():
     files = extract_zip(make_zip(BUNDLE))
     out = layout(files, BuildConfig(artifact="w", assets="assets", image="image.tar"), "index.js")
     assert out.image == b"oci" and "image.tar" not in [m.name for m in out.modules]
-    with pytest.raises(FlareshipError, match="no main.js"):
+    with pytest.raises(FlareshipError, match=r"no main\.js"):
         layout(files, BuildConfig(artifact="w"), "main.js")
     with pytest.raises(FlareshipError, match="no files under public"):
         layout(files, BuildConfig(artifact="w", assets="public"), "index.js")

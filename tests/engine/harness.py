@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bot.engine import Engine
+from bot.engine import AppSpec, Engine
+from bot.engine.appspec import ContainerSpec, DurableObjectSpec, container_app_name, script_name_for
 from bot.settings import Settings
 from bot.sim.cloudflare.app import make_app
 from bot.sim.cloudflare.state import CloudflareSim
@@ -24,6 +25,22 @@ export class AppContainer extends DurableObject {}
 export class Counter extends DurableObject {}
 export default { async fetch() { return new Response("ok"); } };
 """
+
+
+def inline_app(env, name="shop", environment="staging", *, image=True, classes=("AppContainer",),
+               module=APP_MODULE, **kw) -> AppSpec:
+    script = script_name_for(name, environment)
+    container = None
+    if image:
+        container = ContainerSpec(image=env.image() if image is True else image, class_name="AppContainer",
+                                  instance_type="basic", max_instances=2,
+                                  application_name=container_app_name(script, "AppContainer"))
+    kw.setdefault("compatibility_date", "2025-09-01")
+    return AppSpec(name=name, environment=environment, script_name=script, source="inline",
+                   main_module="index.js",
+                   durable_objects=[DurableObjectSpec(class_name=c, binding=c.upper()) for c in classes],
+                   container=container, vars={"MODE": "test", "LIMIT": 3}, health_check_timeout=1,
+                   inline_modules={"index.js": module}, **kw)
 
 
 @dataclass

@@ -17,8 +17,7 @@ import pytest
 
 from bot.engine import STEP_NAMES, DeployOptions, PrepareRequest
 from bot.store.db import Database
-from tests.engine.harness import ACCOUNT_ID, make_engine
-from tests.engine.test_engine_pipeline import inline_app
+from tests.engine.harness import ACCOUNT_ID, inline_app, make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 

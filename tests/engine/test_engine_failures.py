@@ -6,8 +6,7 @@ import pytest
 
 from bot.engine import DeployOptions, PrepareRequest
 from bot.errors import FlareshipError
-from tests.engine.harness import ACCOUNT_ID, TOKEN
-from tests.engine.test_engine_pipeline import engine, inline_app  # noqa: F401  (fixture)
+from tests.engine.harness import ACCOUNT_ID, TOKEN, inline_app
 
 pytestmark = pytest.mark.parametrize("database_backend", ["sqlite"])
 
@@ -64,7 +63,7 @@ async def test_step_failure_maps_to_catalogue(engine, sim_env, step, code):
     assert failed[0].error_code == code
     index = [s.name for s in d.steps].index(step)
     assert all(s.status == "pending" for s in d.steps[index + 1:])
-    assert any(l.level == "error" and code in l.message for l in await engine.logs(d.id))
+    assert any(line.level == "error" and code in line.message for line in await engine.logs(d.id))
 
 
 async def test_validate_step_refuses_unexported_class(engine, sim_env):

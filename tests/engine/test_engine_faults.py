@@ -12,8 +12,7 @@ import pytest
 
 from bot.engine import DeployOptions, PrepareRequest
 from bot.errors import CATALOGUE, FlareshipError
-from tests.engine.harness import make_engine, wait_final
-from tests.engine.test_engine_pipeline import inline_app
+from tests.engine.harness import inline_app, make_engine, wait_final
 
 pytestmark = [pytest.mark.parametrize("database_backend", ["sqlite"]), pytest.mark.slow]
 

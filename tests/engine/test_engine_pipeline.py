@@ -2,39 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
-from bot.engine import AppSpec, DeployOptions, PrepareRequest
-from bot.engine.appspec import ContainerSpec, DurableObjectSpec, container_app_name, script_name_for
-from tests.engine.harness import ACCOUNT_ID, APP_MODULE, make_engine, wait_final
-
-
-def inline_app(env, name="shop", environment="staging", *, image=True, classes=("AppContainer",),
-               module=APP_MODULE, **kw) -> AppSpec:
-    script = script_name_for(name, environment)
-    container = None
-    if image:
-        container = ContainerSpec(image=env.image() if image is True else image, class_name="AppContainer",
-                                  instance_type="basic", max_instances=2,
-                                  application_name=container_app_name(script, "AppContainer"))
-    kw.setdefault("compatibility_date", "2025-09-01")
-    return AppSpec(name=name, environment=environment, script_name=script, source="inline",
-                   main_module="index.js",
-                   durable_objects=[DurableObjectSpec(class_name=c, binding=c.upper()) for c in classes],
-                   container=container, vars={"MODE": "test", "LIMIT": 3}, health_check_timeout=1,
-                   inline_modules={"index.js": module}, **kw)
-
-
-@pytest.fixture
-async def engine(sim_env, database):
-    settings = sim_env.settings(database.url)
-    engine, clients = make_engine(settings, database)
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.stop()
-        await clients.aclose()
+from bot.engine import DeployOptions, PrepareRequest
+from tests.engine.harness import ACCOUNT_ID, inline_app, wait_final
 
 
 async def test_full_deploy_then_redeploy(engine, sim_env):
@@ -56,7 +25,7 @@ async def test_full_deploy_then_redeploy(engine, sim_env):
     assert release.migration_tag == "v1"
     assert (await engine.live_release("shop", "staging")).id == release.id
     logs = await engine.logs(done.id)
-    assert [l.id for l in logs] == sorted(l.id for l in logs) and len(logs) > 8
+    assert [line.id for line in logs] == sorted(line.id for line in logs) and len(logs) > 8
     assert sim_env.sim.creates["application"] == 1
 
     # Same app again: no new migration, no second application, a new version.

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.engine import DeployOptions, PrepareRequest
 from bot.errors import FlareshipError
-from tests.engine.harness import ACCOUNT_ID, make_engine, wait_final
-from tests.engine.test_engine_pipeline import engine, inline_app  # noqa: F401  (fixture)
+from tests.engine.harness import ACCOUNT_ID, inline_app, make_engine, wait_final
 
 
 def _live_version(sim_env, script="shop-staging"):
@@ -51,7 +50,7 @@ async def test_expired_lease_is_taken_over_and_resumed(sim_env, database):
     offset = {"value": timedelta(0)}
 
     def clock():
-        return datetime.now(timezone.utc) + offset["value"]
+        return datetime.now(UTC) + offset["value"]
 
     engine, clients = make_engine(sim_env.settings(database.url), database, clock=clock, lease_seconds=30)
     try:
@@ -73,7 +72,7 @@ async def test_expired_lease_is_taken_over_and_resumed(sim_env, database):
         done = await wait_final(engine, d.id)
         assert done.status == "completed", done.error
         assert done.steps[0].attempt == 0 and done.steps[1].attempt == 1  # step 1 was not re-run
-        assert any("Resuming" in l.message for l in await engine.logs(d.id))
+        assert any("Resuming" in line.message for line in await engine.logs(d.id))
         assert await engine.store.get_lease("shop", "staging") is None
     finally:
         await engine.stop()

@@ -284,7 +284,7 @@ async def test_two_replicas_share_work_and_budget_and_survive_a_sigkill(
         # requests in any window, though the budget bound (the test sent several windows' worth).
         budgeted = sorted(s.at for s in sent if s.budgeted)
         assert len(budgeted) > 2 * BUDGET_LIMIT, len(budgeted)
-        for first, later in zip(budgeted, budgeted[BUDGET_LIMIT:]):
+        for first, later in zip(budgeted, budgeted[BUDGET_LIMIT:], strict=False):
             assert later - first >= BUDGET_WINDOW - ARRIVAL_SKEW, "more than the budget within one window"
         # Only the health probes (one per replica per 30 s, bot/health.py) go around the budget.
         assert all(s.path.endswith("/user/tokens/verify") for s in sent if not s.budgeted)

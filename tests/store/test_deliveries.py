@@ -28,7 +28,7 @@ async def test_insert_reports_new_and_repeated_ids(database):
 
 async def test_a_full_batch_fits_one_statement_and_keeps_every_field(database):
     batch = [make(f"full{i}", event="issue_comment", action="created", installation_id=2**40 + i,
-                  repository=None if i % 2 else "acme/app", payload='{"n": %d}' % i)
+                  repository=None if i % 2 else "acme/app", payload=f'{{"n": {i}}}')
              for i in range(DeliveryWriter(database).max_batch)]
     async with database.begin() as conn:
         assert await deliveries.insert_deliveries(conn, batch) == [STORED] * len(batch)
@@ -157,8 +157,8 @@ async def test_a_row_the_store_refuses_fails_alone_and_the_rest_of_its_batch_is_
     and the 29 others are stored; no log line carries a payload or the statement's parameters."""
     from bot.store.deliveries import DeliveryRefused
 
-    batch = [make(f"b{i}", payload='{"marker": "%s %d"}' % (MARKER, i)) for i in range(30)]
-    batch[3] = make("b3", installation_id=2**64, payload='{"marker": "%s bad"}' % MARKER)
+    batch = [make(f"b{i}", payload=f'{{"marker": "{MARKER} {i}"}}') for i in range(30)]
+    batch[3] = make("b3", installation_id=2**64, payload=f'{{"marker": "{MARKER} bad"}}')
     results = await _store_all(DeliveryWriter(database), batch)
     assert isinstance(results[3], DeliveryRefused) and "out of range" in results[3].reason
     assert results[:3] + results[4:] == [STORED] * 29
@@ -176,8 +176,8 @@ async def test_values_postgresql_cannot_store_are_refused_row_by_row(database, c
     same rows are stored. The intake checks these before storing; this is the writer's own guard."""
     from bot.store.deliveries import DeliveryRefused
 
-    batch = [make(f"p{i}", payload='{"marker": "%s"}' % MARKER) for i in range(26)]
-    batch[5] = make("p5", payload='{"marker": "%s"}' % MARKER, **{column: value})
+    batch = [make(f"p{i}", payload=f'{{"marker": "{MARKER}"}}') for i in range(26)]
+    batch[5] = make("p5", payload=f'{{"marker": "{MARKER}"}}', **{column: value})
     results = await _store_all(DeliveryWriter(database), batch)
     assert results[:5] + results[6:] == [STORED] * 25
     if database.dialect == "sqlite":

@@ -3,6 +3,7 @@ and the coalesced check-run updates of a slow deployment."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from tests.workflows.conftest import FILES, HEAD_SHA, REPOSITORY
@@ -105,7 +106,7 @@ async def test_slow_deploy_updates_are_coalesced(workflow):
     titles = [r.body["output"]["title"] for r in writes]
     assert any(t.startswith("step ") and "/8: " for t in titles), titles
     assert len(writes) <= 2 + elapsed / 0.4, (elapsed, titles)
-    gaps = [b.time - a.time for a, b in zip(writes, writes[1:])]
+    gaps = [b.time - a.time for a, b in itertools.pairwise(writes)]
     assert all(gap >= 0.35 for gap in gaps), gaps
 
 

@@ -58,7 +58,7 @@ GATE_CASES = {
 
 @pytest.mark.parametrize(
     "role, env, fork, gates",
-    list(itertools.product(ROLES + (None,), ["staging", "production"], [False, True], list(GATE_CASES))),
+    list(itertools.product((*ROLES, None), ["staging", "production"], [False, True], list(GATE_CASES))),
 )
 def test_permission_matrix(role, env, fork, gates):
     rules = STAGING if env == "staging" else PRODUCTION

@@ -25,9 +25,9 @@ def slow_cloudflare(workflow, seconds: float = 0.05) -> None:
 def check_run_writes(workflow, run_id: int | None = None) -> list[dict]:
     bodies = []
     for r in workflow.sim.requests:
-        if r.method in ("POST", "PATCH") and "/check-runs" in r.path and isinstance(r.body, dict):
-            if run_id is None or r.path.endswith(f"/{run_id}") or r.method == "POST":
-                bodies.append(r.body)
+        if (r.method in ("POST", "PATCH") and "/check-runs" in r.path and isinstance(r.body, dict)
+                and (run_id is None or r.path.endswith(f"/{run_id}") or r.method == "POST")):
+            bodies.append(r.body)
     return bodies
 
 

@@ -38,7 +38,7 @@ async def serve(host: str, port: int, prefix: str, key_path: Path, *, stop: asyn
     server = await start_github_sim(host, port, prefix)
     try:
         seed_demo(server)
-        key_path.write_text(server.app_private_key)
+        key_path.write_text(server.app_private_key)  # noqa: ASYNC240  (once, at start-up)
         os.chmod(key_path, 0o600)
         print(f"Simulated GitHub listening on {server.url}", file=out)
         print("Point Flareship at it with:", file=out)

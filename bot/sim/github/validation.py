@@ -159,7 +159,7 @@ def _inline(node: Any, spec: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
         name = ref.rsplit("/", 1)[-1]
         if name in seen:
             raise ValueError(f"recursive schema {name}")
-        return _inline(spec["components"]["schemas"][name], spec, seen + (name,))
+        return _inline(spec["components"]["schemas"][name], spec, (*seen, name))
     return {key: _inline(value, spec, seen) for key, value in node.items()}
 
 
