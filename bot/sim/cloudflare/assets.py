@@ -20,8 +20,9 @@ from weakref import WeakKeyDictionary
 
 from aiohttp import web
 
-from bot.sim.cloudflare.app import JSON_BODY, MODULES, PREFIX, SIM, _account, envelope
+from bot.sim.cloudflare.app import JSON_BODY, MODULES, SIM, _account, envelope
 from bot.sim.cloudflare.state import CloudflareSim, SimError
+from bot.sim.cloudflare.validation import PREFIX
 
 assets_routes = web.RouteTableDef()
 A = PREFIX + "/accounts/{account_id}"
