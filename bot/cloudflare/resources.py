@@ -15,16 +15,18 @@ SCRIPT_API_DATE_HEADER = {"Cloudflare-Workers-Script-Api-Date": "2025-08-01"}
 class _Transport(Protocol):
     async def call(self, method: str, path: str, **kw: Any) -> Any: ...
 
+    async def get_all(self, path: str, *, params: dict[str, Any] | None = None, per_page: int = 100,
+                      max_pages: int = 50) -> list: ...
+
 
 class ResourcesAPI:
     """Listings that pre-flight checks bindings against, and the Worker's triggers."""
 
     async def list_kv_namespaces(self: _Transport, account_id: str) -> list[dict[str, Any]]:
-        return await self.call("GET", f"/accounts/{account_id}/storage/kv/namespaces",
-                               params={"per_page": 1000}) or []
+        return await self.get_all(f"/accounts/{account_id}/storage/kv/namespaces", per_page=100)
 
     async def list_d1_databases(self: _Transport, account_id: str) -> list[dict[str, Any]]:
-        return await self.call("GET", f"/accounts/{account_id}/d1/database", params={"per_page": 10000}) or []
+        return await self.get_all(f"/accounts/{account_id}/d1/database", per_page=1000)
 
     async def list_r2_buckets(self: _Transport, account_id: str) -> list[dict[str, Any]]:
         result = await self.call("GET", f"/accounts/{account_id}/r2/buckets", params={"per_page": 1000}) or {}

@@ -479,8 +479,6 @@ class CloudflareSim:
                 if cls in after:
                     raise SimError(400, 10074, f"Cannot apply new-class migration to class {cls} that is already"
                                                " depended on")
-                if not self._exports_class(modules, cls):
-                    raise SimError(400, 10021, f"Uncaught Error: class {cls} is not exported by the script")
                 after[cls] = Namespace(self.new_id(), account.id, name, cls, bool(arg))
             elif action == "delete":
                 after.pop(cls, None)
@@ -488,6 +486,9 @@ class CloudflareSim:
                 ns = after.pop(cls)
                 after[arg] = Namespace(ns.id, ns.account_id, ns.script, arg, ns.use_sqlite)
 
+        for cls, ns in after.items():  # the script must implement every class the migrations leave
+            if classes.get(cls) is not ns and not self._exports_class(modules, cls):
+                raise SimError(400, 10021, f"Uncaught Error: class {cls} is not exported by the script")
         bindings = []
         for binding in metadata.get("bindings") or []:
             binding = dict(binding)

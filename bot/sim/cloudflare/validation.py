@@ -69,6 +69,12 @@ def _patch_cloudflare(spec: dict) -> dict:
     metadata.setdefault("assets", {"type": "object"})
     for meta in (metadata, version_meta["schema"]["properties"]["metadata"]["properties"]):
         _patch_bindings(meta.get("bindings"))
+    # wrangler sends `observability.logs` as written, e.g. `{invocation_logs: false}` without
+    # `enabled` (recorded from wrangler 4.86.0, tests/fixtures/projects/environments); the SDK type
+    # marks `enabled` required.
+    logs = metadata.get("observability", {}).get("properties", {}).get("logs")
+    if isinstance(logs, dict):
+        logs.pop("required", None)
     return spec
 
 

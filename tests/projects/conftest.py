@@ -1,0 +1,3 @@
+"""Real project shapes deployed through webhooks: the PR-workflow harness of tests/workflows."""
+
+from tests.workflows.conftest import database_backend, workflow  # noqa: F401  (fixtures)
