@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # imported for type checkers only; each part is optional unti
     from bot.details_links import DetailsLinks
     from bot.engine import Engine
     from bot.github.app import GitHubApp
-    from bot.github.reporter import CommentWriter, Reporter
+    from bot.github.pr_comment import CommentWriter
+    from bot.github.reporter import Reporter
     from bot.metrics import Metrics
     from bot.store.db import Database
     from bot.store.pr_state import PullRequestState

@@ -1,7 +1,7 @@
 """Keeps GitHub in sync with the engine: check runs, GitHub deployments, the PR comment, reactions.
 
-The top half is pure rendering (deployment -> check-run payload, comment state -> markdown),
-tested without a loop. The `Reporter` subscribes to engine events and writes to GitHub through
+The top half is pure rendering (deployment -> check-run payload), tested without a loop; the PR
+comment is `bot.github.pr_comment`. The `Reporter` subscribes to engine events and writes to GitHub through
 one worker task per deployment, coalescing check-run updates to at most one write per
 `interval` seconds per check run and always flushing the final state. Every GitHub object is
 claimed in `bot.store.pr_state` before it is created, so a redelivery or a restart edits the
@@ -15,20 +15,23 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from gidgethub import HTTPException
-
+from bot.github.pr_comment import COMMENT_MARKER, CommentWriter, comment_row, react, render_comment
+from bot.github.text import MAX_OUTPUT_CHARS, cell, iso, short_sha, split_repo, truncate
 from bot.store.pr_state import PullRequestState
+
+#: Re-exported: the PR comment lives in `bot.github.pr_comment`, GitHub's text limits in `bot.github.text`.
+__all__ = ["COMMENT_MARKER", "MAX_OUTPUT_CHARS", "CommentWriter", "Reporter", "comment_row", "react", "render_comment",
+           "running_reporter", "truncate"]
 
 log = logging.getLogger(__name__)
 
 #: GitHub's limits on check-run output and actions (github-api.md).
-MAX_OUTPUT_CHARS = 65535
 MAX_TITLE_CHARS = 255
 MAX_ACTIONS = 3
 MAX_ACTION_LABEL, MAX_ACTION_DESCRIPTION, MAX_ACTION_IDENTIFIER = 20, 40, 20
@@ -36,39 +39,14 @@ MAX_DEPLOYMENT_DESCRIPTION = 140
 LOG_LINES_KEPT = 60
 #: Attempts at writing one piece of state before waiting for the next engine event.
 MAX_REPORT_ATTEMPTS = 6
-COMMENT_MARKER = "<!-- flareship:pr-comment -->"
 CHECK_NAME_PREFIX = "Deploy to "
 
 FINAL = frozenset({"completed", "failed", "rolled_back", "cancelled"})
 STEP_ICONS = {"pending": "⏳", "running": "🔄", "completed": "✅", "failed": "❌", "skipped": "⏭️"}
-STATUS_WORDS = {
-    "queued": "⏳ queued", "initiated": "⏳ queued", "in_progress": "🔄 deploying", "completed": "✅ live",
-    "failed": "❌ failed", "rolled_back": "↩️ failed, rolled back", "cancelled": "⛔ cancelled",
-}
 
 
 def check_run_name(environment: str) -> str:
     return f"{CHECK_NAME_PREFIX}{environment}"
-
-
-def truncate(text: str, limit: int, *, keep: str = "end", marker: str = "\n… (truncated)") -> str:
-    """Cut `text` to `limit` characters at a line boundary, saying that it was cut."""
-    if len(text) <= limit:
-        return text
-    room = limit - len(marker)
-    if keep == "end":  # keep the newest lines (logs)
-        tail = text[-room:]
-        cut = tail.find("\n")
-        tail = tail[cut + 1:] if 0 <= cut < len(tail) - 1 else tail
-        return marker.strip("\n") + "\n" + tail if len(marker.strip("\n")) + 1 + len(tail) <= limit else tail[-limit:]
-    head = text[:room]
-    cut = head.rfind("\n")
-    head = head[:cut] if cut > 0 else head
-    return head + marker
-
-
-def _short(sha: str | None) -> str:
-    return sha[:7] if sha else "unknown"
 
 
 def _duration(step: Any) -> str:
@@ -76,10 +54,6 @@ def _duration(step: Any) -> str:
         seconds = (step.ended_at - step.started_at).total_seconds()
         return f"{seconds:.1f}s"
     return ""
-
-
-def _cell(text: Any) -> str:
-    return str(text or "").replace("|", "\\|").replace("\n", " ")
 
 
 def conclusion_for(deployment: Any) -> str | None:
@@ -163,7 +137,7 @@ def check_run_summary(deployment: Any, queue_position: int | None = None) -> str
     env = deployment.environment
     lines = []
     url = (deployment.urls or {}).get(env) or next(iter((deployment.urls or {}).values()), None)
-    head = f"**{env}** · `{_short(deployment.sha)}` · deployment `{deployment.id}`"
+    head = f"**{env}** · `{short_sha(deployment.sha)}` · deployment `{deployment.id}`"
     if deployment.actor:
         head += f" · by @{deployment.actor}"
     head += f" · {deployment.trigger}"
@@ -172,10 +146,11 @@ def check_run_summary(deployment: Any, queue_position: int | None = None) -> str
         target = deployment.rollback_target
         lines.append("")
         lines.append(f"Rolling back `{deployment.rollback_of}`"
-                     + (f" to release `{target.id}` (`{_short(target.sha)}`)" if target else ""))
+                     + (f" to release `{target.id}` (`{short_sha(target.sha)}`)" if target else ""))
     if deployment.status in ("queued", "initiated"):
         lines.append("")
-        lines.append(f"⏳ Waiting for {env}" + (f": position **{queue_position}** in the queue." if queue_position else "."))
+        where = f": position **{queue_position}** in the queue." if queue_position else "."
+        lines.append(f"⏳ Waiting for {env}{where}")
     if url and deployment.status == "completed":
         lines.append("")
         lines.append(f"🌐 {url}")
@@ -192,8 +167,8 @@ def check_run_summary(deployment: Any, queue_position: int | None = None) -> str
     lines += ["", "| # | Step | Status | Duration | Error |", "|---|---|---|---|---|"]
     for i, step in enumerate(deployment.steps, 1):
         error = f"{step.error_code}: {step.error}" if step.error_code and step.error else step.error
-        lines.append(f"| {i} | {_cell(step.name)} | {STEP_ICONS.get(step.status, '')} {step.status} | "
-                     f"{_duration(step)} | {_cell(error)[:500]} |")
+        lines.append(f"| {i} | {cell(step.name)} | {STEP_ICONS.get(step.status, '')} {step.status} | "
+                     f"{_duration(step)} | {cell(error)[:500]} |")
     return truncate("\n".join(lines), MAX_OUTPUT_CHARS, keep="start")
 
 
@@ -211,7 +186,7 @@ def render_check_run(
     deployment: Any,
     *,
     details_url: str,
-    log_lines: list[Any] = (),
+    log_lines: Sequence[Any] = (),
     queue_position: int | None = None,
     promote_target: str | None = None,
     now: datetime | None = None,
@@ -233,143 +208,12 @@ def render_check_run(
         "output": output,
     }
     if deployment.started_at and status != "queued":
-        body["started_at"] = _iso(deployment.started_at)
+        body["started_at"] = iso(deployment.started_at)
     if status == "completed":
         body["conclusion"] = conclusion_for(deployment)
-        body["completed_at"] = _iso(deployment.ended_at or now or datetime.now(timezone.utc))
+        body["completed_at"] = iso(deployment.ended_at or now or datetime.now(timezone.utc))
         body["actions"] = check_run_actions(deployment, promote_target)
     return body
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# -- the PR comment ------------------------------------------------------------------------
-
-def comment_row(deployment: Any, *, details_url: str | None = None) -> dict[str, Any]:
-    """What the PR comment shows for an environment's latest deployment."""
-    env = deployment.environment
-    url = (deployment.urls or {}).get(env) or next(iter((deployment.urls or {}).values()), None)
-    when = deployment.ended_at or deployment.started_at or deployment.created_at
-    return {
-        "deployment_id": deployment.id,
-        "kind": deployment.kind,
-        "status": deployment.status,
-        "dry_run": bool(deployment.options.dry_run),
-        "sha": deployment.sha,
-        "url": url,
-        "details_url": details_url,
-        "when": _iso(when) if when else None,
-        "by": deployment.actor,
-        "error": f"{deployment.error.code}: {deployment.error.message}" if deployment.error else None,
-    }
-
-
-def render_comment(state: dict[str, Any]) -> str:
-    """The one Flareship comment: a table of each environment's latest deployment + the latest notice."""
-    lines = [COMMENT_MARKER, "### 🚀 Flareship", ""]
-    rows = state.get("environments") or {}
-    if rows:
-        lines += ["| Environment | Status | Commit | URL | When | By |", "|---|---|---|---|---|---|"]
-        for env in sorted(rows):
-            row = rows[env]
-            status = STATUS_WORDS.get(row.get("status"), row.get("status") or "")
-            if row.get("kind") == "rollback":
-                status += " (rollback)"
-            if row.get("dry_run"):
-                status += " (dry run)"
-            if row.get("details_url"):
-                status = f"[{status}]({row['details_url']})"
-            url = f"[{row['url']}]({row['url']})" if row.get("url") else ""
-            by = f"@{row['by']}" if row.get("by") else ""
-            lines.append(f"| **{_cell(env)}** | {status} | `{_short(row.get('sha'))}` | {url} | "
-                         f"{_cell(row.get('when'))} | {by} |")
-            if row.get("error") and row.get("status") in ("failed", "rolled_back"):
-                lines.append(f"| | ↳ {_cell(row['error'])[:300]} | | | | |")
-    else:
-        lines.append("_No deployments from this pull request yet._")
-    notice = state.get("notice")
-    if notice:
-        when = state.get("notice_at")
-        lines += ["", notice + (f" <sub>({when})</sub>" if when else "")]
-    lines += ["", "<sub>Comment `/help` for the commands.</sub>"]
-    return truncate("\n".join(lines), MAX_OUTPUT_CHARS, keep="start")
-
-
-def _split_repo(repository: str) -> tuple[str, str]:
-    owner, _, name = repository.partition("/")
-    return owner, name
-
-
-class CommentWriter:
-    """Edits the pull request's one Flareship comment in place (creating it the first time)."""
-
-    def __init__(self, store: PullRequestState):
-        self.store = store
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
-
-    async def update(
-        self, gh: Any, repository: str, pull_request: int, *,
-        row: dict[str, Any] | None = None, environment: str | None = None,
-        notice: str | None = None, clear_notice: bool = False,
-    ) -> int | None:
-        """Merge a row and/or a notice into the stored state and write the comment once."""
-        key = (repository, pull_request)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            claimed, comment_id, state = await self.store.comment(repository, pull_request)
-            state = dict(state)
-            envs = dict(state.get("environments") or {})
-            if row is not None and environment:
-                envs[environment] = row
-            state["environments"] = envs
-            if notice is not None:
-                state["notice"] = notice
-                state["notice_at"] = _iso(datetime.now(timezone.utc))
-            elif clear_notice:
-                state.pop("notice", None)
-                state.pop("notice_at", None)
-            await self.store.save_comment(repository, pull_request, state=state)
-            body = render_comment(state)
-            owner, name = _split_repo(repository)
-            if comment_id is None and claimed:
-                comment_id = await self._find(gh, owner, name, pull_request)  # recovery after a crash
-            if comment_id is not None:
-                try:
-                    await gh.patch("/repos/{owner}/{repo}/issues/comments/{comment_id}",
-                                   {"owner": owner, "repo": name, "comment_id": comment_id}, data={"body": body})
-                    return comment_id
-                except HTTPException as exc:
-                    if int(exc.status_code) != 404:
-                        raise
-                    # someone deleted the comment: write a new one
-            created = await gh.post("/repos/{owner}/{repo}/issues/{issue_number}/comments",
-                                    {"owner": owner, "repo": name, "issue_number": pull_request},
-                                    data={"body": body})
-            await self.store.save_comment(repository, pull_request, state=state, comment_id=int(created["id"]))
-            return int(created["id"])
-
-    @staticmethod
-    async def _find(gh: Any, owner: str, name: str, pull_request: int) -> int | None:
-        async for comment in gh.getiter("/repos/{owner}/{repo}/issues/{issue_number}/comments{?per_page}",
-                                        {"owner": owner, "repo": name, "issue_number": pull_request,
-                                         "per_page": 100}):
-            if COMMENT_MARKER in (comment.get("body") or ""):
-                return int(comment["id"])
-        return None
-
-
-async def react(gh: Any, repository: str, comment_id: int | None, content: str) -> None:
-    """Add a reaction to a comment (GitHub answers 200 when it is already there)."""
-    if not comment_id:
-        return
-    owner, name = _split_repo(repository)
-    try:
-        await gh.post("/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions",
-                      {"owner": owner, "repo": name, "comment_id": comment_id}, data={"content": content})
-    except HTTPException as exc:  # a deleted comment must not stop the deployment's reporting
-        log.warning("could not add %s reaction to comment %s: %s", content, comment_id, exc)
 
 
 # -- the reporter ----------------------------------------------------------------------------
@@ -377,14 +221,14 @@ async def react(gh: Any, repository: str, comment_id: int | None, content: str) 
 @dataclass
 class _Tracker:
     deployment: Any
-    logs: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT))
+    logs: deque[Any] = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT))
     dirty: bool = True
     last_write: float | None = None
     seen_status: str | None = None  # last Flareship status seen (transitions are never coalesced)
-    transitions: deque = field(default_factory=deque)  # (previous status, deployment snapshot)
+    transitions: deque[tuple[str | None, Any]] = field(default_factory=deque)  # (previous status, snapshot)
     was_queued: bool = False
     logs_loaded: bool = False  # the stored log read once (a restarted reporter missed earlier events)
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
 
 
 GitHubFactory = Callable[[int], Awaitable[Any]]
@@ -549,8 +393,8 @@ class Reporter:
             await self._final_feedback(gh, deployment)
 
     async def _cancel_moved_head(self, deployment: Any, head: str) -> None:
-        self.note_cancel(deployment.id, f"The pull request's head moved from `{_short(deployment.sha)}` to "
-                                        f"`{_short(head)}` before this deploy started; nothing was deployed.")
+        self.note_cancel(deployment.id, f"The pull request's head moved from `{short_sha(deployment.sha)}` to "
+                                        f"`{short_sha(head)}` before this deploy started; nothing was deployed.")
         log.info("PR head moved from %s to %s before %s started; cancelling", deployment.sha, head, deployment.id)
         try:
             await self.engine.cancel(deployment.id)
@@ -569,7 +413,7 @@ class Reporter:
             await react(gh, deployment.repository, command.comment_id, content)
 
     async def _github_deployment(self, gh: Any, deployment: Any, state: str) -> None:
-        owner, name = _split_repo(deployment.repository)
+        owner, name = split_repo(deployment.repository)
         claimed, gh_id, last_state = await self.store.github_deployment(deployment.id)
         if last_state == state:
             return  # already written (redelivered event, restart)
@@ -586,8 +430,8 @@ class Reporter:
         env = deployment.environment
         url = (deployment.urls or {}).get(env) or next(iter((deployment.urls or {}).values()), None)
         description = {
-            "in_progress": f"Deploying {_short(deployment.sha)} to {env}",
-            "success": f"{_short(deployment.sha)} is live on {env}",
+            "in_progress": f"Deploying {short_sha(deployment.sha)} to {env}",
+            "success": f"{short_sha(deployment.sha)} is live on {env}",
             "failure": (f"Failed: {deployment.error.code}" if deployment.error else "Failed")
                        + (" (rolled back)" if deployment.status == "rolled_back" else ""),
             "error": deployment.reason or "Cancelled",
@@ -653,14 +497,14 @@ class Reporter:
         """Rollbacks report on the check run of the deployment they roll back."""
         if deployment.kind == "rollback" and deployment.rollback_of:
             try:
-                return (await self.engine.get(deployment.rollback_of)).sha or deployment.sha
+                return str((await self.engine.get(deployment.rollback_of)).sha or deployment.sha)
             except Exception:
-                return deployment.sha
-        return deployment.sha
+                return str(deployment.sha)
+        return str(deployment.sha)
 
     async def _write_check_run(self, tracker: _Tracker, deployment: Any) -> None:
         gh = await self.github(deployment.installation_id)
-        owner, name = _split_repo(deployment.repository)
+        owner, name = split_repo(deployment.repository)
         repository, env = deployment.repository, deployment.environment
         sha = await self._check_run_sha(deployment)
         position = None
@@ -712,7 +556,7 @@ class Reporter:
             other = await self.engine.get(shown)
         except Exception:
             return False
-        return other.created_at > deployment.created_at
+        return bool(other.created_at > deployment.created_at)
 
     @staticmethod
     async def _find_check_run(gh: Any, owner: str, name: str, sha: str, env: str) -> int | None:
@@ -732,7 +576,7 @@ class Reporter:
 async def pull_request_head(github: GitHubFactory, deployment: Any) -> str | None:
     """The PR's current head SHA (an ETag-cached read), for the head-moved check at start."""
     gh = await github(deployment.installation_id)
-    owner, name = _split_repo(deployment.repository)
+    owner, name = split_repo(deployment.repository)
     data = await gh.getitem("/repos/{owner}/{repo}/pulls/{pull_number}",
                             {"owner": owner, "repo": name, "pull_number": deployment.pull_request})
     if deployment.trigger == "merge" or data.get("merged"):
@@ -741,7 +585,7 @@ async def pull_request_head(github: GitHubFactory, deployment: Any) -> str | Non
 
 
 @contextlib.asynccontextmanager
-async def running_reporter(services: Any, *, interval: float = 1.0):
+async def running_reporter(services: Any, *, interval: float = 1.0) -> AsyncIterator[Reporter | None]:
     """Build, subscribe and finally drain the reporter for a running app (composition root)."""
     if services.engine is None or services.github is None or services.database is None:
         log.warning("PR reporting is off: the engine, the GitHub App and the database are all needed")

@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.engine import RepoConfig
 from bot.errors import FlareshipError
-from bot.github.reporter import CommentWriter, react
+from bot.github.pr_comment import CommentWriter, react
 from bot.policy import Refused
 from bot.store.pr_state import CommandRow, PullRequestState
 from handlers.webhooks import workflow
