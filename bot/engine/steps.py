@@ -93,6 +93,11 @@ async def validate_configuration(ctx: StepContext) -> str:
     checks, problems = evaluate(spec, facts, ctx.today)
     problems = [p for p in problems if p.check == "dependencies"]
     raise_first(checks, problems, step=VALIDATE)
+    if len(spec.containers) > 1:  # steps 4-5 copy one image and update one application so far
+        extra = ", ".join(c.class_name for c in spec.containers[1:])
+        raise FlareshipError("DEPLOY_001", f"{spec.wrangler_file or 'app'}: containers: Flareship deploys one "
+                             f"container application per Worker; also configured: {extra}", step=VALIDATE,
+                             details={"field": "containers"})
     if spec.durable_objects:
         await ctx.log("Durable Objects: " + ", ".join(f"{d.class_name} as {d.binding}" for d in spec.durable_objects))
     return "completed"

@@ -12,7 +12,12 @@ from typing import Any
 
 from bot.engine.bindings import queue_consumers, resource_bindings
 from bot.engine.migrations import parse_migrations
-from bot.engine.wrangler import config_path, environment_config, named_environment_name, top_level_only
+from bot.engine.wrangler import (
+    config_path,
+    environment_config,
+    named_environment_name,
+    top_level_only,
+)
 from bot.engine.wrangler_keys import refuse_unsupported
 from bot.errors import FlareshipError
 
