@@ -43,8 +43,10 @@ async def test_replicas_share_one_window_and_never_store_the_token(database_url)
         elapsed = time.monotonic() - started
         assert len(sent) == 30 and elapsed >= 2.0  # 10 per window: the third ten waited two windows
         sent.sort()
+        # Timestamps are taken when each caller resumes, which a busy loop delays: allow 0.3 s of it
+        # (unshared, the two budgets would let 20 through at once).
         for i in range(len(sent) - 10):
-            assert sent[i + 10] - sent[i] >= 0.9, "more than 10 requests within one window"
+            assert sent[i + 10] - sent[i] >= 0.7, "more than 10 requests within one window"
         assert budgets[0].total_acquired + budgets[1].total_acquired == 30
         assert 0 < budgets[0].total_acquired < 30  # both took slots from the same window
         assert 0 < await SharedWindow(first, key).in_window(1.0) <= 10

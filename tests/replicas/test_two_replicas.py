@@ -51,10 +51,11 @@ HEAD_SHA = "c0ffee" + "0" * 34
 LEASE_SECONDS = 2.0
 OWNER_TIMEOUT = 2.0
 BUDGET_LIMIT = 8
-BUDGET_WINDOW = 2.0
-#: Requests reach the simulator a little after the budget counted them (loopback, a busy loop):
-#: the check at the simulator allows this much of that skew.
-ARRIVAL_SKEW = 0.25
+BUDGET_WINDOW = 3.0
+#: Requests reach the simulator a little after the budget counted them, by how long the sending
+#: replica's and this process's event loops were busy (both stall on a loaded machine): the check
+#: at the simulator allows that much skew. Unshared, two budgets let 2 x BUDGET_LIMIT through at once.
+ARRIVAL_SKEW = 0.6
 
 
 def _config(name: str) -> str:
