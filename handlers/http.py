@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from bot.errors import CATALOGUE, FlareshipError, error_body, success_body
+from bot.errors import FlareshipError, error_body, success_body
 from bot.logs import correlation_id, new_correlation_id
+from bot.server import client_event, describe_parser_error
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ _HTTP_STATUS_CODES = {404: "SYS_005", 405: "SYS_006", 413: "SYS_006", 415: "SYS_
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def request_correlation_id(request: web.Request) -> str:
@@ -84,13 +85,18 @@ async def envelope_middleware(request: web.Request, handler):
         response = await handler(request)
     except FlareshipError as exc:
         response = json_error(exc)
+        if exc is request.content.exception():  # the body failed (too late, too large): no next request
+            response.force_close()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         response = _http_error(request, exc)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = json_error(FlareshipError("SYS_001"))
+    except Exception as exc:
+        if exc is not request.content.exception():
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = json_error(FlareshipError("SYS_001"))
+        else:
+            response = _unreadable_body(request, exc)
     finally:
         correlation_id.reset(token)
     response.headers[CORRELATION_HEADER] = cid
@@ -108,4 +114,25 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     response = json_error(FlareshipError(code, message, status=exc.status))
     if exc.status == 405 and "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+def _unreadable_body(request: web.Request, exc: Exception) -> web.Response:
+    """The request's own body failed while a handler read it: the client went away mid-body, or
+    aiohttp could not decode it (a `Content-Encoding` the bytes do not match, malformed chunks,
+    fewer bytes than Content-Length). The client's doing, so one INFO line and no traceback; the
+    answer is a 400 (not sent when the client is gone) and the connection is closed after it."""
+    if isinstance(exc, ConnectionError):
+        client_event("clients gone before sending their whole body",
+                     "client %s closed the connection before sending the whole body of %s %s",
+                     request.remote, request.method, request.path)
+        message = "The connection closed before the whole request body arrived"
+    else:
+        reason = describe_parser_error(exc)
+        reason = re.sub(r"^\d{3}, message:\s*", "", reason) or "malformed body"
+        client_event("request bodies that could not be read", "refused %s %s from %s: its body could not be read: %s",
+                     request.method, request.path, request.remote, reason)
+        message = f"The request body could not be read: {reason}"
+    response = json_error(FlareshipError("SYS_006", message, status=400))
+    response.force_close()
     return response

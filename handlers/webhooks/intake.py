@@ -1,29 +1,35 @@
 """`POST /webhooks/github`: verify, store durably, acknowledge. The handlers run later, off the request.
 
-Order matters: the body is read with a hard cap (413 before buffering more than 25 MiB), the
-signature is checked with gidgethub's sansio layer and the secret always passed (401), the
-content is decoded (415 / 400), and only then is the delivery written (group commit) and 202 sent.
+Order matters: the body is read with a hard cap (413 before buffering more than 25 MiB, counted
+after decompression, so a gzip bomb is cut off too), the signature is checked with gidgethub's
+sansio layer and the secret always passed (401), the headers and the content are checked (415 /
+400: ids printable ASCII, every stored column within its column's size), and only then is the
+delivery written (group commit) and 202 sent. A delivery of an event no handler takes (say a
+`push`, or a `pull_request` `opened`) is acknowledged 202 `ignored` and not stored.
 """
 
 from __future__ import annotations
 
 import codecs
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 import orjson
 import simdjson
+import sqlalchemy as sa
 from aiohttp import web
-from gidgethub import ValidationFailure, sansio
+from gidgethub import ValidationFailure, routing, sansio
 
 from bot.dispatcher import DISPATCHER
 from bot.errors import FlareshipError
 from bot.logs import register_secret
+from bot.server import drop_rest_of_body
 from bot.services import SERVICES
 from bot.store.base import utcnow
-from bot.store.deliveries import DUPLICATE, REQUEUED, DeliveryWriter, NewDelivery
+from bot.store.deliveries import DUPLICATE, REQUEUED, DeliveryRefused, DeliveryWriter, NewDelivery, webhook_deliveries
 from handlers.http import json_success
 
 log = logging.getLogger(__name__)
@@ -31,8 +37,50 @@ log = logging.getLogger(__name__)
 #: GitHub caps payloads at 25 MB; anything larger is not from GitHub.
 MAX_WEBHOOK_BYTES = 25 * 1024 * 1024
 
+#: The stored columns' sizes, read from the table (PostgreSQL refuses longer values).
+def _column_length(name: str) -> int:
+    column_type = webhook_deliveries.c[name].type
+    assert isinstance(column_type, sa.String) and column_type.length, name
+    return column_type.length
+
+
+MAX_ID_CHARS = _column_length("delivery_id")
+MAX_EVENT_CHARS = _column_length("event")
+MAX_ACTION_CHARS = _column_length("action")
+MAX_REPOSITORY_CHARS = _column_length("repository")
+#: installation_id is a BIGINT.
+_BIGINT = range(-(2**63), 2**63)
+#: Visible ASCII, no spaces: every id and event name GitHub sends.
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
+
+class HandledEvents:
+    """Which (event, action) pairs some handler of the router takes: `takes(event, action)`.
+
+    Read from the composed gidgethub router (`handlers.webhooks.router`): an event with a handler
+    for any action is taken whatever its action; one whose handlers are routed by `action` is
+    taken for those actions only; routes on any other payload key take the whole event."""
+
+    def __init__(self, router: routing.Router) -> None:
+        self._any: set[str] = set(router._shallow_routes)
+        self._actions: dict[str, set[object]] = {}
+        for event, keys in router._deep_routes.items():
+            if set(keys) - {"action"}:
+                self._any.add(event)
+            else:
+                self._actions[event] = set(keys.get("action", ()))
+
+    def takes(self, event: str, action: str | None) -> bool:
+        return event in self._any or action in self._actions.get(event, ())
+
+    @property
+    def events(self) -> frozenset[str]:
+        return frozenset(self._any | set(self._actions))
+
+
 DELIVERY_WRITER = web.AppKey("delivery_writer", DeliveryWriter)
 WEBHOOK_SECRET = web.AppKey("webhook_secret", str)
+HANDLED_EVENTS = web.AppKey("handled_events", HandledEvents)
 
 
 def _too_large() -> FlareshipError:
@@ -41,7 +89,9 @@ def _too_large() -> FlareshipError:
 
 async def read_capped(request: web.Request, limit: int = MAX_WEBHOOK_BYTES) -> bytes:
     """The raw body, refusing (413) as soon as it is known to exceed `limit`: by Content-Length
-    first, then by counting while streaming, so at most `limit` bytes are ever held."""
+    first, then by counting while streaming (after decompression), so at most `limit` bytes are
+    ever held. Past the limit the rest is dropped as it comes (`drop_rest_of_body`) instead of
+    being read, and decompressed, for nothing."""
     if request.content_length is not None and request.content_length > limit:
         raise _too_large()
     chunks: list[bytes] = []
@@ -52,7 +102,9 @@ async def read_capped(request: web.Request, limit: int = MAX_WEBHOOK_BYTES) -> b
             break
         size += len(chunk)
         if size > limit:
-            raise _too_large()
+            error = _too_large()
+            drop_rest_of_body(request, error)
+            raise error
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -88,11 +140,33 @@ def verify_webhook(headers, body: bytes, secret: str, content_type: str) -> Veri
     delivery_id = headers.get("X-GitHub-Delivery")
     if not event_name:
         raise FlareshipError("SYS_006", "Webhook is missing the X-GitHub-Event header", status=400)
-    if not delivery_id or len(delivery_id) > 100:
-        raise FlareshipError("SYS_006", "X-GitHub-Delivery must be a non-empty id of at most 100 characters", status=400)
+    _check_header("X-GitHub-Event", event_name, MAX_EVENT_CHARS)
+    if not delivery_id:
+        raise FlareshipError("SYS_006", "Webhook is missing the X-GitHub-Delivery header", status=400)
+    _check_header("X-GitHub-Delivery", delivery_id, MAX_ID_CHARS)
     document = _json_document(body, content_type)
     action, installation_id, repository, hook_id = _read_columns(document)
+    _check_text("action", action, MAX_ACTION_CHARS)
+    _check_text("repository.full_name", repository, MAX_REPOSITORY_CHARS)
+    if installation_id is not None and installation_id not in _BIGINT:
+        raise FlareshipError("SYS_006", "installation.id is out of range (a 64-bit integer)", status=400)
     return VerifiedWebhook(event_name, delivery_id, document.decode("utf-8"), action, installation_id, repository, hook_id)
+
+
+def _check_header(name: str, value: str, limit: int) -> None:
+    """An id or event name: visible ASCII (a byte that is not arrives as a surrogate or a
+    non-ASCII character), at most `limit` characters (the stored column's size)."""
+    if len(value) > limit or not _VISIBLE_ASCII.fullmatch(value):
+        raise FlareshipError(
+            "SYS_006", f"{name} must be 1 to {limit} visible ASCII characters (letters, digits, punctuation)", status=400
+        )
+
+
+def _check_text(field: str, value: str | None, limit: int) -> None:
+    """A stored column read from the payload: at most `limit` characters, and no NUL (which
+    PostgreSQL cannot store in text)."""
+    if value is not None and (len(value) > limit or "\x00" in value):
+        raise FlareshipError("SYS_006", f"{field} must be at most {limit} characters, without NUL", status=400)
 
 
 def _json_document(body: bytes, content_type: str) -> bytes:
@@ -195,12 +269,22 @@ async def _receive(request: web.Request) -> tuple[web.Response, str]:
     if event.event == "ping":
         log.info("ping from GitHub (hook %s)", event.hook_id if event.hook_id is not None else "?")
         return json_success({"deliveryId": event.delivery_id, "event": "ping", "status": "pong"}), "ping"
+    ack = {"deliveryId": event.delivery_id, "event": event.event}
+    handled = request.app.get(HANDLED_EVENTS)
+    if handled is not None and not handled.takes(event.event, event.action):
+        log.debug("webhook %s.%s %s: no handler takes it; acknowledged, not stored", event.event, event.action,
+                  event.delivery_id)
+        metrics = request.app[SERVICES].metrics
+        if metrics is not None:
+            metrics.webhook_ignored(event.event)
+        return json_success({**ack, "status": "ignored"}, status=202), "ignored"
     delivery = delivery_from_webhook(event)
     try:
         stored = await request.app[DELIVERY_WRITER].store(delivery)
+    except DeliveryRefused as exc:  # this row alone failed, for what it holds: GitHub's repeat would too
+        raise FlareshipError("SYS_006", f"The delivery was refused by the store: {exc.reason}", status=400) from None
     except Exception:
         raise FlareshipError("SYS_002", "The delivery could not be stored; it was not accepted", status=503) from None
-    ack = {"deliveryId": event.delivery_id, "event": event.event}
     if stored == DUPLICATE:
         log.info("webhook %s %s is a repeat; acknowledged, not processed again", event.event, event.delivery_id)
         return json_success({**ack, "status": "duplicate"}), "duplicate"
@@ -232,6 +316,12 @@ def setup(app: web.Application) -> None:
     secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else ""
     register_secret(secret, pinned=True)
     app[WEBHOOK_SECRET] = secret
+    dispatcher = app.get(DISPATCHER)
+    if dispatcher is not None:
+        router = dispatcher.router
+    else:
+        from handlers.webhooks import router  # the package has finished importing by now
+    app[HANDLED_EVENTS] = HandledEvents(router)
     app[DELIVERY_WRITER] = DeliveryWriter(None)
     app.cleanup_ctx.append(_delivery_writer)
     app.router.add_post("/webhooks/github", receive_webhook)

@@ -170,12 +170,12 @@ async def test_missing_event_header_is_400(flareship_client):
 async def test_form_encoded_webhooks_are_accepted(flareship_client, database):
     from urllib.parse import urlencode
 
-    body = urlencode({"payload": fixture_body("push").decode()}).encode()
-    headers = webhook_headers("push", "d-form", body, content_type="application/x-www-form-urlencoded")
+    body = urlencode({"payload": fixture_body(PR_COMMENT).decode()}).encode()
+    headers = webhook_headers("issue_comment", "d-form", body, content_type="application/x-www-form-urlencoded")
     response = await flareship_client.post("/webhooks/github", data=body, headers=headers)
     assert response.status == 202
     stored = await deliveries.get_delivery(database, "d-form")
-    assert json.loads(stored.payload) == json.loads(fixture_body("push"))
+    assert json.loads(stored.payload) == json.loads(fixture_body(PR_COMMENT))
 
 
 async def _raw_exchange(client, head: bytes, chunks, *, read_timeout: float = 5.0) -> bytes:
@@ -229,16 +229,18 @@ async def test_store_failure_is_503_and_not_acknowledged(flareship_client):
     real = writer.database
 
     class Broken:
+        dialect = "postgresql"
+
         async def run_write(self, fn, *args):
             raise ConnectionError("database is down")
 
     writer.database = Broken()
     try:
-        response = await post_webhook(flareship_client, "push", "push", delivery_id="d-down")
+        response = await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-down")
         await _error(response, 503, "SYS_002")
     finally:
         writer.database = real
-    response = await post_webhook(flareship_client, "push", "push", delivery_id="d-down")
+    response = await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-down")
     assert response.status == 202  # GitHub's redelivery is then accepted
 
 
@@ -309,6 +311,7 @@ def test_documents_that_are_not_json_are_refused(body):
 
 async def test_big_integers_do_not_stop_a_delivery(flareship_client, database):
     body = b'{"action": "created", "number": 123456789012345678901234567890}'
-    response = await flareship_client.post("/webhooks/github", data=body, headers=webhook_headers("issues", "d-bigint", body))
+    response = await flareship_client.post("/webhooks/github", data=body,
+                                           headers=webhook_headers("issue_comment", "d-bigint", body))
     assert response.status == 202
     assert (await deliveries.get_delivery(database, "d-bigint")).payload == body.decode()
