@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from gidgethub import HTTPException
@@ -101,7 +101,7 @@ class CommentWriter:
             state["environments"] = envs
             if notice is not None:
                 state["notice"] = notice
-                state["notice_at"] = iso(datetime.now(timezone.utc))
+                state["notice_at"] = iso(datetime.now(UTC))
             elif clear_notice:
                 state.pop("notice", None)
                 state.pop("notice_at", None)

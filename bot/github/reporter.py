@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -211,7 +211,7 @@ def render_check_run(
         body["started_at"] = iso(deployment.started_at)
     if status == "completed":
         body["conclusion"] = conclusion_for(deployment)
-        body["completed_at"] = iso(deployment.ended_at or now or datetime.now(timezone.utc))
+        body["completed_at"] = iso(deployment.ended_at or now or datetime.now(UTC))
         body["actions"] = check_run_actions(deployment, promote_target)
     return body
 
@@ -313,9 +313,9 @@ class Reporter:
         if deployment.status != tracker.seen_status:
             tracker.transitions.append((tracker.seen_status, deployment))
             tracker.seen_status = deployment.status
-        if event.kind == "log" and event.log is not None:
-            if not tracker.logs or event.log.id > tracker.logs[-1].id:
-                tracker.logs.append(event.log)
+        if event.kind == "log" and event.log is not None and (
+                not tracker.logs or event.log.id > tracker.logs[-1].id):
+            tracker.logs.append(event.log)
         tracker.dirty = True
         if tracker.task is None or tracker.task.done():
             tracker.task = asyncio.get_running_loop().create_task(self._work(tracker))
