@@ -16,7 +16,7 @@ class _Transport(Protocol):
     async def call(self, method: str, path: str, **kw: Any) -> Any: ...
 
     async def get_all(self, path: str, *, params: dict[str, Any] | None = None, per_page: int = 100,
-                      max_pages: int = 50) -> list: ...
+                      max_pages: int = 50) -> list[Any]: ...
 
 
 class ResourcesAPI:
@@ -39,7 +39,7 @@ class ResourcesAPI:
         return await self.call("GET", f"/accounts/{account_id}/queues/{queue_id}/consumers") or []
 
     async def add_queue_consumer(self: _Transport, account_id: str, queue_id: str,
-                                 body: dict[str, Any]) -> dict[str, Any]:
+                                 body: dict[str, Any]) -> Any:
         return await self.call("POST", f"/accounts/{account_id}/queues/{queue_id}/consumers", json_body=body)
 
     # -- secrets (set outside a deploy; every upload keeps them) ----------------------------
@@ -48,7 +48,7 @@ class ResourcesAPI:
         """Names and types only: Cloudflare never returns a secret's value."""
         return await self.call("GET", f"/accounts/{account_id}/workers/scripts/{script}/secrets") or []
 
-    async def put_secret(self: _Transport, account_id: str, script: str, name: str, text: str) -> dict[str, Any]:
+    async def put_secret(self: _Transport, account_id: str, script: str, name: str, text: str) -> Any:
         return await self.call("PUT", f"/accounts/{account_id}/workers/scripts/{script}/secrets",
                                json_body={"name": name, "text": text, "type": "secret_text"}, idempotent=True)
 
@@ -66,7 +66,7 @@ class ResourcesAPI:
         return result.get("schedules", []) if isinstance(result, dict) else list(result)
 
     async def set_script_subdomain(self: _Transport, account_id: str, script: str,
-                                   body: dict[str, Any]) -> dict[str, Any]:
+                                   body: dict[str, Any]) -> Any:
         """workers.dev (and, only when given, preview URLs) on or off for one Worker."""
         return await self.call("POST", f"/accounts/{account_id}/workers/scripts/{script}/subdomain",
                                json_body=body, headers=SCRIPT_API_DATE_HEADER, idempotent=True)
@@ -78,15 +78,15 @@ class ResourcesAPI:
             name = ".".join(labels[i:])
             zones = await self.call("GET", "/zones", params={"name": name, "account.id": account_id}) or []
             if zones:
-                return zones[0]
+                return dict(zones[0])
         return None
 
-    async def create_route(self: _Transport, zone_id: str, pattern: str, script: str) -> dict[str, Any]:
+    async def create_route(self: _Transport, zone_id: str, pattern: str, script: str) -> Any:
         return await self.call("POST", f"/zones/{zone_id}/workers/routes",
                                json_body={"pattern": pattern, "script": script})
 
     async def update_route(self: _Transport, zone_id: str, route_id: str, pattern: str,
-                           script: str) -> dict[str, Any]:
+                           script: str) -> Any:
         return await self.call("PUT", f"/zones/{zone_id}/workers/routes/{route_id}",
                                json_body={"pattern": pattern, "script": script})
 

@@ -70,11 +70,10 @@ def classes_after(migrations: list[dict[str, Any]]) -> set[str]:
         classes.update(m.get("new_sqlite_classes") or [])
         for r in m.get("renamed_classes") or []:
             if isinstance(r, dict):
-                classes.discard(r.get("from"))
-                classes.add(r.get("to"))
+                classes.discard(str(r.get("from")))
+                classes.add(str(r.get("to")))
         for t in m.get("transferred_classes") or []:
-            if isinstance(t, dict):
-                classes.add(t.get("to"))
+            if isinstance(t, dict) and t.get("to"):
+                classes.add(str(t["to"]))
         classes.difference_update(m.get("deleted_classes") or [])
-    classes.discard(None)  # type: ignore[arg-type]
     return classes

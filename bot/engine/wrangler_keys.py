@@ -69,13 +69,14 @@ def unsupported_keys(data: dict[str, Any], environment: str) -> list[str]:
     effective = {**environment_config(data, environment), **top_level_only(data)}
     out: list[str] = []
     envs = data.get("env")
-    in_section = isinstance(envs, dict) and isinstance(envs.get(environment), dict)
+    section = envs.get(environment) if isinstance(envs, dict) else None
+    own: dict[str, Any] = section if isinstance(section, dict) else {}
     for key, value in effective.items():
         if key in HONOURED or key in NO_EFFECT or _empty(value):
             continue
         if key == "legacy_env" and value is True:
             continue
-        where = f"env.{environment}.{key}" if in_section and key in envs[environment] else key
+        where = f"env.{environment}.{key}" if key in own else key
         out.append(where)
     return out
 

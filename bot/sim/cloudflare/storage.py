@@ -40,14 +40,16 @@ class StorageSim:
     # -- seeding --------------------------------------------------------------------------
 
     def add_kv_namespace(self, account_id: str, title: str, id: str | None = None) -> dict[str, Any]:
-        ns = {"id": id or uuid.uuid4().hex, "title": title, "supports_url_encoding": True}
-        self.kv[(account_id, ns["id"])] = ns
+        ns_id = id or uuid.uuid4().hex
+        ns = {"id": ns_id, "title": title, "supports_url_encoding": True}
+        self.kv[(account_id, ns_id)] = ns
         return ns
 
     def add_d1_database(self, account_id: str, name: str, uuid_: str | None = None) -> dict[str, Any]:
-        db = {"uuid": uuid_ or str(uuid.uuid4()), "name": name, "version": "production",
+        db_id = uuid_ or str(uuid.uuid4())
+        db = {"uuid": db_id, "name": name, "version": "production",
               "created_at": "2025-01-01T00:00:00Z", "num_tables": 0, "file_size": 0}
-        self.d1[(account_id, db["uuid"])] = db
+        self.d1[(account_id, db_id)] = db
         return db
 
     def add_r2_bucket(self, account_id: str, name: str) -> dict[str, Any]:
