@@ -36,8 +36,8 @@ CF_TOKEN = "demo-cloudflare-token-0123456789"
 CONFIG = """\
 app:
   name: my-app
-  main: dist/index.js
-  compatibility_date: "2025-09-01"
+  # TypeScript: CI builds it (.github/workflows/build.yml, docs/build-workflow.md), Flareship deploys the artifact
+  build: {{artifact: worker, timeout_minutes: 10}}
   container:
     image: {image}
     class_name: AppContainer
@@ -55,17 +55,50 @@ environments:
     after: staging
     health_check: {{path: /health, timeout_seconds: 10}}
 """
-WORKER = """\
+KV_ID = "0f2ac74b498b48028cb68387c421e279"
+WRANGLER = f"""\
+{{
+  // wrangler.jsonc: what `wrangler deploy` reads, and Flareship with it
+  "name": "my-app",
+  "main": "src/index.ts",
+  "compatibility_date": "2025-09-01",
+  "kv_namespaces": [{{ "binding": "CACHE", "id": "{KV_ID}" }}],
+  "assets": {{ "directory": "./public", "binding": "ASSETS" }}
+}}
+"""
+SOURCE = """\
 import { DurableObject } from "cloudflare:workers";
 import { Container } from "@cloudflare/containers";
+import { answer } from "./lib/util";
+export class AppContainer extends Container { defaultPort = 8080; }
+export class Counter extends DurableObject {}
+export default {
+  async fetch(request: Request, env: Env): Promise<Response> {
+    await env.CACHE.put("answer", String(answer));
+    return env.APP_CONTAINER.get(env.APP_CONTAINER.idFromName("main")).fetch(request);
+  },
+} satisfies ExportedHandler<Env>;
+"""
+#: What `npx wrangler deploy --dry-run --outdir dist` writes for SOURCE (@cloudflare/containers bundled in).
+BUNDLE = """\
+import { DurableObject } from "cloudflare:workers";
+import { answer } from "./lib/util.js";
+class Container extends DurableObject {}
 export class AppContainer extends Container { defaultPort = 8080; }
 export class Counter extends DurableObject {}
 export default {
   async fetch(request, env) {
+    await env.CACHE.put("answer", String(answer));
     return env.APP_CONTAINER.get(env.APP_CONTAINER.idFromName("main")).fetch(request);
   },
 };
 """
+INDEX_HTML = "<!doctype html><title>my-app</title><h1>Hello from my-app</h1>\n"
+
+
+def build_artifact(answer: int) -> dict[str, bytes | str]:
+    """The artifact the demo's CI uploads (docs/build-workflow.md's layout)."""
+    return {"index.js": BUNDLE, "lib/util.js": f"export const answer = {answer};\n", "assets/index.html": INDEX_HTML}
 
 
 class Story:
@@ -165,6 +198,10 @@ class Demo:
         # the check run to show each step; give the simulator some latency and let the reporter
         # write twice a second (the default is once a second) so the demo shows the same.
         self.cloudflare.sim.set_latency(0.04)
+        # A real deployment looks at the SHA's workflow runs every 15 s while CI builds; the demo's CI is quick.
+        from bot.engine import artifacts
+
+        artifacts.POLL_SECONDS = 0.25
         from bot.services import SERVICES
 
         self.app[SERVICES].reporter.interval = 0.5
@@ -176,14 +213,20 @@ class Demo:
         sim = self.github.sim
         sim.add_installation(INSTALLATION_ID, account="acme", repositories=[])
         sim.add_repo(REPO, installation_id=INSTALLATION_ID, head_sha=BASE_SHA)
-        files = {".github/flareship.yml": CONFIG.format(image=self.image), "dist/index.js": WORKER,
-                 "dist/lib/util.js": "export const answer = 42;\n"}
+        from bot.sim.github.actions import add_run, finish_run
+
+        self.cloudflare.sim.storage.add_kv_namespace(CF_ACCOUNT_ID, "my-app-cache", id=KV_ID)
+        files = {".github/flareship.yml": CONFIG.format(image=self.image), "wrangler.jsonc": WRANGLER,
+                 "src/index.ts": SOURCE, "src/lib/util.ts": "export const answer = 42;\n",
+                 "public/index.html": INDEX_HTML, "package.json": '{"scripts": {"build": "tsc --noEmit"}}\n'}
         for path, content in files.items():
             sim.set_file(REPO, BASE_SHA, path, content)
         sim.add_pull_request(REPO, PR_NUMBER, head_sha=HEAD_SHA, head_ref="feature/greeting",
                              user="dev", title="Greet in French")
         for path, content in files.items():
             sim.set_file(REPO, HEAD_SHA, path, content)
+        finish_run(sim, add_run(sim, REPO, HEAD_SHA, head_branch="feature/greeting"),
+                   artifacts={"worker": build_artifact(42)})
         sim.add_collaborator(REPO, "dev", "write")
         sim.add_collaborator(REPO, "lead", "maintain")
         sim.add_collaborator(REPO, "reader", "read")
@@ -324,6 +367,13 @@ async def deploy_staging(demo: Demo, story: Story) -> dict | None:
         demo.staging_url = url
         story.expect(bool(live and live.get("status") == "healthy"),
                      f"live at {url}: version {live and live.get('version_number')}")
+        page = await demo.open_page(url) if url else None
+        story.expect(bool(page and "Hello from my-app" in page), "static assets from the CI artifact are served at /")
+        script = demo.cloudflare.sim.script(CF_ACCOUNT_ID, "my-app-staging")
+        version = script.version(script.live_version_id() or "") if script else None
+        bindings = version.metadata.get("bindings", []) if version else []
+        story.expect(any(b.get("type") == "kv_namespace" for b in bindings),
+                     "built from src/index.ts by CI, with its KV namespace bound as CACHE")
     else:
         story.expect(False, "a GitHub deployment for staging")
     story.expect("rocket" in demo.reactions(comment.id), "🚀 reaction once live")
@@ -370,9 +420,17 @@ async def push_and_redeploy(demo: Demo, story: Story) -> None:
     sim = demo.github.sim
     for path, content in sim.repo(REPO).files[HEAD_SHA].items():
         sim.set_file(REPO, NEXT_SHA, path, content)
-    sim.set_file(REPO, NEXT_SHA, "dist/lib/util.js", "export const answer = 43;\n")
+    sim.set_file(REPO, NEXT_SHA, "src/lib/util.ts", "export const answer = 43;\n")
     sim.repo(REPO).pulls[PR_NUMBER].head_sha = NEXT_SHA
+    from bot.sim.github.actions import add_run, finish_run
+
+    build = add_run(sim, REPO, NEXT_SHA, status="in_progress", head_branch="feature/greeting")
     _comment, _ = await demo.comment("dev", "/deploy")
+    waiting = await wait_for(lambda: any("Waiting for build" in (r.get("output") or {}).get("text", "")
+                                         for r in sim.repo(REPO).check_runs.values()
+                                         if r.get("head_sha") == NEXT_SHA), timeout=20)
+    story.expect(bool(waiting), f"the check run says 'Waiting for build' while CI run {build.id} is in progress")
+    finish_run(sim, build, artifacts={"worker": build_artifact(43)})
     run = await demo.follow_check_run("staging", NEXT_SHA)
     story.expect(bool(run) and run.get("conclusion") == "success", f"check run on {NEXT_SHA[:7]}: "
                  f"{run and run.get('conclusion')}")

@@ -8,6 +8,8 @@ async def test_demo_tells_the_whole_story_and_stops_everything(capsys):
     out = capsys.readouterr().out
     for expected in ("ping answered 200", "forged signature is refused: 401", "👀", "Live on staging",
                      "nothing was deployed to production", "production check run: success",
-                     "serves Worker version 1 again", "rollback", "Demo complete"):
+                     "serves Worker version 1 again", "rollback", "Demo complete",
+                     "static assets from the CI artifact are served at /", "KV namespace bound as CACHE",
+                     "'Waiting for build' while CI run"):
         assert expected in out, expected
     assert "FAIL" not in out
