@@ -123,3 +123,35 @@ async def test_dockerfile_image_needs_build_image(sim_env, database, github_sim,
         assert info.value.code == "DEPLOY_001" and "Dockerfile" in info.value.message
     finally:
         await clients.aclose()
+
+
+async def test_the_wait_survives_a_restart(sim_env, database, github_sim, github_session, monkeypatch):
+    monkeypatch.setattr(artifacts_module, "POLL_SECONDS", 0.05)
+    seed_repo(github_sim, REPO, sha=SHA, files=SOURCE)
+    run = add_run(github_sim.sim, REPO, SHA, status="queued")
+    settings = sim_env.settings(database.url)
+    first, first_clients = make_engine(settings, database, github=make_github_app(github_session, github_sim))
+    await first.start()
+    try:
+        d = await first.request_deploy(PrepareRequest(environment="staging", repository=REPO, sha=SHA,
+                                                      installation_id=INSTALLATION_ID), DeployOptions())
+        for _ in range(200):
+            if any(m.startswith("Waiting for build") for m in await _logs(first, d.id)):
+                break
+            await asyncio.sleep(0.02)
+        started = (await first.get(d.id)).started_at
+    finally:
+        await first.stop()
+        await first_clients.aclose()
+    assert (await first.get(d.id)).status == "in_progress"  # stopped mid-wait: nothing failed
+    second, second_clients = make_engine(settings, database, github=make_github_app(github_session, github_sim))
+    await second.start()
+    try:
+        await asyncio.sleep(0.3)
+        finish_run(github_sim.sim, run, artifacts={"worker": BUNDLE})
+        d = await wait_final(second, d.id, timeout=30)
+        assert d.status == "completed", d.error
+        assert d.started_at == started  # the wait's deadline still runs from the first start
+    finally:
+        await second.stop()
+        await second_clients.aclose()
