@@ -264,14 +264,14 @@ def _build(overrides: dict[str, Any], env_file: str | Path | None) -> tuple[Sett
     values["environment_overrides"] = environment_overrides({**dotenv, **environ, **from_files})
     values.update(overrides)
     try:
-        return Settings(_env_file=env_file, **values), problems, unusable  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **values), problems, unusable
     except ValidationError as exc:
         found, fields = _describe(exc)
     problems += found
     defaults = {name: Settings.model_fields[name].get_default(call_default_factory=True)
                 for name in fields if name in Settings.model_fields}
     try:
-        return Settings(_env_file=env_file, **{**values, **defaults}), problems, unusable | fields  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **{**values, **defaults}), problems, unusable | fields
     except ValidationError as exc:  # a default that fails would be a bug here; still one clear error
         raise SettingsError(problems + _describe(exc)[0]) from None
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from bot.api_auth import hash_token, new_token, parse_scopes
 from bot.logs import register_secret
 from bot.store.base import UTCDateTime, metadata
+
+if TYPE_CHECKING:
+    from bot.store.db import Database
 
 api_tokens = sa.Table(
     "api_tokens",
@@ -49,7 +54,7 @@ class ApiToken:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
     @classmethod
-    def from_row(cls, row) -> ApiToken:
+    def from_row(cls, row: sa.Row[Any]) -> ApiToken:
         return cls(
             id=row.id,
             name=row.name,
@@ -65,7 +70,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if value else None
 
 
-def token_json(token: ApiToken) -> dict:
+def token_json(token: ApiToken) -> dict[str, Any]:
     return {
         "id": token.id,
         "name": token.name,
@@ -80,7 +85,7 @@ def token_json(token: ApiToken) -> dict:
 class ApiTokenStore:
     """Create, look up, list, rotate and revoke API tokens in the shared database."""
 
-    def __init__(self, database, *, clock=_utcnow):
+    def __init__(self, database: Database, *, clock: Callable[[], datetime] = _utcnow) -> None:
         self._db = database
         self._clock = clock
 

@@ -6,10 +6,14 @@ them; a test compares the migrated schema with this metadata on SQLite and Postg
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import lz4.frame
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeDecorator
 
 #: Stable constraint names, so migrations written by hand match what `metadata` would create.
@@ -27,7 +31,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 JSON = sa.JSON
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp that is always timezone-aware UTC in Python, whatever the database keeps.
 
     SQLite has no time zones (it returns naive values); PostgreSQL returns aware ones. Naive
@@ -37,7 +41,7 @@ class UTCDateTime(TypeDecorator):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -47,7 +51,7 @@ class UTCDateTime(TypeDecorator):
             return value.replace(tzinfo=None)
         return value
 
-    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -55,7 +59,7 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
-class CompressedText(TypeDecorator):
+class CompressedText(TypeDecorator[str]):
     """Text kept lz4-compressed (standard frame format) on SQLite, as plain text on PostgreSQL.
 
     For webhook payloads: 5-25 KB of JSON that lz4 shrinks about 4x in about 10 us. On SQLite that
@@ -68,14 +72,16 @@ class CompressedText(TypeDecorator):
     impl = sa.Text
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect) -> str | bytes | None:
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | bytes | None:
         if value is None or dialect.name != "sqlite":
             return value
-        return lz4.frame.compress(value.encode("utf-8"))
+        compressed: bytes = lz4.frame.compress(value.encode("utf-8"))
+        return compressed
 
-    def process_result_value(self, value: str | bytes | None, dialect) -> str | None:
+    def process_result_value(self, value: str | bytes | None, dialect: Dialect) -> str | None:
         if isinstance(value, bytes):
-            return lz4.frame.decompress(value).decode("utf-8")
+            text: str = lz4.frame.decompress(value).decode("utf-8")
+            return text
         return value
 
 
@@ -83,10 +89,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def dialect_insert(conn):
+def dialect_insert(conn: sa.Connection | AsyncConnection) -> Callable[..., Any]:
     """The dialect's INSERT construct (SQLite and PostgreSQL both offer `on_conflict_do_*`)."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert

@@ -27,6 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from bot.settings import normalize_database_url
 
 if TYPE_CHECKING:
+    import sqlite3
+
+    from alembic.config import Config
+
     from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +59,7 @@ def load_table_modules() -> None:
             importlib.import_module(f"bot.store.{module.name}")
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -84,7 +88,7 @@ class Database:
         # (its busy handler). Queueing this process's write transactions on a FIFO lock instead
         # keeps that wait out of the webhook acks' tail latency. PostgreSQL needs no such thing.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
-        self._lock_owner: asyncio.Task | None = None
+        self._lock_owner: asyncio.Task[Any] | None = None
         self._sync_engine: sa.Engine | None = None
         self._sync_connection: sa.Connection | None = None
         self._checkpointer = _Checkpointer(self.url, self.write_lock) if self.dialect == "sqlite" else None
@@ -137,7 +141,7 @@ class Database:
         if self._checkpointer is not None:
             self._checkpointer.after_write()
 
-    def write_lock(self) -> contextlib.AbstractAsyncContextManager:
+    def write_lock(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """Held around a write transaction made on a connection of one's own (SQLite only)."""
         return self._write_lock if self._write_lock is not None else contextlib.nullcontext()
 
@@ -164,7 +168,7 @@ class Database:
         """
         return await self._in_store_thread(self._run_dbapi_transaction, fn, args)
 
-    async def _in_store_thread(self, transaction: Callable[..., T], fn: Callable[..., T], args: tuple) -> T:
+    async def _in_store_thread(self, transaction: Callable[..., T], fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         """One write transaction in the store's thread, under the write lock; then a checkpoint
         is considered."""
         async with self.write_lock():
@@ -175,8 +179,8 @@ class Database:
             self._checkpointer.after_write()
         return result
 
-    def _run_dbapi_transaction(self, fn: Callable[..., T], args: tuple) -> T:
-        raw = self._sync_connection_in_thread().connection.driver_connection
+    def _run_dbapi_transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        raw: Any = self._sync_connection_in_thread().connection.driver_connection
         raw.execute("BEGIN IMMEDIATE")
         try:
             result = fn(raw, *args)
@@ -199,7 +203,7 @@ class Database:
             self._sync_connection = self._sync_engine.connect()  # kept: no pool round trip per batch
         return self._sync_connection
 
-    def _run_sync_transaction(self, fn: Callable[..., T], args: tuple) -> T:
+    def _run_sync_transaction(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         connection = self._sync_connection_in_thread()
         try:
             with connection.begin():
@@ -209,7 +213,7 @@ class Database:
                 self._sync_connection = None
             raise
 
-    def connect(self):
+    def connect(self) -> AsyncConnection:
         """`async with db.connect() as conn:` a connection; call `await conn.commit()` yourself."""
         return self.engine.connect()
 
@@ -257,14 +261,15 @@ class _Checkpointer:
     PASSIVE rounds have copied all but the last few frames (`_restart`).
     """
 
-    def __init__(self, url: str, write_lock: Callable[[], contextlib.AbstractAsyncContextManager], interval: float = 1.0):
+    def __init__(self, url: str, write_lock: Callable[[], contextlib.AbstractAsyncContextManager[Any]],
+                 interval: float = 1.0) -> None:
         database = sa.engine.make_url(url).database or ""
         self.path = None if database in ("", ":memory:") or database.startswith("file:") else database
         self.write_lock = write_lock
         self.interval = interval
         self._last = 0.0
-        self._running: asyncio.Future | None = None
-        self._connection = None
+        self._running: asyncio.Future[Any] | None = None
+        self._connection: sqlite3.Connection | None = None
         self._wal_too_big = False
 
     def after_write(self) -> None:
@@ -298,7 +303,7 @@ class _Checkpointer:
             await loop.run_in_executor(None, self._checkpoint, "RESTART")
 
     @staticmethod
-    def _report(future: asyncio.Future) -> None:
+    def _report(future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
             log.warning("SQLite checkpoint failed: %s", future.exception())
 
@@ -306,17 +311,20 @@ class _Checkpointer:
         """Run one checkpoint; return the frames the WAL holds (all copied, unless busy)."""
         import sqlite3
 
+        assert self.path is not None  # after_write and close only run a checkpoint on a file
         if self._connection is None:
             self._connection = sqlite3.connect(
                 self.path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
             )
+        frames: int
         _busy, frames, _copied = self._connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         wal = self.path + "-wal"
         self._wal_too_big = os.path.exists(wal) and os.path.getsize(wal) > WAL_SIZE_LIMIT
         return frames
 
     async def close(self) -> None:
-        if self.path is None:
+        path = self.path
+        if path is None:
             return
         if self._running is not None:
             await asyncio.wait([self._running])
@@ -324,7 +332,7 @@ class _Checkpointer:
 
         def finish() -> None:
             try:
-                if os.path.exists(self.path):
+                if os.path.exists(path):
                     self._checkpoint("TRUNCATE")
             finally:
                 if self._connection is not None:
@@ -337,7 +345,7 @@ class _Checkpointer:
             log.warning("final SQLite checkpoint failed: %s", exc)
 
 
-def alembic_config(connection: sa.Connection | None = None):
+def alembic_config(connection: sa.Connection | None = None) -> Config:
     """An alembic Config pointing at the packaged migrations (no alembic.ini needed)."""
     from alembic.config import Config
 

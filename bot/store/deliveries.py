@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -21,6 +22,12 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from bot.logs import redact
 from bot.store.base import CompressedText, UTCDateTime, metadata, utcnow
 from bot.store.delivery_order import Blockers, Slot
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from bot.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +90,7 @@ class StoredDelivery:
     claimed_by: str | None = None
 
 
-def _stored(row) -> StoredDelivery:
+def _stored(row: sa.Row[Any]) -> StoredDelivery:
     return StoredDelivery(**row._mapping)
 
 
@@ -112,7 +119,7 @@ def store_new_deliveries(conn: sa.Connection, deliveries: Sequence[NewDelivery])
     dialect = conn.dialect
     sql = _insert_ignoring_repeats_sql(dialect.paramstyle, len(first))
     pack, stamp = _bind_processor(dialect, "payload"), _bind_processor(dialect, "received_at")
-    params = []
+    params: list[Any] = []
     for d in first.values():
         params += (d.delivery_id, d.event, d.action, d.installation_id, d.repository, pack(d.payload), stamp(d.received_at))
     new_ids = {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}
@@ -134,14 +141,14 @@ def _outcomes(delivery_ids: list[str], new_ids: set[str], requeued: set[str]) ->
     return outcome
 
 
-def sqlite_row(d: NewDelivery) -> tuple:
+def sqlite_row(d: NewDelivery) -> tuple[Any, ...]:
     """A delivery as SQLite stores it (payload lz4-compressed, time as text), made when it arrives,
     so the commit has nothing left to convert."""
     return (d.delivery_id, d.event, d.action, d.installation_id, d.repository,
             _SQLITE_PACK(d.payload), _SQLITE_STAMP(d.received_at))
 
 
-def store_sqlite_rows(raw: sqlite3.Connection, rows: Sequence[tuple]) -> list[str]:
+def store_sqlite_rows(raw: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[str]:
     """`store_new_deliveries` on SQLite's own DB-API connection, rows made by `sqlite_row`.
 
     Run by `Database.run_sqlite_write`, beside the event loop. One INSERT without RETURNING:
@@ -152,7 +159,7 @@ def store_sqlite_rows(raw: sqlite3.Connection, rows: Sequence[tuple]) -> list[st
     """
     if not rows:
         return []
-    first: dict[str, tuple] = {}
+    first: dict[str, tuple[Any, ...]] = {}
     for row in rows:
         first.setdefault(row[0], row)
     (before,) = raw.execute(f"SELECT coalesce(max(id), 0) FROM {webhook_deliveries.name}").fetchone()
@@ -205,7 +212,7 @@ def _insert_ignoring_repeats_sql(paramstyle: str, rows: int, returning: bool = T
 
 
 @functools.lru_cache(maxsize=8)
-def _bind_processor(dialect, column: str) -> Callable[[object], object]:
+def _bind_processor(dialect: Dialect, column: str) -> Callable[[Any], Any]:
     """A value of `column` as its type binds it (payload compression on SQLite, the UTC check of
     `received_at`), without SQLAlchemy's per-row statement machinery."""
     process = webhook_deliveries.c[column].type.bind_processor(dialect)
@@ -217,9 +224,13 @@ _SQLITE = sqlite_dialect.dialect()
 _SQLITE_PACK, _SQLITE_STAMP = _bind_processor(_SQLITE, "payload"), _bind_processor(_SQLITE, "received_at")
 
 
-async def insert_deliveries(conn, deliveries: Sequence[NewDelivery]) -> list[str]:
+async def insert_deliveries(conn: AsyncConnection, deliveries: Sequence[NewDelivery]) -> list[str]:
     """`store_new_deliveries` on an AsyncConnection (inside the caller's transaction)."""
     return await conn.run_sync(store_new_deliveries, list(deliveries))
+
+
+#: A delivery waiting for the writer: the delivery, its SQLite row (on SQLite), and the caller's future.
+_Waiting: TypeAlias = "tuple[NewDelivery, tuple[Any, ...] | None, asyncio.Future[str]]"
 
 
 class DeliveryWriter:
@@ -233,15 +244,15 @@ class DeliveryWriter:
     idling through a commit of everyone (bench/webhook_ingest.py).
     """
 
-    def __init__(self, database, *, max_batch: int = 25, on_stored: Callable[[], None] | None = None,
-                 gather_rounds: int = 8):
+    def __init__(self, database: Database, *, max_batch: int = 25, on_stored: Callable[[], None] | None = None,
+                 gather_rounds: int = 8) -> None:
         self.database = database
         self.max_batch = max_batch
         self.gather_rounds = gather_rounds
         self.on_stored = on_stored
-        self._waiting: list[tuple[NewDelivery, tuple | None, asyncio.Future]] = []
+        self._waiting: list[_Waiting] = []
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
         #: Batches committed and deliveries written (observability; the bench prints them).
         self.batches = 0
@@ -269,7 +280,7 @@ class DeliveryWriter:
         self.start()
         loop = asyncio.get_running_loop()
         self._last_arrival = loop.time()
-        future = loop.create_future()
+        future: asyncio.Future[str] = loop.create_future()
         row = sqlite_row(delivery) if self.database.dialect == "sqlite" else None
         self._waiting.append((delivery, row, future))
         self._wakeup.set()
@@ -299,7 +310,7 @@ class DeliveryWriter:
             if self._stopping and not self._waiting:
                 return
 
-    async def _write(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]]) -> None:
+    async def _write(self, batch: list[_Waiting]) -> None:
         """Commit a batch; when it fails for what a row holds, store its rows one by one, so that
         only the row at fault is refused and the others are acknowledged."""
         try:
@@ -314,7 +325,7 @@ class DeliveryWriter:
             return
         self._settle(batch, outcome)
 
-    async def _write_singly(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]]) -> None:
+    async def _write_singly(self, batch: list[_Waiting]) -> None:
         """Each row in its own transaction; once the store itself fails, the rest fail with it."""
         for i, entry in enumerate(batch):
             try:
@@ -327,12 +338,12 @@ class DeliveryWriter:
                 continue
             self._settle([entry], outcome)
 
-    async def _commit(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]]) -> list[str]:
+    async def _commit(self, batch: list[_Waiting]) -> list[str]:
         if self.database.dialect == "sqlite":
             return await self.database.run_sqlite_write(store_sqlite_rows, [row for _, row, _ in batch])
         return await self.database.run_write(store_new_deliveries, [d for d, _, _ in batch])
 
-    def _fail(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]], exc: Exception) -> None:
+    def _fail(self, batch: list[_Waiting], exc: Exception) -> None:
         """Raise to each waiting caller: DeliveryRefused when the row is at fault (the intake answers
         400: GitHub's repeat would fail too), else the error (503: a redelivery may succeed). The
         log names the error's kind only: SQL parameters hold the payload."""
@@ -348,7 +359,7 @@ class DeliveryWriter:
             if not future.done():
                 future.set_exception(error)
 
-    def _settle(self, batch: list[tuple[NewDelivery, tuple | None, asyncio.Future]], outcome: list[str]) -> None:
+    def _settle(self, batch: list[_Waiting], outcome: list[str]) -> None:
         self.batches += 1
         self.written += outcome.count(STORED)
         for (_, _, future), result in zip(batch, outcome, strict=False):
@@ -409,10 +420,11 @@ def describe_store_error(exc: BaseException) -> str:
 
 def store_error_reason(exc: BaseException) -> str:
     """What a refused row holds that the store would not take, for the refusal's answer."""
-    causes, seen = [exc], set()
+    causes: list[BaseException | None] = [exc]
+    seen: set[int] = set()
     while causes[-1] is not None and id(causes[-1]) not in seen and len(causes) < 8:
         seen.add(id(causes[-1]))
-        last = causes[-1]
+        last: Any = causes[-1]
         causes.append(getattr(last, "orig", None) or last.__cause__ or last.__context__)
     if any(isinstance(cause, OverflowError) for cause in causes):  # sqlite3's binding, asyncpg's encoder
         return "a number is out of range"
@@ -434,7 +446,7 @@ CLAIM_CHUNK = 100
 CLAIM_SCAN_BUDGET = 2000
 
 
-async def claim_pending(database, limit: int, owner: str | None = None) -> list[StoredDelivery]:
+async def claim_pending(database: Database, limit: int, owner: str | None = None) -> list[StoredDelivery]:
     """Mark up to `limit` of the oldest pending deliveries that may run now as processing by
     `owner` (one attempt more) and return them, oldest first.
 
@@ -451,7 +463,7 @@ async def claim_pending(database, limit: int, owner: str | None = None) -> list[
     return sorted((_stored(r) for r in rows), key=lambda d: d.id)
 
 
-def _claim(conn: sa.Connection, limit: int, owner: str | None) -> list[sa.Row]:
+def _claim(conn: sa.Connection, limit: int, owner: str | None) -> list[sa.Row[Any]]:
     t = webhook_deliveries
     if limit <= 0:
         return []
@@ -486,7 +498,7 @@ def _claim(conn: sa.Connection, limit: int, owner: str | None) -> list[sa.Row]:
     return list(conn.execute(statement).all())
 
 
-async def record_outcomes(database, done: Sequence[int], failed: Sequence[tuple[int, str]]) -> None:
+async def record_outcomes(database: Database, done: Sequence[int], failed: Sequence[tuple[int, str]]) -> None:
     """Mark deliveries done, or failed with their (redacted, truncated) error, in one transaction."""
     if done or failed:
         await database.run_write(_record, list(done), [(pk, redact(error)[:MAX_ERROR_CHARS]) for pk, error in failed])
@@ -506,7 +518,7 @@ def _record(conn: sa.Connection, done: list[int], failed: list[tuple[int, str]])
         )
 
 
-async def release(database, ids: Sequence[int], owner: str | None = None) -> None:
+async def release(database: Database, ids: Sequence[int], owner: str | None = None) -> None:
     """Give back deliveries `owner` claimed and did not run (the dispatcher is stopping); a claim
     that meanwhile passed to another owner is left alone."""
     if ids:
@@ -530,7 +542,7 @@ KEEP_FAILED = timedelta(days=30)
 PRUNE_CHUNK = 1000
 
 
-async def prune(database, now: datetime | None = None) -> int:
+async def prune(database: Database, now: datetime | None = None) -> int:
     """Delete deliveries handled longer ago than KEEP_DONE / KEEP_FAILED; returns how many.
 
     In chunks of PRUNE_CHUNK rows, one transaction each, so the write lock is never held for long
@@ -551,12 +563,12 @@ async def prune(database, now: datetime | None = None) -> int:
             return deleted
 
 
-def _delete(conn: sa.Connection, ids) -> int:
+def _delete(conn: sa.Connection, ids: sa.ScalarSelect[Any]) -> int:
     t = webhook_deliveries
     return conn.execute(sa.delete(t).where(t.c.id.in_(ids))).rowcount or 0
 
 
-async def requeue_interrupted(database, claimed_before: datetime | None = None) -> int:
+async def requeue_interrupted(database: Database, claimed_before: datetime | None = None) -> int:
     """Deliveries left `processing` go back to `pending`, whoever claimed them.
 
     `claimed_before=None` takes back every claim: right for SQLite, where one process owns the
@@ -573,14 +585,14 @@ async def requeue_interrupted(database, claimed_before: datetime | None = None) 
     return result.rowcount or 0
 
 
-async def get_delivery(database, delivery_id: str) -> StoredDelivery | None:
+async def get_delivery(database: Database, delivery_id: str) -> StoredDelivery | None:
     t = webhook_deliveries
     async with database.connect() as conn:
         row = (await conn.execute(sa.select(t).where(t.c.delivery_id == delivery_id))).first()
     return _stored(row) if row is not None else None
 
 
-async def count_by_status(database) -> dict[str, int]:
+async def count_by_status(database: Database) -> dict[str, int]:
     t = webhook_deliveries
     async with database.connect() as conn:
         rows = (await conn.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status))).all()

@@ -11,12 +11,15 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from bot.store.base import JSON, UTCDateTime, metadata
+
+if TYPE_CHECKING:
+    from bot.store.db import Database
 
 deployments = sa.Table(
     "deployments",
@@ -96,10 +99,17 @@ environment_locks = sa.Table(
 )
 
 
+
+def _inserted_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None  # a single-row INSERT always reports its key
+    return int(key[0])
+
+
 class DeploymentStore:
     """Queries over the engine's tables; `db` is the store's `Database` (needs `.begin()`/`.connect()`)."""
 
-    def __init__(self, db: Any):
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     # -- deployments -------------------------------------------------------------------
@@ -139,7 +149,7 @@ class DeploymentStore:
             for timestamp, level, message, step in logs:
                 inserted = await conn.execute(deployment_logs.insert().values(
                     deployment_id=deployment_id, timestamp=timestamp, level=level, message=message, step=step))
-                ids.append(int(inserted.inserted_primary_key[0]))
+                ids.append(_inserted_id(inserted))
             return True, bool(row[0]), ids
 
     async def cancel_requested(self, deployment_id: str) -> bool:
@@ -158,12 +168,13 @@ class DeploymentStore:
             )
             return result.rowcount == 1
 
-    async def get(self, deployment_id: str) -> sa.Row | None:
+    async def get(self, deployment_id: str) -> sa.Row[Any] | None:
         async with self.db.connect() as conn:
             return (await conn.execute(sa.select(deployments).where(deployments.c.id == deployment_id))).first()
 
-    async def list(self, *, environment=None, repository=None, status=None, target=None, limit=50,
-                   before: str | None = None) -> builtins.list[sa.Row]:
+    async def list(self, *, environment: str | None = None, repository: str | None = None,
+                   status: str | Sequence[str] | None = None, target: str | None = None, limit: int = 50,
+                   before: str | None = None) -> builtins.list[sa.Row[Any]]:
         q = sa.select(deployments)
         if environment:
             q = q.where(deployments.c.environment == environment)
@@ -187,7 +198,7 @@ class DeploymentStore:
         async with self.db.connect() as conn:
             return [(r.target, r.environment) for r in (await conn.execute(q)).fetchall()]
 
-    async def queue(self, target: str, environment: str) -> builtins.list[sa.Row]:
+    async def queue(self, target: str, environment: str) -> builtins.list[sa.Row[Any]]:
         """In-progress deployments first (to resume), then queued ones in FIFO order."""
         q = (
             sa.select(deployments.c.id, deployments.c.status, deployments.c.queued_at)
@@ -225,9 +236,9 @@ class DeploymentStore:
         async with self.db.begin() as conn:
             result = await conn.execute(deployment_logs.insert().values(
                 deployment_id=deployment_id, timestamp=timestamp, level=level, message=message, step=step))
-            return int(result.inserted_primary_key[0])
+            return _inserted_id(result)
 
-    async def logs(self, deployment_id: str, after: int = 0, limit: int = 10_000) -> builtins.list[sa.Row]:
+    async def logs(self, deployment_id: str, after: int = 0, limit: int = 10_000) -> builtins.list[sa.Row[Any]]:
         q = (sa.select(deployment_logs).where(deployment_logs.c.deployment_id == deployment_id,
                                               deployment_logs.c.id > after)
              .order_by(deployment_logs.c.id).limit(limit))
@@ -243,17 +254,17 @@ class DeploymentStore:
             if existing is None:
                 await conn.execute(releases.insert().values(**row))
 
-    async def release_of(self, deployment_id: str) -> sa.Row | None:
+    async def release_of(self, deployment_id: str) -> sa.Row[Any] | None:
         async with self.db.connect() as conn:
             return (await conn.execute(sa.select(releases).where(releases.c.deployment_id == deployment_id))).first()
 
-    async def latest_release(self, target: str, environment: str) -> sa.Row | None:
+    async def latest_release(self, target: str, environment: str) -> sa.Row[Any] | None:
         q = (sa.select(releases).where(releases.c.target == target, releases.c.environment == environment)
              .order_by(releases.c.created_at.desc(), releases.c.id.desc()).limit(1))
         async with self.db.connect() as conn:
             return (await conn.execute(q)).first()
 
-    async def find_release(self, target: str, environment: str, ref: str) -> sa.Row | None:
+    async def find_release(self, target: str, environment: str, ref: str) -> sa.Row[Any] | None:
         """A release by its id, its Worker version id, or its deployment id."""
         q = (sa.select(releases).where(releases.c.target == target, releases.c.environment == environment,
                                        sa.or_(releases.c.id == ref, releases.c.version_id == ref,
@@ -303,14 +314,14 @@ class DeploymentStore:
             await conn.execute(leases.delete().where(
                 leases.c.target == target, leases.c.environment == environment, leases.c.holder == holder))
 
-    async def get_lease(self, target: str, environment: str) -> sa.Row | None:
+    async def get_lease(self, target: str, environment: str) -> sa.Row[Any] | None:
         async with self.db.connect() as conn:
             return (await conn.execute(sa.select(leases).where(
                 leases.c.target == target, leases.c.environment == environment))).first()
 
     # -- manual locks ------------------------------------------------------------------
 
-    async def set_lock(self, target: str, environment: str, actor: str, reason: str | None, now: datetime) -> sa.Row:
+    async def set_lock(self, target: str, environment: str, actor: str, reason: str | None, now: datetime) -> sa.Row[Any]:
         """Lock the environment; an existing lock is kept (and returned) unchanged."""
         try:
             async with self.db.begin() as conn:
@@ -329,7 +340,7 @@ class DeploymentStore:
                 environment_locks.c.target == target, environment_locks.c.environment == environment))
             return result.rowcount == 1
 
-    async def get_lock(self, target: str, environment: str) -> sa.Row | None:
+    async def get_lock(self, target: str, environment: str) -> sa.Row[Any] | None:
         async with self.db.connect() as conn:
             return (await conn.execute(sa.select(environment_locks).where(
                 environment_locks.c.target == target, environment_locks.c.environment == environment))).first()

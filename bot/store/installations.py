@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.store.base import JSON, UTCDateTime, dialect_insert, metadata, utcnow
+
+if TYPE_CHECKING:
+    from bot.store.db import Database
 
 installations = sa.Table(
     "installations",
@@ -60,7 +64,7 @@ def _installation_values(installation: Mapping[str, Any], now: datetime) -> dict
     }
 
 
-async def save_installation(conn, installation: Mapping[str, Any], *, refresh: bool = True) -> None:
+async def save_installation(conn: AsyncConnection, installation: Mapping[str, Any], *, refresh: bool = True) -> None:
     """Create or refresh an installation from GitHub's `installation` object (a re-install undeletes).
 
     `refresh=False` only makes sure the row exists: events other than `installation` may carry a
@@ -75,7 +79,7 @@ async def save_installation(conn, installation: Mapping[str, Any], *, refresh: b
     await conn.execute(insert.on_conflict_do_update(index_elements=["id"], set_=update))
 
 
-async def mark_installation_deleted(conn, installation_id: int) -> None:
+async def mark_installation_deleted(conn: AsyncConnection, installation_id: int) -> None:
     now = utcnow()
     await conn.execute(
         sa.update(installations).where(installations.c.id == installation_id).values(deleted_at=now, updated_at=now)
@@ -85,7 +89,7 @@ async def mark_installation_deleted(conn, installation_id: int) -> None:
     )
 
 
-async def add_repositories(conn, installation_id: int, repositories: Iterable[Mapping[str, Any]]) -> None:
+async def add_repositories(conn: AsyncConnection, installation_id: int, repositories: Iterable[Mapping[str, Any]]) -> None:
     """Record repositories (GitHub's `{id, full_name, private}` objects) as granted to the installation."""
     rows = [
         {
@@ -106,20 +110,20 @@ async def add_repositories(conn, installation_id: int, repositories: Iterable[Ma
         await conn.execute(statement, rows)
 
 
-async def remove_repositories(conn, installation_id: int, repositories: Iterable[Mapping[str, Any]]) -> None:
+async def remove_repositories(conn: AsyncConnection, installation_id: int, repositories: Iterable[Mapping[str, Any]]) -> None:
     ids = [int(repo["id"]) for repo in repositories]
     if ids:
         t = installation_repositories
         await conn.execute(sa.delete(t).where(t.c.installation_id == installation_id, t.c.repository_id.in_(ids)))
 
 
-async def get_installation(database, installation_id: int) -> dict[str, Any] | None:
+async def get_installation(database: Database, installation_id: int) -> dict[str, Any] | None:
     async with database.connect() as conn:
         row = (await conn.execute(sa.select(installations).where(installations.c.id == installation_id))).first()
     return dict(row._mapping) if row is not None else None
 
 
-async def list_repositories(database, installation_id: int) -> list[str]:
+async def list_repositories(database: Database, installation_id: int) -> list[str]:
     t = installation_repositories
     async with database.connect() as conn:
         rows = await conn.execute(
@@ -128,7 +132,7 @@ async def list_repositories(database, installation_id: int) -> list[str]:
         return list(rows.scalars())
 
 
-async def installation_for_repository(database, full_name: str) -> int | None:
+async def installation_for_repository(database: Database, full_name: str) -> int | None:
     """The live installation that grants `owner/name`, if Flareship has been told of one."""
     r, i = installation_repositories, installations
     async with database.connect() as conn:

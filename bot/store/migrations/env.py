@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import sqlalchemy as sa
 from alembic import context
 
 from bot.store.base import metadata
@@ -16,7 +17,7 @@ load_table_modules()
 config = context.config
 
 
-def _run(connection) -> None:
+def _run(connection: sa.Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
@@ -36,7 +37,7 @@ def _run_offline() -> None:
 async def _run_with_own_engine() -> None:
     from bot.store.db import Database
 
-    database = Database(config.get_main_option("sqlalchemy.url"))
+    database = Database(config.get_main_option("sqlalchemy.url"))  # type: ignore[arg-type]  # alembic -c sets it
     try:
         async with database.begin() as conn:
             await conn.run_sync(_run)
