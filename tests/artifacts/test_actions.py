@@ -33,7 +33,7 @@ from tests.plugins.github_sim import INSTALLATION_ID, make_github_app, seed_repo
 SHA = "c" * 40
 OTHER = "d" * 40
 REPO = "acme/widgets"
-BUNDLE = {"index.js": "export default { fetch() { return new Response('hi'); } };\n",
+BUNDLE: dict[str, bytes | str] = {"index.js": "export default { fetch() { return new Response('hi'); } };\n",
           "index.js.map": "{}", "chunks/a.js": "export const a = 1;\n",
           "assets/index.html": "<h1>hi</h1>", "assets/img/logo.svg": "<svg/>", "image.tar": b"oci"}
 
