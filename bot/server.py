@@ -35,6 +35,7 @@ import contextlib
 import logging
 import re
 import resource
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -64,7 +65,8 @@ KEEPALIVE_TIMEOUT = 75.0
 #: for at most this long, so that the client reads the answer instead of a reset.
 LINGERING_TIME = 5.0
 MAX_CONNECTIONS = 1024
-BACKLOG = 128
+BACKLOG = 64
+LISTEN_BACKLOG = 1024
 ACCEPT_LOG_INTERVAL = 10.0
 CLIENT_LOG_INTERVAL = 10.0
 
@@ -73,12 +75,13 @@ def default_max_connections(backlog: int = BACKLOG) -> int:
     """As many connections as the descriptor limit leaves room for, at most MAX_CONNECTIONS.
 
     asyncio accepts up to `backlog` connections in one go before any of them reaches the guard,
-    so those are kept free, and so is an eighth of the limit (at least 64) for everything else:
-    the database, outgoing HTTP, log files. A limit of 1,024 gives 768."""
+    and the connections they displace are closed only after: twice that is kept free, and so is
+    an eighth of the limit (at least 64) for everything else: the database, outgoing HTTP, log
+    files. A limit of 1,024 gives 768."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return MAX_CONNECTIONS
-    return max(16, min(MAX_CONNECTIONS, soft - backlog - max(64, soft // 8)))
+    return max(16, min(MAX_CONNECTIONS, soft - 2 * backlog - max(64, soft // 8)))
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,12 @@ class Limits:
     lingering_time: float = LINGERING_TIME
     #: None: `default_max_connections()` when the server starts.
     max_connections: int | None = None
+    #: Connections asyncio accepts in one go (each takes a descriptor before the guard sees it).
     backlog: int = BACKLOG
+    #: The kernel's queue of connections not accepted yet (capped by net.core.somaxconn). Under a
+    #: flood of reconnecting clients a short one fills, and a delivery's SYN is dropped and sent
+    #: again only a second later.
+    listen_backlog: int = LISTEN_BACKLOG
 
 
 # -- logging what clients do, without letting them flood the log --------------------------------
@@ -474,12 +482,13 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
 class _GuardedSite(web.BaseSite):
     """A TCP site whose connections are `GuardedRequestHandler`s sharing one `ConnectionGuard`."""
 
-    __slots__ = ("_bound_port", "_factory", "_host", "_port")
+    __slots__ = ("_bound_port", "_factory", "_host", "_listen_backlog", "_port")
 
     def __init__(self, runner: web.AppRunner, host: str | None, port: int, factory: Callable[[], asyncio.Protocol],
-                 *, backlog: int):
+                 *, backlog: int, listen_backlog: int):
         super().__init__(runner, backlog=backlog)
         self._host, self._port, self._factory = host, port, factory
+        self._listen_backlog = listen_backlog
         self._bound_port: int | None = None
 
     @property
@@ -495,6 +504,12 @@ class _GuardedSite(web.BaseSite):
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._factory, self._host, self._port, backlog=self._backlog)
         sockets = self._server.sockets
+        for listening in sockets:  # a longer queue than asyncio's accept batch: see Limits.listen_backlog
+            same = socket.fromfd(listening.fileno(), listening.family, listening.type)  # asyncio hides listen()
+            try:
+                same.listen(self._listen_backlog)
+            finally:
+                same.close()
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
 
 
@@ -531,7 +546,7 @@ async def serving(app: web.Application, host: str | None, port: int, *, limits: 
         def factory() -> GuardedRequestHandler:
             return GuardedRequestHandler(server, guard=guard, limits=limits, loop=loop, **handler_args)
 
-        site = _GuardedSite(runner, host, port, factory, backlog=limits.backlog)
+        site = _GuardedSite(runner, host, port, factory, backlog=limits.backlog, listen_backlog=limits.listen_backlog)
         await site.start()
         yield Serving(runner, site, guard)
     finally:
