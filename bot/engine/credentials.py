@@ -17,13 +17,14 @@ from bot.cloudflare.errors import (
     PermissionDenied,
 )
 from bot.engine.failures import catalogue_error, token_failure
+from bot.engine.ports import CloudflareAccounts, Credentials
 from bot.errors import FlareshipError
 from bot.logs import register_secret
 
 ACCOUNT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-async def validate(cloudflare: Any, environment: str, credentials: Any) -> dict[str, Any]:
+async def validate(cloudflare: CloudflareAccounts, environment: str, credentials: Credentials) -> dict[str, Any]:
     """Check a token + account: 401 bad token, 422 bad account id, 403 cannot deploy Workers."""
     token = credentials.api_token
     token = token.get_secret_value() if hasattr(token, "get_secret_value") else token
@@ -67,7 +68,7 @@ async def validate(cloudflare: Any, environment: str, credentials: Any) -> dict[
     }
 
 
-async def verify_token(cloudflare: Any, api_token: str, required_scopes: list[str]) -> dict[str, Any]:
+async def verify_token(cloudflare: CloudflareAccounts, api_token: str, required_scopes: list[str]) -> dict[str, Any]:
     """`/auth/cloudflare/verify`: 401 invalid token, 403 naming a missing required scope."""
     register_secret(api_token)
     client = cloudflare.for_token(api_token)

@@ -9,6 +9,7 @@ A thin facade over the engine's parts, each in its own module: `credentials` (pr
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import socket
 import uuid
@@ -30,6 +31,7 @@ from bot.engine.model import (
     PrepareRequest,
     Release,
 )
+from bot.engine.ports import Clock, CloudflareAccounts, EngineServices
 from bot.engine.prepare import Preparer
 from bot.engine.records import Records
 from bot.engine.run import RunEnvironment, run_deployment
@@ -47,12 +49,12 @@ class Engine:
 
     def __init__(
         self,
-        services: Any,
+        services: EngineServices,
         *,
-        cloudflare: Any,
+        cloudflare: CloudflareAccounts,
         lease_seconds: float = 30,
         heartbeat_seconds: float = 10,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
         poll_seconds: float = 1.0,
         health_interval: float = 1.0,
         holder: str | None = None,
@@ -161,11 +163,11 @@ class Engine:
         return await self.records.get(deployment_id)
 
     async def list(self, *, environment: str | None = None, repository: str | None = None,
-                   status: str | None = None, limit: int = 50, before: str | None = None) -> list[Deployment]:
+                   status: str | None = None, limit: int = 50, before: str | None = None) -> builtins.list[Deployment]:
         return await self.records.list(environment=environment, repository=repository, status=status,
                                        limit=limit, before=before)
 
-    async def logs(self, deployment_id: str, *, after: int = 0) -> list[LogLine]:
+    async def logs(self, deployment_id: str, *, after: int = 0) -> builtins.list[LogLine]:
         return await self.records.logs(deployment_id, after=after)
 
     async def live_release(self, target: str, environment: str) -> Release | None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 from cachetools import TTLCache
 
+from bot.cloudflare.client import CloudflareClient
 from bot.cloudflare.registry import ImageRef, RegistryClient, parse_image_ref
+from bot.engine.ports import CloudflareAccounts
 from bot.errors import FlareshipError
 
 
@@ -46,21 +49,22 @@ def destination_for(source: ImageRef, target: RegistryTarget, account_id: str) -
 
 #: Registry credentials last 15 minutes; each CloudflareClients reuses them for 10 (one request
 #: less per image operation). Forgotten as soon as an image operation fails.
-_CREDENTIALS: weakref.WeakKeyDictionary[object, TTLCache] = weakref.WeakKeyDictionary()
+_CREDENTIALS: weakref.WeakKeyDictionary[object, TTLCache[tuple[str, str], Any]] = weakref.WeakKeyDictionary()
 
 
-def _cache_for(clients) -> TTLCache:
+def _cache_for(clients: CloudflareAccounts) -> TTLCache[tuple[str, str], Any]:
     cache = _CREDENTIALS.get(clients)
     if cache is None:
         cache = _CREDENTIALS[clients] = TTLCache(maxsize=256, ttl=600)
     return cache
 
 
-def forget_credentials(clients, account_id: str, target: RegistryTarget) -> None:
+def forget_credentials(clients: CloudflareAccounts, account_id: str, target: RegistryTarget) -> None:
     _cache_for(clients).pop((account_id, target.host), None)
 
 
-async def registry_client_for(cloudflare_client, clients, account_id: str, target: RegistryTarget) -> RegistryClient:
+async def registry_client_for(cloudflare_client: CloudflareClient, clients: CloudflareAccounts, account_id: str,
+                              target: RegistryTarget) -> RegistryClient:
     """A registry client with push/pull credentials for the account's registry host."""
     cache = _cache_for(clients)
     creds = cache.get((account_id, target.host))

@@ -7,17 +7,16 @@ SHA (cached, 16 entries), both of which a running deployment needs again.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
-from datetime import datetime
-from typing import Any
 
 import httpx
 
+from bot.cloudflare.client import CloudflareClient
 from bot.cloudflare.errors import CloudflareError
 from bot.engine import images
 from bot.engine.appspec import AppSpec, resolve_repository_app, resolve_seed_app
 from bot.engine.cost import estimate_monthly_cost
 from bot.engine.model import Deployment, PrepareRequest, new_deployment_id
+from bot.engine.ports import Clock, CloudflareAccounts, EngineServices
 from bot.engine.preflight import Facts, cloudflare_facts, evaluate, raise_first
 from bot.engine.records import Records, deployment_row
 from bot.engine.source import (
@@ -37,8 +36,8 @@ SOURCE_CACHE = 16
 class Preparer:
     """Turns a PrepareRequest into a checked, persisted deployment."""
 
-    def __init__(self, services: Any, cloudflare: Any, store: DeploymentStore, records: Records,
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(self, services: EngineServices, cloudflare: CloudflareAccounts, store: DeploymentStore,
+                 records: Records, clock: Clock) -> None:
         self.services = services
         self.settings = services.settings
         self.cloudflare = cloudflare
@@ -47,7 +46,7 @@ class Preparer:
         self.clock = clock
         self._sources: OrderedDict[tuple[str, str], RepoSource] = OrderedDict()
 
-    async def client_for(self, environment: str) -> tuple[Any, str]:
+    async def client_for(self, environment: str) -> tuple[CloudflareClient, str]:
         """The environment's Cloudflare client and account id (AUTH_003 when no account is set)."""
         credentials = self.settings.cloudflare_credentials(environment)
         if not credentials.account_id:
@@ -145,7 +144,7 @@ class Preparer:
         await self.store.insert(deployment_row(deployment, state, now, account_id=account_id))
         return deployment
 
-    async def _image_digest(self, client: Any, account_id: str, spec: AppSpec) -> tuple[str | None, str | None]:
+    async def _image_digest(self, client: CloudflareClient, account_id: str, spec: AppSpec) -> tuple[str | None, str | None]:
         assert spec.container is not None
         target = images.registry_target(self.settings.container_registry_url)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -74,12 +75,12 @@ class Records:
         return d
 
     async def list(self, *, environment: str | None = None, repository: str | None = None,
-                   status: str | None = None, limit: int = 50, before: str | None = None) -> list[Deployment]:
+                   status: str | None = None, limit: int = 50, before: str | None = None) -> builtins.list[Deployment]:
         rows = await self.store.list(environment=environment, repository=repository, status=status,
                                      limit=max(1, min(limit, 500)), before=before)
         return [deployment_of(r) for r in rows]
 
-    async def logs(self, deployment_id: str, *, after: int = 0) -> list[LogLine]:
+    async def logs(self, deployment_id: str, *, after: int = 0) -> builtins.list[LogLine]:
         rows = await self.store.logs(deployment_id, after)
         if not rows and await self.store.get(deployment_id) is None:
             raise FlareshipError("SYS_005", f"deployment {deployment_id} not found")

@@ -116,6 +116,8 @@ async def rollback_container(ctx: StepContext) -> str:
 
 async def rollback_worker(ctx: StepContext) -> str:
     target = ctx.deployment.rollback_target
+    if target is None:  # step 1 refused it already
+        raise FlareshipError("DEPLOY_007", "no release to roll back to", step=WORKER)
     try:
         await restore_worker(ctx, target)
     except CloudflareError as exc:

@@ -11,11 +11,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import httpx
 
+from bot.cloudflare.client import CloudflareClient
 from bot.cloudflare.errors import CloudflareError
 from bot.engine.appspec import AppSpec
 from bot.engine.artifacts import BuildSource
@@ -31,6 +31,7 @@ from bot.engine.model import (
     Step,
     new_release_id,
 )
+from bot.engine.ports import Clock, CloudflareAccounts, EngineSettings
 from bot.engine.records import deployment_of
 from bot.engine.rollback import ROLLBACK_PIPELINE, restore_release
 from bot.engine.scheduler import LeaseLost
@@ -51,10 +52,10 @@ class RunEnvironment:
     store: DeploymentStore
     journal: Journal
     events: EventHub
-    clock: Callable[[], datetime]
-    settings: Any
-    cloudflare: Any
-    connect: Callable[[str], Awaitable[tuple[Any, str]]]
+    clock: Clock
+    settings: EngineSettings
+    cloudflare: CloudflareAccounts
+    connect: Callable[[str], Awaitable[tuple[CloudflareClient, str]]]
     load_source: Callable[[str, str, int | None], Awaitable[RepoSource]]
     http: httpx.AsyncClient
     health_interval: float

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from bot.cloudflare.client import CloudflareClient
 from bot.cloudflare.errors import CloudflareError
 from bot.cloudflare.workers import WorkerModule, sqlite_migration
 from bot.engine import assets_step, images, oci_layout
@@ -37,6 +38,7 @@ from bot.engine.model import (
     WORKER,
     Deployment,
 )
+from bot.engine.ports import CloudflareAccounts, EngineSettings
 from bot.engine.preflight import (
     Facts,
     bound_resources,
@@ -58,10 +60,10 @@ class StepContext:
     deployment: Deployment
     spec: AppSpec
     state: StepState
-    client: Any  # CloudflareClient
-    clients: Any  # CloudflareClients
+    client: CloudflareClient
+    clients: CloudflareAccounts
     account_id: str
-    settings: Any
+    settings: EngineSettings
     http: httpx.AsyncClient
     log: Callable[..., Awaitable[None]]
     load_source: Callable[[], Awaitable[RepoSource | None]]
@@ -220,10 +222,10 @@ def next_migration_tag(current: str | None) -> str:
 
 async def _existing_classes(ctx: StepContext) -> set[str]:
     namespaces = await ctx.client.list_durable_object_namespaces(ctx.account_id)
-    return {ns.get("class") for ns in namespaces if ns.get("script") == ctx.spec.script_name and ns.get("class")}
+    return {str(ns["class"]) for ns in namespaces if ns.get("script") == ctx.spec.script_name and ns.get("class")}
 
 
-async def _upload(ctx: StepContext, *, migrations: dict | None) -> dict:
+async def _upload(ctx: StepContext, *, migrations: dict[str, Any] | None) -> dict[str, Any]:
     spec = ctx.spec
     modules = [WorkerModule(m.name, m.content, m.content_type) for m in upload_modules(spec, await ctx.modules())]
     containers = [{"class_name": c.class_name} for c in spec.containers]  # every entry, as wrangler sends
@@ -296,7 +298,9 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
         if not namespace_id:
             raise FlareshipError("DEPLOY_004", f"no Durable Object namespace found for {spec.container.class_name}",
                                  step=DURABLE_OBJECTS)
-        result = await ctx.client.deploy_application(
+        if ctx.state.image is None:  # step 4 pins the image before this step runs
+            raise FlareshipError("SYS_001", "no container image pinned by step 4", step=DURABLE_OBJECTS)
+        deployed = await ctx.client.deploy_application(
             ctx.account_id, name=spec.container.application_name, image=ctx.state.image,
             namespace_id=namespace_id, instance_type=spec.container.instance_type,
             max_instances=spec.container.max_instances, description=f"Flareship {ctx.deployment.id}",
@@ -304,8 +308,8 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
         )
     except CloudflareError as exc:
         raise step_failure(exc, DURABLE_OBJECTS) from None
-    ctx.state.container_app_id = result.application.get("id")
-    what = "created" if result.created else ("updated, rollout started" if result.changed else "unchanged")
+    ctx.state.container_app_id = deployed.application.get("id")
+    what = "created" if deployed.created else ("updated, rollout started" if deployed.changed else "unchanged")
     await ctx.log(f"Container application {spec.container.application_name} {what}")
     return "completed"
 
