@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from bot.errors import FlareshipError, error_body, success_body
 from bot.logs import correlation_id, new_correlation_id
@@ -75,7 +76,7 @@ def json_error(error: FlareshipError) -> web.Response:
 
 
 @web.middleware
-async def envelope_middleware(request: web.Request, handler):
+async def envelope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Correlate the request, and turn every failure into the error envelope: no traceback ever
     reaches a client. One middleware rather than two: each layer costs every request, webhook
     acknowledgements included."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import gidgethub
@@ -30,13 +30,14 @@ from handlers.http import json_success
 
 if TYPE_CHECKING:
     from bot.engine import Engine
+    from bot.github.app import GitHubApp
 
 log = logging.getLogger(__name__)
 
 _LEVELS = {"read": 1, "write": 2, "admin": 3}
 
 
-def wider_permissions(requested: dict[str, str], installation: dict[str, str]) -> dict[str, dict]:
+def wider_permissions(requested: dict[str, str], installation: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Requested permissions the installation does not have at that level (pure)."""
     wider = {}
     for name, level in requested.items():
@@ -46,7 +47,7 @@ def wider_permissions(requested: dict[str, str], installation: dict[str, str]) -
     return wider
 
 
-def _github(request: web.Request):
+def _github(request: web.Request) -> GitHubApp:
     github = request.app[SERVICES].github
     if github is None:
         raise FlareshipError("SYS_002", "The GitHub App is not configured on this server")
@@ -130,7 +131,7 @@ async def refresh_tokens(request: web.Request) -> web.Response:
 
 
 async def _github_permission(request: web.Request, repository: str, user: str, environment: str,
-                             required_override: str | None) -> dict:
+                             required_override: str | None) -> dict[str, Any]:
     """Does `user`'s role on `repository` meet `environment`'s rule in the repository's policy
     (`.github/flareship.yml` on the default branch; the built-in defaults when it has none)?"""
     github = _github(request)
@@ -151,7 +152,7 @@ async def _github_permission(request: web.Request, repository: str, user: str, e
     except (aiohttp.ClientError, TimeoutError):
         raise FlareshipError("SYS_002", "GitHub is unreachable") from None
     source = "default"
-    env_config: dict | object = {}
+    env_config: dict[str, Any] | object = {}
     if raw is not None:
         config = parse_repo_config(raw.decode("utf-8", "replace"))
         if environment in config.environments:
@@ -175,7 +176,7 @@ async def validate_permissions(request: web.Request) -> web.Response:
     body = await parse_body(request, models.ValidatePermissionsRequest)
     token = caller(request)
     allowed = {action: allows(token.scopes, action, body.environment) for action in ACTIONS}
-    result: dict = {"environment": body.environment, "scopes": list(token.scopes), "allowed": allowed, "github": None}
+    result: dict[str, Any] = {"environment": body.environment, "scopes": list(token.scopes), "allowed": allowed, "github": None}
     if body.githubUser or body.repository:
         if not (body.githubUser and body.repository):
             raise FlareshipError("SYS_006", "githubUser and repository go together", status=422,

@@ -8,7 +8,7 @@ first invalid field (all of them in `details.errors`).
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -24,7 +24,7 @@ _UTF8_NAMES = frozenset({"utf-8", "utf8"})
 M = TypeVar("M", bound=BaseModel)
 
 
-def _field_path(loc: tuple) -> str:
+def _field_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):

@@ -9,6 +9,7 @@ import logging
 import math
 import re
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import aiohttp
@@ -16,11 +17,11 @@ import gidgethub
 from aiohttp import web
 from pydantic import Field, SecretStr
 
-from bot.engine.model import DeployOptions, PrepareRequest
+from bot.engine.model import Deployment, DeployOptions, PrepareRequest
 from bot.errors import FlareshipError
 from bot.logs import register_secret
 from bot.services import SERVICES
-from bot.settings import CloudflareCredentials
+from bot.settings import CloudflareCredentials, Settings
 from handlers.api import models
 from handlers.api.bodies import parse_body, query_model
 from handlers.api.present import (
@@ -36,6 +37,9 @@ from handlers.api.sse import last_event_id, stream_logs
 from handlers.api.state import API_STATE
 from handlers.http import json_success
 
+if TYPE_CHECKING:
+    from bot.engine import Engine
+
 log = logging.getLogger(__name__)
 
 #: How many earlier deployments of an environment feed the step-duration medians.
@@ -43,7 +47,7 @@ HISTORY = 20
 DEFAULT_ROLLBACK_SECONDS = 300
 
 
-def engine_of(request: web.Request):
+def engine_of(request: web.Request) -> Engine:
     engine = request.app[SERVICES].engine
     if engine is None:
         raise FlareshipError("SYS_002", "The deployment engine is not running")
@@ -55,16 +59,16 @@ def _actor(request: web.Request) -> str:
     return f"api:{token.name}"
 
 
-async def _deployment(request: web.Request):
+async def _deployment(request: web.Request) -> Deployment:
     return await engine_of(request).get(request.match_info["deploymentId"])
 
 
-async def _medians(engine, environment: str) -> dict[str, float]:
+async def _medians(engine: Engine, environment: str) -> dict[str, float]:
     history = await engine.list(environment=environment, status="completed", limit=HISTORY)
     return step_medians(history)
 
 
-def _credentials(body: models.ValidateRequest, settings) -> CloudflareCredentials:
+def _credentials(body: models.ValidateRequest, settings: Settings) -> CloudflareCredentials:
     if body.credentials is None:
         creds = settings.cloudflare_credentials(body.environment)
         if creds.api_token is None or not creds.account_id:
@@ -122,7 +126,7 @@ async def _resolve_repository(request: web.Request, repository: str, ref: str | 
         raise FlareshipError("SYS_002", "GitHub is unreachable") from None
 
 
-async def _prepare_request(request: web.Request, body) -> PrepareRequest:
+async def _prepare_request(request: web.Request, body: models.PrepareRequest | models.DeployRequest) -> PrepareRequest:
     if body.config is None and body.repository is None:
         raise FlareshipError(
             "SYS_006", "Give either `config` (the app to deploy) or `repository`",
@@ -181,6 +185,7 @@ async def execute_deploy(request: web.Request) -> web.Response:
             )
         deployment = await engine.deploy(body.deploymentId, options)
     else:
+        assert prepare is not None  # made above when no deploymentId is given
         deployment = await engine.request_deploy(prepare, options)
     live = None
     if deployment.previous_release is None and not deployment.is_final:

@@ -266,7 +266,7 @@ class GitHubPermissions(BaseModel):
     """The seed's three permissions, plus any other GitHub App permission name."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, PermissionLevel] = Field(init=False)  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, PermissionLevel] = Field(init=False)
 
     contents: PermissionLevel | None = None
     pull_requests: PermissionLevel | None = None

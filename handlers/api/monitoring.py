@@ -10,6 +10,7 @@ import statistics
 import threading
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import web
 from pydantic import Field
@@ -46,7 +47,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 3)
 
 
-def deployment_metrics(deployments: Iterable[Deployment], window: int) -> dict:
+def deployment_metrics(deployments: Iterable[Deployment], window: int) -> dict[str, Any]:
     items = list(deployments)
     by_status = Counter(d.status for d in items)
     by_env: dict[str, dict[str, int]] = {}
@@ -76,7 +77,7 @@ def deployment_metrics(deployments: Iterable[Deployment], window: int) -> dict:
     }
 
 
-def error_metrics(deployments: Iterable[Deployment], window: int, recent: int = 10) -> dict:
+def error_metrics(deployments: Iterable[Deployment], window: int, recent: int = 10) -> dict[str, Any]:
     items = list(deployments)
     failed = [d for d in items if d.error is not None or d.status == "failed"]
     finished = [d for d in items if d.is_final]
@@ -102,7 +103,7 @@ def error_metrics(deployments: Iterable[Deployment], window: int, recent: int = 
     }
 
 
-def process_usage() -> dict:
+def process_usage() -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rss = None
     try:
@@ -127,7 +128,7 @@ def process_usage() -> dict:
 # -- handlers ----------------------------------------------------------------------------------------
 
 
-async def _counts(app: web.Application) -> dict:
+async def _counts(app: web.Application) -> dict[str, Any]:
     """Active/queued deployments from the engine, or the last known counts if it is slow."""
     state = app[API_STATE]
     engine = app[SERVICES].engine

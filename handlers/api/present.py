@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from bot.engine.model import STEP_NAMES, Deployment, LogLine, Release
+from bot.engine.model import STEP_NAMES, Deployment, LogLine, Release, Step
 
 
 def iso(value: datetime | None) -> str | None:
@@ -23,13 +24,13 @@ def seed_status(status: str) -> str:
     return "initiated" if status == "queued" else status
 
 
-def seed_step(step) -> dict:
+def seed_step(step: Step) -> dict[str, Any]:
     """A step in the seed's statuses: a step with nothing to do (no container) is completed."""
     skipped = step.status == "skipped"
     return {"status": "completed" if skipped else step.status, **({"skipped": True} if skipped else {})}
 
 
-def steps_json(deployment: Deployment) -> list[dict]:
+def steps_json(deployment: Deployment) -> list[dict[str, Any]]:
     return [
         {
             "name": s.name,
@@ -42,7 +43,7 @@ def steps_json(deployment: Deployment) -> list[dict]:
     ]
 
 
-def rollback_info(deployment: Deployment, live: Release | None = None) -> dict:
+def rollback_info(deployment: Deployment, live: Release | None = None) -> dict[str, Any]:
     """What a rollback would return to: the release before this deployment (or what is live now)."""
     previous = deployment.previous_release
     if previous is None and not deployment.is_final:
@@ -50,7 +51,7 @@ def rollback_info(deployment: Deployment, live: Release | None = None) -> dict:
     return {"available": previous is not None, "previousVersion": previous.id if previous else None}
 
 
-def deploy_json(deployment: Deployment, live: Release | None = None) -> dict:
+def deploy_json(deployment: Deployment, live: Release | None = None) -> dict[str, Any]:
     return {
         "deploymentId": deployment.id,
         "status": seed_status(deployment.status),
@@ -61,7 +62,7 @@ def deploy_json(deployment: Deployment, live: Release | None = None) -> dict:
     }
 
 
-def prepare_json(deployment: Deployment) -> dict:
+def prepare_json(deployment: Deployment) -> dict[str, Any]:
     checks = {k: deployment.checks.get(k, "pass") for k in ("resources", "quotas", "dependencies")}
     cost = deployment.estimated_cost or {}
     return {
@@ -106,7 +107,7 @@ def status_json(
     medians: dict[str, float],
     now: datetime,
     recent_logs: int = 10,
-) -> dict:
+) -> dict[str, Any]:
     total = len(STEP_NAMES)
     done = [s for s in deployment.steps if s.status in ("completed", "skipped")]
     current = None if deployment.status == "completed" else deployment.current_step
@@ -138,7 +139,7 @@ def status_json(
     }
 
 
-def summary_json(deployment: Deployment) -> dict:
+def summary_json(deployment: Deployment) -> dict[str, Any]:
     return {
         "deploymentId": deployment.id,
         "kind": deployment.kind,
@@ -156,7 +157,7 @@ def summary_json(deployment: Deployment) -> dict:
     }
 
 
-def log_json(line: LogLine) -> dict:
+def log_json(line: LogLine) -> dict[str, Any]:
     """One SSE event's data: the seed's three fields (plus the step, additive)."""
     return {"timestamp": iso(line.timestamp), "level": line.level, "message": line.message, "step": line.step}
 
@@ -167,14 +168,14 @@ _END_WORDS: dict[str, str] = {"completed": "completed", "cancelled": "was cancel
                               "rolled_back": "was rolled back", "failed": "failed"}
 
 
-def end_json(deployment: Deployment, now: datetime) -> dict:
+def end_json(deployment: Deployment, now: datetime) -> dict[str, Any]:
     """The `end` event's data: the seed's three fields like every event, then the final status
     (and the error, when there is one). `now` stands in for a missing end time."""
     words = _END_WORDS.get(deployment.status, deployment.status)
     message = f"Deployment {deployment.id} {words}"
     if deployment.error is not None:
         message += f": {deployment.error.code} {deployment.error.message}"
-    data: dict = {
+    data: dict[str, Any] = {
         "timestamp": iso(deployment.ended_at or now),
         "level": _END_LEVELS.get(deployment.status, "info"),
         "message": message,

@@ -7,14 +7,18 @@ documentation cannot drift from the behaviour.
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from bot.errors import FlareshipError
 from bot.health import HealthMonitor
+from bot.metrics import Metrics
 from bot.services import SERVICES
 from handlers.api import auth, deployments, models, monitoring
 from handlers.api.security import authenticated, metrics_guard
@@ -41,7 +45,7 @@ RESUME_PARAMS = (
 class Operation:
     method: str
     path: str
-    handler: object
+    handler: Handler
     operation_id: str
     summary: str
     tag: str
@@ -51,7 +55,7 @@ class Operation:
     request_optional: bool = False
     response: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    path_params: tuple[dict, ...] = ()
+    path_params: tuple[dict[str, Any], ...] = ()
     errors: tuple[int, ...] = ()
     success_status: int = 200
     #: "json" (enveloped), "sse", "text" (Prometheus), "bare-json".
@@ -150,7 +154,7 @@ _ERROR_TEXT = {
 }
 
 
-def _envelope_schema(data_schema: dict) -> dict:
+def _envelope_schema(data_schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["success", "data", "metadata"],
@@ -162,7 +166,7 @@ def _envelope_schema(data_schema: dict) -> dict:
     }
 
 
-def _query_parameters(model: type[BaseModel], components: dict) -> list[dict]:
+def _query_parameters(model: type[BaseModel], components: dict[str, Any]) -> list[dict[str, Any]]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, sub in schema.pop("$defs", {}).items():
         components.setdefault(name, sub)
@@ -173,18 +177,20 @@ def _query_parameters(model: type[BaseModel], components: dict) -> list[dict]:
     ]
 
 
-def openapi_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict:
+def openapi_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
     """The OpenAPI 3.1 document for `operations`, schemas straight from the pydantic models."""
     models_used: set[type[BaseModel]] = {models.ErrorEnvelope, models.EnvelopeMetadata}
     for op in operations:
         models_used.update(m for m in (op.request, op.response) if m is not None)
-    keys = [(m, "validation" if any(op.request is m for op in operations) else "serialization") for m in models_used]
+    keys: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation" if any(op.request is m for op in operations) else "serialization") for m in models_used
+    ]
     keys.sort(key=lambda k: k[0].__name__)
     refs, defs = models_json_schema(keys, ref_template="#/components/schemas/{model}")
-    components: dict = dict(defs.get("$defs", {}))
-    paths: dict = {}
+    components: dict[str, Any] = dict(defs.get("$defs", {}))
+    paths: dict[str, Any] = {}
     for op in operations:
-        entry: dict = {
+        entry: dict[str, Any] = {
             "operationId": op.operation_id,
             "summary": op.summary,
             "tags": [op.tag],
@@ -278,7 +284,7 @@ async def openapi_json(request: web.Request) -> web.Response:
 _OPENAPI = web.AppKey("openapi_document", dict)
 
 
-async def _running_parts(app: web.Application):
+async def _running_parts(app: web.Application) -> AsyncIterator[None]:
     """Health probes and the metrics' engine subscription live as long as the app."""
     state = app[API_STATE]
     settings = app[SERVICES].settings
@@ -296,7 +302,7 @@ async def _running_parts(app: web.Application):
         await state.health.stop()
 
 
-def counted(handler, operation_id: str, metrics):
+def counted(handler: Handler, operation_id: str, metrics: Metrics) -> Handler:
     """Count each call of an operation by its final HTTP status (errors included)."""
 
     @functools.wraps(handler)

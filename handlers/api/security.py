@@ -11,6 +11,7 @@ import functools
 import hmac
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from bot.api_auth import allows, looks_like_token
 from bot.errors import FlareshipError
@@ -54,7 +55,8 @@ async def authenticate(request: web.Request) -> ApiToken:
 
 
 def caller(request: web.Request) -> ApiToken:
-    return request[CALLER]
+    token: ApiToken = request[CALLER]
+    return token
 
 
 def authorize(request: web.Request, action: str, environment: str | None = None) -> None:
@@ -71,7 +73,7 @@ def authorize(request: web.Request, action: str, environment: str | None = None)
         )
 
 
-def authenticated(handler, *, action: str | None):
+def authenticated(handler: Handler, *, action: str | None) -> Handler:
     """Require a valid token; with `action` ("read", "admin"), also that scope up front."""
 
     @functools.wraps(handler)
@@ -84,7 +86,7 @@ def authenticated(handler, *, action: str | None):
     return wrapper
 
 
-def metrics_guard(handler, *, metrics_token: str | None):
+def metrics_guard(handler: Handler, *, metrics_token: str | None) -> Handler:
     """/metrics: open unless METRICS_TOKEN is set, then that exact bearer token."""
     if not metrics_token:
         return handler

@@ -14,11 +14,16 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from bot.errors import FlareshipError
 from handlers.api.present import end_json, log_json
+
+if TYPE_CHECKING:
+    from bot.engine import Engine
+    from bot.engine.model import DeploymentEvent
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,7 @@ def last_event_id(request: web.Request) -> int:
     return after
 
 
-def format_event(data: dict, *, event_id: int | None = None, event: str | None = None) -> bytes:
+def format_event(data: dict[str, Any], *, event_id: int | None = None, event: str | None = None) -> bytes:
     lines = []
     if event_id is not None:
         lines.append(f"id: {event_id}")
@@ -70,7 +75,7 @@ def format_event(data: dict, *, event_id: int | None = None, event: str | None =
     return ("\n".join(lines) + "\n\n").encode()
 
 
-async def stream_logs(request: web.Request, engine, deployment_id: str, settings: SSESettings, *,
+async def stream_logs(request: web.Request, engine: Engine, deployment_id: str, settings: SSESettings, *,
                       after: int = 0) -> web.StreamResponse:
     """Stream the log lines after `after` (see `last_event_id`), live ones, then the `end` event."""
     response = web.StreamResponse(
@@ -82,7 +87,7 @@ async def stream_logs(request: web.Request, engine, deployment_id: str, settings
     )
     wake = asyncio.Event()
 
-    async def on_event(event) -> None:
+    async def on_event(event: DeploymentEvent) -> None:
         if event.deployment.id == deployment_id:
             wake.set()
 

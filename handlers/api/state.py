@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -22,7 +23,7 @@ class ApiState:
     health_degraded_after_ms: int = 1000
     health: HealthMonitor | None = None
     tokens: ApiTokenStore | None = None
-    last_counts: dict = field(default_factory=lambda: {"active": 0, "queued": 0})
+    last_counts: dict[str, Any] = field(default_factory=lambda: {"active": 0, "queued": 0})
 
 
 API_STATE = web.AppKey("api_state", ApiState)

@@ -31,7 +31,9 @@ _HEADERS = {
 async def deployment_page(request: web.Request) -> web.Response:
     deployment_id = request.match_info["deploymentId"]
     services = request.app[SERVICES]
-    services.details_links.check(deployment_id, request.query.get("token"))
+    details_links = services.details_links
+    assert details_links is not None  # set wherever this page is routed (bot/app.py)
+    details_links.check(deployment_id, request.query.get("token"))
     engine = services.engine
     if engine is None:
         raise FlareshipError("SYS_002", "The deployment engine is not running")

@@ -14,7 +14,9 @@ import codecs
 import logging
 import re
 import threading
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -123,7 +125,7 @@ class VerifiedWebhook:
     hook_id: int | None
 
 
-def verify_webhook(headers, body: bytes, secret: str, content_type: str) -> VerifiedWebhook:
+def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, content_type: str) -> VerifiedWebhook:
     """Verify and read a webhook (pure): FlareshipError 401 / 415 / 400 for what GitHub never sends.
 
     The HMAC is gidgethub's (`sansio.validate_event`, constant time). Only SHA-256 is accepted:
@@ -220,7 +222,7 @@ def _read_columns(document: bytes) -> tuple[str | None, int | None, str | None, 
     )
 
 
-def _member(root, key: str, field: str, kind: type):
+def _member(root: Any, key: str, field: str, kind: type) -> Any:
     """`root[key][field]` when it is there and of `kind` (booleans are not ids), else None."""
     parent = root.get(key)
     value = parent.get(field) if isinstance(parent, _OBJECTS) else None
@@ -295,10 +297,10 @@ async def _receive(request: web.Request) -> tuple[web.Response, str]:
     return json_success({**ack, "status": "queued"}, status=202), "accepted"
 
 
-async def _delivery_writer(app: web.Application):
+async def _delivery_writer(app: web.Application) -> AsyncIterator[None]:
     """Start the group-commit writer on the database the store's start-up opened; flush it on exit."""
     writer = app[DELIVERY_WRITER]
-    writer.database = app[SERVICES].database
+    writer.database = app[SERVICES].database  # type: ignore[assignment]  # opened before this runs
     dispatcher = app.get(DISPATCHER)
     if dispatcher is not None:
         writer.on_stored = dispatcher.wake
@@ -322,6 +324,6 @@ def setup(app: web.Application) -> None:
     else:
         from handlers.webhooks import router  # the package has finished importing by now
     app[HANDLED_EVENTS] = HandledEvents(router)
-    app[DELIVERY_WRITER] = DeliveryWriter(None)
+    app[DELIVERY_WRITER] = DeliveryWriter(None)  # type: ignore[arg-type]  # given its database at start-up
     app.cleanup_ctx.append(_delivery_writer)
     app.router.add_post("/webhooks/github", receive_webhook)
