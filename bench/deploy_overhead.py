@@ -65,6 +65,7 @@ async def serve_sim(latency: float) -> None:
 def start_sim_process(latency: float) -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen([sys.executable, __file__, "--serve-sim", str(latency)], stdout=subprocess.PIPE,
                             text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
         raise SystemExit("simulator process failed to start")
@@ -109,7 +110,7 @@ class WaitMeter:
             finally:
                 meter.intervals[correlation_id.get()].append((start, time.perf_counter()))
 
-        httpx.AsyncClient.send = send
+        httpx.AsyncClient.send = send  # type: ignore[method-assign,assignment]  # metered for the run
 
     async def sleep(self, seconds: float) -> None:
         """The client's back-off sleeps (e.g. a fresh version not visible yet) are waits on Cloudflare too."""
@@ -204,7 +205,7 @@ async def run_scenario(latency: float, count: int, concurrent: bool, meter: Wait
         await database.close()
         proc.terminate()
         proc.wait()
-    statuses = defaultdict(int)
+    statuses: defaultdict[str, int] = defaultdict(int)
     for final, _ in results:
         statuses[final.status] += 1
     per_wall = [w for _, w in results]

@@ -204,7 +204,9 @@ class Demo:
         artifacts.POLL_SECONDS = 0.25
         from bot.services import SERVICES
 
-        self.app[SERVICES].reporter.interval = 0.5
+        reporter = self.app[SERVICES].reporter
+        assert reporter is not None  # the app wires one (bot/app.py)
+        reporter.interval = 0.5
         self.http = aiohttp.ClientSession()
         self.closers.append(self.http.close)
         self._seed_repository()
@@ -292,6 +294,7 @@ class Demo:
         from bot.services import SERVICES
 
         services = self.app[SERVICES]
+        assert services.engine is not None  # the app runs one (bot/app.py)
         counts = await services.engine.counts()
         return not counts.get("active") and not counts.get("queued")
 
@@ -348,7 +351,7 @@ async def deploy_staging(demo: Demo, story: Story) -> dict | None:
     eyes = await wait_for(lambda: "eyes" in demo.reactions(comment.id), timeout=10)
     story.expect(bool(eyes), "👀 reaction on the comment")
     run = await demo.follow_check_run("staging", HEAD_SHA)
-    ok = bool(run) and run.get("conclusion") == "success"
+    ok = run is not None and run.get("conclusion") == "success"
     story.expect(ok, f"check run completed: {run and run.get('conclusion')}")
     if run:
         labels = [a["label"] for a in run.get("actions") or []]
@@ -405,13 +408,13 @@ async def promote(demo: Demo, story: Story, staging_run: dict | None) -> None:
         return
     actions = {a["identifier"]: a for a in staging_run.get("actions") or []}
     identifier = next((i for i in actions if i.startswith("promote")), None)
-    if not story.expect(identifier is not None, f"the check run offers Promote ({', '.join(actions)})"):
+    if not story.expect(identifier is not None, f"the check run offers Promote ({', '.join(actions)})") or identifier is None:
         return
     payload = events.check_run_requested_action(demo.github.sim, REPO, staging_run["id"], identifier,
                                                 sender="lead", installation_id=INSTALLATION_ID)
     await demo.deliver("check_run", payload)
     run = await demo.follow_check_run("production", HEAD_SHA)
-    story.expect(bool(run) and run.get("conclusion") == "success",
+    story.expect(run is not None and run.get("conclusion") == "success",
                  f"production check run: {run and run.get('conclusion')}")
 
 
@@ -432,7 +435,7 @@ async def push_and_redeploy(demo: Demo, story: Story) -> None:
     story.expect(bool(waiting), f"the check run says 'Waiting for build' while CI run {build.id} is in progress")
     finish_run(sim, build, artifacts={"worker": build_artifact(43)})
     run = await demo.follow_check_run("staging", NEXT_SHA)
-    story.expect(bool(run) and run.get("conclusion") == "success", f"check run on {NEXT_SHA[:7]}: "
+    story.expect(run is not None and run.get("conclusion") == "success", f"check run on {NEXT_SHA[:7]}: "
                  f"{run and run.get('conclusion')}")
     live = await demo.fetch_live(demo.staging_url) if demo.staging_url else None
     story.say(f"staging now serves Worker version {live and live.get('version_number')}")
@@ -451,7 +454,7 @@ async def rollback_staging(demo: Demo, story: Story) -> None:
     story.say(f"GitHub deployments for staging: {len(deployments)} (was {before}); latest statuses: "
               f"{' -> '.join(deployments[-1][1]) if deployments else '-'}")
     live = await demo.fetch_live(demo.staging_url) if demo.staging_url else None
-    story.expect(bool(live) and live.get("version_number") == 1,
+    story.expect(live is not None and live.get("version_number") == 1,
                  f"staging serves Worker version {live and live.get('version_number')} again")
 
 
@@ -461,6 +464,7 @@ async def rest_api(demo: Demo, story: Story) -> None:
 
     story.chapter("7. a CI script drives a container-only app through the REST API")
     services = demo.app[SERVICES]
+    assert services.database is not None  # opened at start-up (bot/app.py)
     _record, token = await ApiTokenStore(services.database).create(name="demo-ci", scopes=["read", "deploy:staging"])
     story.say("token created (as `flareship token create --scope read --scope deploy:staging --name demo-ci`)")
     headers = {"Authorization": f"Bearer {token}"}
@@ -482,7 +486,7 @@ async def rest_api(demo: Demo, story: Story) -> None:
             "appName": "hello-container", "containerImage": demo.image, "durableObjects": ["AppContainer"],
             "environmentVars": {"GREETING": greeting}}})
         data = body.get("data") or {}
-        story.expect(status == 200 and data.get("prepared"), f"POST /deploy/prepare ({greeting}) -> {status} checks "
+        story.expect(status == 200 and bool(data.get("prepared")), f"POST /deploy/prepare ({greeting}) -> {status} checks "
                      f"{data.get('checks')} cost {data.get('estimatedCost')}")
         if status != 200:
             return

@@ -69,7 +69,7 @@ def _parts(node: ast.expr, assigned: dict[str, ast.expr], returns: dict[str, ast
     if isinstance(node, ast.JoinedStr):
         out: Parts = []
         for value in node.values:
-            out += [value.value] if isinstance(value, ast.Constant) else [None]
+            out += [value.value] if isinstance(value, ast.Constant) and isinstance(value.value, str) else [None]
         return out
     return [None]
 
@@ -95,7 +95,7 @@ def _samples(parts: Parts) -> list[str] | None:
 
 def _path_returns(tree: ast.Module) -> dict[str, ast.expr]:
     """This module's functions whose last `return` is a string expression, by name."""
-    found = {}
+    found: dict[str, ast.expr] = {}
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             values = [n.value for n in ast.walk(node) if isinstance(n, ast.Return) and n.value is not None]

@@ -9,7 +9,7 @@ only started when no rollout already targets the wanted image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cloudflare.errors import (
     Conflict,
@@ -74,6 +74,9 @@ def _config_differs(current: dict, wanted: dict) -> bool:
 
 class ContainersAPI:
     """Mixin over CloudflareTransport."""
+
+    if TYPE_CHECKING:  # provided by CloudflareTransport (bot/cloudflare/transport.py)
+        async def call(self, method: str, path: str, **kw: Any) -> Any: ...
 
     async def registry_credentials(self, account_id: str, domain: str, *, permissions=("push", "pull"),
                                    expiration_minutes: int = 15) -> RegistryCredentials:

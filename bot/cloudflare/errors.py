@@ -8,7 +8,7 @@ Cloudflare's text (redacted) and codes, never the request's token.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from bot.logs import redact
 
@@ -20,6 +20,13 @@ PERMISSION_CODES = {9109, 10000, 10015, 10023}
 NOT_FOUND_CODES = {7003, 10007, 10090, 10092, 100146}
 #: Plan limits.
 QUOTA_CODES = {10075, 10037, 100103}
+
+
+class ErrorItem(TypedDict):
+    """One of an envelope's `errors`, as kept: its code (None when not a number) and redacted message."""
+
+    code: int | None
+    message: str
 
 
 class CloudflareError(Exception):
@@ -37,14 +44,14 @@ class CloudflareAPIError(CloudflareError):
 
     def __init__(self, status: int, errors: list[dict[str, Any]] | None = None, *, method: str = "", path: str = ""):
         self.status = status
-        self.errors = [
+        self.errors: list[ErrorItem] = [
             {"code": _as_int(e.get("code")), "message": redact(str(e.get("message", "")))}
             for e in (errors or [])
             if isinstance(e, dict)
         ]
         self.method = method
         self.path = path
-        first = self.errors[0] if self.errors else {"code": None, "message": f"HTTP {status}"}
+        first: ErrorItem = self.errors[0] if self.errors else {"code": None, "message": f"HTTP {status}"}
         where = f" ({method} {path})" if method else ""
         super().__init__(f"Cloudflare error {first['code']}: {first['message']} [HTTP {status}]{where}")
 

@@ -11,11 +11,12 @@ import hashlib
 import json
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cloudflare.errors import (
+    CloudflareError,
     Conflict,
     NotFound,
     ServerError,
@@ -191,6 +192,14 @@ class WorkersAPI(ResourcesAPI):
     """Mixin over CloudflareTransport (with the binding and trigger calls of `ResourcesAPI`)."""
 
     _version_retry_delays: tuple[float, ...] = VERSION_RETRY_DELAYS
+
+    if TYPE_CHECKING:  # provided by CloudflareTransport (bot/cloudflare/transport.py)
+        max_attempts: int
+        _sleep: Callable[[float], Awaitable[None]]
+
+        async def call(self, method: str, path: str, **kw: Any) -> Any: ...
+
+        def _retry_delay(self, error: CloudflareError, attempt: int) -> float | None: ...
 
     # -- scripts --------------------------------------------------------------------
 

@@ -275,7 +275,7 @@ class RepoConfig(_Strict):
         return next(iter(self.environments), "staging")
 
 
-def _field_of(loc: tuple) -> str:
+def _field_of(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after", "function-before")) or "(root)"
 
 

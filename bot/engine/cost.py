@@ -7,6 +7,7 @@ a repository overrides them under `cost:` in its config.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from bot.engine.appspec import AppSpec
 from bot.engine.config import CostConfig
@@ -111,7 +112,7 @@ def _container_cost(instance: InstanceType, instances: float, hours: float, p: P
 
 
 def estimate_monthly_cost(spec: AppSpec, assumptions: UsageAssumptions | None = None,
-                          pricing: Pricing = PRICING) -> dict:
+                          pricing: Pricing = PRICING) -> dict[str, Any]:
     """`{"monthly", "currency", "monthlyMax", "breakdown", "assumptions", "pricing"}` for `spec`."""
     usage = (assumptions or UsageAssumptions()).merged(spec.cost)
     p = pricing

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cloudflare.errors import (
     CloudflareAPIError,
@@ -23,6 +23,9 @@ from bot.engine.failures import catalogue_error
 from bot.engine.model import RESOURCES
 from bot.errors import FlareshipError
 
+if TYPE_CHECKING:
+    from bot.cloudflare.client import CloudflareClient
+
 #: Worker scripts per account (cloudflare-api.md §2: 10037).
 WORKER_LIMITS = {"free": 100, "paid": 500}
 
@@ -34,14 +37,14 @@ class Facts:
     script_exists: bool = False
     worker_count: int = 0
     workers_plan: str = "unknown"  # free | paid | unknown
-    containers_limits: dict | None = None
+    containers_limits: dict[str, Any] | None = None
     containers_error: str | None = None
     image_digest: str | None = None
     image_error: str | None = None
     exported_classes: set[str] | None = None
     other_owners: set[str] = field(default_factory=set)
     busy_with: str | None = None
-    lock: dict | None = None
+    lock: dict[str, Any] | None = None
 
 
 @dataclass
@@ -64,7 +67,7 @@ def compatibility_problem(value: str, today: date) -> str | None:
     return None
 
 
-def instance_problem(instance_type: str, max_instances: int, limits: dict | None) -> str | None:
+def instance_problem(instance_type: str | dict[str, Any], max_instances: int, limits: dict[str, Any] | None) -> str | None:
     if isinstance(instance_type, dict):  # wrangler's custom form: {vcpu, memory_mib, disk_mb}
         spec: Any = SimpleNamespace(vcpu=float(instance_type.get("vcpu", 0.0625)),
                                     memory_gib=float(instance_type.get("memory_mib", 256)) / 1024,
@@ -155,7 +158,7 @@ def raise_first(checks: dict[str, str], problems: list[Problem], *, step: str | 
     raise FlareshipError(first.code, first.message, step=step, details=details)
 
 
-async def cloudflare_facts(spec: AppSpec, client, account_id: str, facts: Facts) -> Facts:
+async def cloudflare_facts(spec: AppSpec, client: CloudflareClient, account_id: str, facts: Facts) -> Facts:
     """Scripts (count, existence) and the Workers plan / container limits, from Cloudflare."""
     try:
         scripts = await client.list_scripts(account_id)

@@ -22,7 +22,7 @@ def finished(durations: list[float]) -> Deployment:
     return d
 
 
-def running(done: int, running_for: float) -> Deployment:
+def running(done: int, running_for: float) -> tuple[Deployment, datetime]:
     d = Deployment(id="dep_now", environment="staging", app_name="shop", script_name="shop-staging", target="shop",
                    status="in_progress", started_at=T0)
     at = T0

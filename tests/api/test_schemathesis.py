@@ -29,9 +29,9 @@ def run_schemathesis(base_url: str, token: str) -> list[str]:
     experimental.OPEN_API_3_1.enable()
     schema = schemathesis.from_uri(f"{base_url}/openapi.json", base_url=base_url)
     # Rotating the caller's token would lock the run out; it is tested on its own.
-    schema = schema.exclude(operation_id="refreshTokens")
+    selected = schema.exclude(operation_id="refreshTokens")
     runner = schemathesis.runner.from_schema(
-        schema,
+        selected,
         checks=[
             base_checks.not_a_server_error,
             oa_checks.status_code_conformance,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,8 @@ from tests.api.conftest import app_config, wait_final
 
 async def read_events(resp, *, until_end: bool = True, timeout: float = 20.0, max_events: int | None = None):
     """Parse an SSE stream into dicts {id, event, data, comment}; stops at `event: end`."""
-    events, current = [], {}
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
     async with asyncio.timeout(timeout):
         while True:
             raw = await resp.content.readline()

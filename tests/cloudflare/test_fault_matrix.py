@@ -51,7 +51,7 @@ class Op:
     method: str
     pattern: str
     run: Callable[[Any, Any, dict], Awaitable[Any]]
-    setup: Callable[[Any, Any, dict], Awaitable[None]] | None = None
+    setup: Callable[[Any, Any, dict], Awaitable[Any]] | None = None
     count: Callable[[Any, dict], int] | None = None  # objects this call must leave exactly one of
     creates: bool = False  # a creating POST: not blindly retried
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -73,7 +74,7 @@ class SimEnv:
         return self.image(name, tag)
 
     def settings(self, database_url: str, **overrides) -> Settings:
-        values = dict(
+        values: dict[str, Any] = dict(
             cloudflare_api_url=self.api_url,
             cloudflare_api_token=TOKEN,
             cloudflare_account_id=ACCOUNT_ID,

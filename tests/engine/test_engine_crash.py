@@ -35,6 +35,7 @@ def _spawn(sim_env, db_url: str, deployment_id: str, hold: str | None) -> subpro
 async def _wait_for_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    assert proc.stdout is not None
     while True:
         line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline),
                                       timeout=max(0.1, deadline - loop.time()))

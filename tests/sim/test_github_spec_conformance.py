@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
-from multidict import CIMultiDict, MultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 
 from bot.github.paths import github_spec, match_path
 from bot.sim.github.validation import validate_request
@@ -55,8 +55,10 @@ def _body_schema(template: str, method: str) -> dict[str, Any]:
 
 
 def _check(method: str, path: str, body: Any) -> Any:
-    template, params = match_path(path)
-    return validate_request(template, params, method, MultiDict(), CIMultiDict(), json.dumps(body).encode(),
+    matched = match_path(path)
+    assert matched is not None, path
+    template, params = matched
+    return validate_request(template, params, method, MultiDict(), CIMultiDictProxy(CIMultiDict()), json.dumps(body).encode(),
                             "application/json; charset=utf-8")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from bot.store.deliveries import DUPLICATE, REQUEUED, STORED, DeliveryWriter, Ne
 
 
 def make(delivery_id: str, event: str = "push", **kw) -> NewDelivery:
-    values = dict(action=None, installation_id=7, repository="acme/app", payload="{}", received_at=utcnow())
+    values: dict[str, Any] = dict(action=None, installation_id=7, repository="acme/app", payload="{}", received_at=utcnow())
     values.update(kw)
     return NewDelivery(delivery_id=delivery_id, event=event, **values)
 

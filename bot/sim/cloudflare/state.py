@@ -15,8 +15,11 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from bot.sim.cloudflare.faults import FaultInjector
 
 #: Permission names a simulated token can hold ("edit" implies "read").
 PERMISSIONS = (
@@ -228,10 +231,10 @@ class CloudflareSim:
         self.clock = time.monotonic
         #: Check every API request against the Cloudflare OpenAPI files (off only for benchmarks).
         self.validate_requests = True
-        self._last_time = datetime.now(timezone.utc)
+        self._last_time = datetime.now(UTC)
         self._ids = itertools.count(1)
         # faults/latency live in faults.FaultInjector, attached by make_app
-        self.faults = None
+        self.faults: FaultInjector = None  # type: ignore[assignment]  # make_app attaches it
         self.closing = asyncio.Event()
         from bot.sim.cloudflare.storage import StorageSim  # it raises this module's SimError
 
@@ -242,7 +245,7 @@ class CloudflareSim:
         """Sleep for injected latency/timeouts, cut short when the server shuts down."""
         try:
             await asyncio.wait_for(self.closing.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     # -- rate limits -------------------------------------------------------------------
@@ -278,7 +281,7 @@ class CloudflareSim:
 
     def now(self) -> str:
         """Strictly increasing timestamps, so "newest first" is never ambiguous."""
-        current = datetime.now(timezone.utc)
+        current = datetime.now(UTC)
         if current <= self._last_time:
             current = self._last_time + timedelta(microseconds=1)
         self._last_time = current
@@ -342,7 +345,7 @@ class CloudflareSim:
     def _usable(self, token: Token) -> None:
         if token.status != "active":
             raise SimError(401, 9106, f"Authentication error: API token is {token.status}")
-        if token.expires_on and token.expires_on <= datetime.now(timezone.utc).isoformat():
+        if token.expires_on and token.expires_on <= datetime.now(UTC).isoformat():
             raise SimError(401, 9106, "Authentication error: API token has expired")
 
     def account_for(self, token: Token, account_id: str, permission: str | None) -> Account:
@@ -371,7 +374,7 @@ class CloudflareSim:
 
     def _verify_result(self, token: Token) -> dict:
         status = token.status
-        if status == "active" and token.expires_on and token.expires_on <= datetime.now(timezone.utc).isoformat():
+        if status == "active" and token.expires_on and token.expires_on <= datetime.now(UTC).isoformat():
             status = "expired"
         result = {"id": token.id, "status": status}
         if token.expires_on:
@@ -421,6 +424,7 @@ class CloudflareSim:
         result = self.upload_script(account, name, {**metadata, "containers": script.containers}, modules,
                                     deploy=False)
         version = script.version(result["version_id"])
+        assert version is not None  # upload_script just made it
         return {**version.public(), "startup_time_ms": 3}
 
     def upload_script(self, account: Account, name: str, metadata: dict, modules: dict[str, Module], *,
@@ -483,8 +487,8 @@ class CloudflareSim:
             elif action == "delete":
                 after.pop(cls, None)
             elif action == "rename" and cls in after:
-                ns = after.pop(cls)
-                after[arg] = Namespace(ns.id, ns.account_id, ns.script, arg, ns.use_sqlite)
+                renamed = after.pop(cls)
+                after[arg] = Namespace(renamed.id, renamed.account_id, renamed.script, arg, renamed.use_sqlite)
 
         for cls, ns in after.items():  # the script must implement every class the migrations leave
             if classes.get(cls) is not ns and not self._exports_class(modules, cls):
@@ -496,17 +500,17 @@ class CloudflareSim:
             if not binding.get("name"):
                 raise SimError(400, 10021, "binding without a name")
             if kind == "durable_object_namespace":
-                cls = binding.get("class_name")
+                cls = cast(str, binding.get("class_name"))
                 target_script = binding.get("script_name") or name
                 if target_script == name:
-                    ns = after.get(cls)
-                    if ns is None:
+                    bound = after.get(cls)
+                    if bound is None:
                         raise SimError(400, 10061, f"Cannot create binding for class '{cls}' because it is not"
                                                    " currently configured to implement Durable Objects. Did you"
                                                    " forget to apply a migration?")
                     if not self._exports_class(modules, cls):
                         raise SimError(400, 10021, f"Uncaught Error: Durable Object class {cls} is not exported")
-                    binding["namespace_id"] = ns.id
+                    binding["namespace_id"] = bound.id
             elif kind == "plain_text":
                 if not isinstance(binding.get("text"), str):
                     raise SimError(400, 10021, f"plain_text binding {binding['name']} needs a string text")
@@ -521,8 +525,8 @@ class CloudflareSim:
             bindings.append({k: v for k, v in binding.items() if not (kind in ("secret_text", "secret_key")
                                                                        and k in ("text", "key_base64", "key_jwk"))})
         for container in containers:
-            ns = after.get(container.get("class_name"))
-            if ns is None or not ns.use_sqlite:
+            backing = after.get(cast(str, container.get("class_name")))
+            if backing is None or not backing.use_sqlite:
                 raise SimError(400, 10021, f"container class {container.get('class_name')} must be a SQLite-backed"
                                            " Durable Object")
 
@@ -702,7 +706,7 @@ class CloudflareSim:
         if domain != self.registry_host:
             raise SimError(400, 1000, f"unknown registry {domain}")
         password = "cfreg_" + secrets.token_urlsafe(24)
-        expires = datetime.now(timezone.utc) + timedelta(minutes=int(body["expiration_minutes"]))
+        expires = datetime.now(UTC) + timedelta(minutes=int(body["expiration_minutes"]))
         self.registry_passwords[password] = (account.id, set(body["permissions"]), expires)
         return {"account_id": account.id, "registry_host": self.registry_host, "username": "v1",
                 "password": password}
@@ -712,7 +716,7 @@ class CloudflareSim:
         if entry is None:
             return False
         account_id, permissions, expires = entry
-        return (permission in permissions and expires > datetime.now(timezone.utc)
+        return (permission in permissions and expires > datetime.now(UTC)
                 and repository.split("/", 1)[0] == account_id)
 
     def _application(self, account: Account, app_id: str) -> dict:

@@ -192,12 +192,12 @@ def validate_request(*, host_url: str, path: str, method: str, query, headers, c
         except SpecViolation as exc:
             verdict = exc
         _VERDICTS[key] = verdict
-    if verdict is not _OK:
+    if isinstance(verdict, SpecViolation):
         raise type(verdict)(verdict.reason)
 
 
 _OK = object()
-_VERDICTS: OrderedLRU = None  # type: ignore[assignment]  (set below)
+_VERDICTS: OrderedLRU = None  # type: ignore[assignment]  # set below
 
 
 class OrderedLRU(dict):

@@ -61,7 +61,7 @@ class _CachedPathFinder(APICallPathFinder):
         super().__init__(*args, **kwargs)
         self._found: LRUCache = LRUCache(maxsize=4096)
 
-    def find(self, method: str, name: str):  # type: ignore[override]
+    def find(self, method: str, name: str):
         key = (method, name)
         found = self._found.get(key)
         if found is None:
@@ -76,8 +76,10 @@ def openapi() -> OpenAPI:
     checker = _SharedFormatChecker()
     checker.checkers = dict(OAS30WriteValidator.FORMAT_CHECKER.checkers)
     factory = SchemaValidatorsFactory(OAS30WriteValidator, checker)
-    return OpenAPI.from_dict(cast("dict[Hashable, Any]", spec), config=Config(spec_validator_cls=None, schema_validators_factory=factory,
-                                                  path_finder_cls=_CachedPathFinder))
+    # spec_validator_cls=None: the spec is GitHub's own and is not validated on each start
+    config = Config(spec_validator_cls=None, schema_validators_factory=factory,  # type: ignore[arg-type]
+                    path_finder_cls=_CachedPathFinder)
+    return OpenAPI.from_dict(cast("dict[Hashable, Any]", spec), config=config)
 
 
 @functools.cache
