@@ -29,15 +29,15 @@ if TYPE_CHECKING:  # imported for type checkers only; each part is optional unti
 @dataclass
 class Services:
     settings: Settings
-    database: "Database | None" = None
-    http: "aiohttp.ClientSession | None" = None
-    github: "GitHubApp | None" = None
-    engine: "Engine | None" = None
-    reporter: "Reporter | None" = None  # PR workflows: check runs, GitHub deployments, the PR comment
-    metrics: "Metrics | None" = None  # Prometheus hooks (bot.metrics): webhook_delivery, cloudflare_call, rate_limit
-    details_links: "DetailsLinks | None" = None  # signed links to the live page (check runs' Details)
-    pr_state: "PullRequestState | None" = None  # PR commands and the GitHub objects mirroring them
-    comments: "CommentWriter | None" = None  # the one Flareship comment per pull request
+    database: Database | None = None
+    http: aiohttp.ClientSession | None = None
+    github: GitHubApp | None = None
+    engine: Engine | None = None
+    reporter: Reporter | None = None  # PR workflows: check runs, GitHub deployments, the PR comment
+    metrics: Metrics | None = None  # Prometheus hooks (bot.metrics): webhook_delivery, cloudflare_call, rate_limit
+    details_links: DetailsLinks | None = None  # signed links to the live page (check runs' Details)
+    pr_state: PullRequestState | None = None  # PR commands and the GitHub objects mirroring them
+    comments: CommentWriter | None = None  # the one Flareship comment per pull request
 
 
 #: How handlers reach the parts: `request.app[SERVICES]` (defined here, not in bot.app, so that
