@@ -282,6 +282,10 @@ class Reporter:
             self._unsubscribe = None
         await self.drain()
 
+    def writing(self) -> bool:
+        """Whether some tracked deployment's GitHub state is still being written."""
+        return any(t.task is not None and not t.task.done() for t in self._trackers.values())
+
     async def drain(self, timeout: float = 30) -> None:
         """Wait until every tracked deployment's GitHub state is written (tests, shutdown)."""
         tasks = [t.task for t in self._trackers.values() if t.task is not None]

@@ -157,7 +157,7 @@ async def test_bearer_token_flow(http):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     try:
         resolved = await RegistryClient(http).resolve(f"127.0.0.1:{port}/library/app:v1")
         assert resolved.digest == image.digest
@@ -232,7 +232,7 @@ async def test_blob_reads_follow_redirects(http):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     target = await start_registry()
     try:
         copied = await RegistryClient(http).copy_image(f"127.0.0.1:{port}/acme/app:v1", f"{target.host}/cf/app:v1")

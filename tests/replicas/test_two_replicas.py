@@ -101,7 +101,7 @@ async def start_recording_cloudflare_sim() -> tuple[CloudflareSimServer, list[Se
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     sim.registry_host = f"127.0.0.1:{port}"
     server = CloudflareSimServer(sim, runner, "127.0.0.1", port)
     server.seed_account(CF_ACCOUNT_ID, CF_TOKEN, subdomain=CF_SUBDOMAIN)

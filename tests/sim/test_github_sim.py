@@ -414,7 +414,7 @@ async def test_deliver_signs_like_github(github_sim):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     try:
         payload = {"action": "created", "comment": {"body": "/deploy"}, "installation": {"id": INSTALLATION_ID}}
         delivery = await github_sim.deliver("issue_comment", payload, f"http://127.0.0.1:{port}/webhooks/github",

@@ -147,10 +147,9 @@ class Workflow:
             engine_counts = await self.services.engine.counts()
             busy = counts.get("pending", 0) + counts.get("processing", 0) + engine_counts.get("active", 0) \
                 + engine_counts.get("queued", 0)
-            trackers = [t for t in self.services.reporter._trackers.values() if t.task and not t.task.done()]
-            if not busy and not trackers:
+            if not busy and not self.services.reporter.writing():
                 await asyncio.sleep(0.05)
-                if not [t for t in self.services.reporter._trackers.values() if t.task and not t.task.done()]:
+                if not self.services.reporter.writing():
                     return
             assert loop.time() < deadline, f"not settled: deliveries {counts}, engine {engine_counts}"
             await asyncio.sleep(0.02)
