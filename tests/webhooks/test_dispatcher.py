@@ -8,20 +8,14 @@ from datetime import timedelta
 from gidgethub import routing
 
 from bot.dispatcher import Dispatcher, WebhookContext
-from bot.services import Services
-from bot.settings import Settings
 from bot.store import deliveries
 from bot.store.base import utcnow
 from bot.store.deliveries import NewDelivery
+from tests.webhooks.dispatching import services_for, store, wait_until
 
 
 def make(delivery_id: str, event: str = "push", action: str | None = None, payload: str = '{"ref": "main"}') -> NewDelivery:
     return NewDelivery(delivery_id, event, action, 42, "acme/app", payload, utcnow())
-
-
-async def store(database, *items: NewDelivery) -> None:
-    async with database.begin() as conn:
-        await deliveries.insert_deliveries(conn, list(items))
 
 
 def recording_router(seen: list, *, fail_on: str = "boom") -> routing.Router:
@@ -37,17 +31,6 @@ def recording_router(seen: list, *, fail_on: str = "boom") -> routing.Router:
         raise ValueError(f"handler exploded on {event.delivery_id}")
 
     return router
-
-
-async def wait_until(predicate, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
-def services_for(database) -> Services:
-    return Services(settings=Settings(database_url="sqlite:///unused.db"), database=database)
 
 
 async def test_processes_in_order_and_marks_done(database):

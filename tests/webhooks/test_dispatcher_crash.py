@@ -25,8 +25,7 @@ from gidgethub import routing
 from bot.dispatcher import Dispatcher
 from bot.store import deliveries, dispatchers
 from bot.store.db import Database
-from tests.webhooks.test_dispatcher import services_for, store
-from tests.webhooks.test_dispatcher_owners import about
+from tests.webhooks.dispatching import about, services_for, store
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,7 @@ import asyncio
 from bot.dispatcher import Dispatcher
 from bot.store import deliveries, dispatchers
 from bot.store.delivery_order import Blockers, Slot, lane_key
-from tests.webhooks.test_dispatcher import services_for, store, wait_until
-from tests.webhooks.test_dispatcher_owners import about, logging_router
+from tests.webhooks.dispatching import about, logging_router, services_for, store, wait_until
 
 
 async def test_a_slow_delivery_about_no_repository_does_not_hold_up_the_repositories(database):

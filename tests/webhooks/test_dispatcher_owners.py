@@ -17,27 +17,7 @@ from gidgethub import routing
 from bot.dispatcher import Dispatcher
 from bot.store import deliveries, dispatchers
 from bot.store.base import utcnow
-from bot.store.deliveries import NewDelivery
-from tests.webhooks.test_dispatcher import services_for, store, wait_until
-
-
-def about(delivery_id: str, repository: str | None, *, installation: int | None = 42, event: str = "push") -> NewDelivery:
-    return NewDelivery(delivery_id, event, None, installation, repository, '{"ref": "main"}', utcnow())
-
-
-def logging_router(events: list[str], *, hold: set[str] | None = None, release: asyncio.Event | None = None) -> routing.Router:
-    """Handlers that log `start x` / `end x`; the deliveries in `hold` wait for `release`."""
-    router = routing.Router()
-
-    async def handler(event, ctx) -> None:
-        events.append(f"start {event.delivery_id}")
-        if hold and event.delivery_id in hold and release is not None:
-            await release.wait()
-        events.append(f"end {event.delivery_id}")
-
-    for name in ("push", "installation", "installation_repositories", "security_advisory"):
-        router.add(handler, name)
-    return router
+from tests.webhooks.dispatching import about, logging_router, services_for, store, wait_until
 
 
 async def status(database, delivery_id: str) -> tuple[str, str | None]:

@@ -1,0 +1,51 @@
+"""Helpers shared by the dispatcher tests: storing deliveries, waiting for a condition, services."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from gidgethub import routing
+
+from bot.services import Services
+from bot.settings import Settings
+from bot.store import deliveries
+from bot.store.base import utcnow
+from bot.store.db import Database
+from bot.store.deliveries import NewDelivery
+
+
+async def store(database: Database, *items: NewDelivery) -> None:
+    async with database.begin() as conn:
+        await deliveries.insert_deliveries(conn, list(items))
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def services_for(database: Database) -> Services:
+    return Services(settings=Settings(database_url="sqlite:///unused.db"), database=database)
+
+
+def about(delivery_id: str, repository: str | None, *, installation: int | None = 42, event: str = "push") -> NewDelivery:
+    return NewDelivery(delivery_id, event, None, installation, repository, '{"ref": "main"}', utcnow())
+
+
+def logging_router(events: list[str], *, hold: set[str] | None = None, release: asyncio.Event | None = None) -> routing.Router:
+    """Handlers that log `start x` / `end x`; the deliveries in `hold` wait for `release`."""
+    router = routing.Router()
+
+    async def handler(event: Any, ctx: Any) -> None:
+        events.append(f"start {event.delivery_id}")
+        if hold and event.delivery_id in hold and release is not None:
+            await release.wait()
+        events.append(f"end {event.delivery_id}")
+
+    for name in ("push", "installation", "installation_repositories", "security_advisory"):
+        router.add(handler, name)
+    return router
