@@ -22,7 +22,7 @@ Clock = Callable[[], datetime]
 class GitHubInstallations(Protocol):
     """Installation-authenticated GitHub clients (a gidgethub `GitHubAPI`; its calls are untyped JSON)."""
 
-    async def client(self, installation_id: int | None, /) -> Any: ...
+    async def client(self, installation_id: int, /) -> Any: ...
 
 
 class CloudflareAccounts(Protocol):
