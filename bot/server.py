@@ -329,6 +329,7 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._guard.admit(self):
             self._refused = True
+            self._discarding = True  # whatever it sends is not read
             transport.write(raw_error_response(503, "SYS_002", "Too many connections; retry shortly", retry_after=1))  # type: ignore[attr-defined]
             transport.close()
             return
