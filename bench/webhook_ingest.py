@@ -240,6 +240,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self) -> None:
         request = self.load.next_request()
+        assert self.transport is not None  # sent from connection_made on
         if request is None:
             self.transport.close()
             return
@@ -499,7 +500,7 @@ def _one_run(kind: str, workdir: str, body: bytes, concurrency: int, args) -> tu
     return result, line
 
 
-def _pooled(results: list[Result] | list[WrkResult]) -> Result | WrkResult:
+def _pooled(results: list[Result | WrkResult]) -> Result | WrkResult:
     """All rounds' latencies together; throughput is the median round's (rounds differ in length).
     wrk reports percentiles only: then each figure is the median of the rounds' figures."""
     if results and isinstance(results[0], WrkResult):
@@ -516,8 +517,8 @@ def _pooled(results: list[Result] | list[WrkResult]) -> Result | WrkResult:
         assert isinstance(result, Result)
         pooled.latencies += result.latencies
     ordered = sorted(results, key=lambda r: r.rps)
-    median = ordered[len(ordered) // 2]
-    pooled.elapsed = len(pooled.latencies) / median.rps if median.rps else 0.0
+    middle_round = ordered[len(ordered) // 2]
+    pooled.elapsed = len(pooled.latencies) / middle_round.rps if middle_round.rps else 0.0
     return pooled
 
 
@@ -562,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     with tempfile.TemporaryDirectory(prefix="flareship-bench-") as workdir:
         for concurrency in args.concurrency:
-            runs: dict[str, list[Result]] = {"bare": [], "flareship": []}
+            runs: dict[str, list[Result | WrkResult]] = {"bare": [], "flareship": []}
             for round_number in range(1, args.rounds + 1):
                 for kind in ("bare", "flareship"):
                     result, line = _one_run(kind, workdir, body, concurrency, args)
