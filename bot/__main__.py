@@ -18,8 +18,6 @@ def package_version() -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from bot.app import init_app
     from bot.logs import configure_logging, register_secret
 
@@ -32,10 +30,11 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     from bot.runtime import freeze_startup_objects
+    from bot.server import run
 
     app = init_app(settings)
     app.on_startup.append(freeze_startup_objects)  # last: after every part has started
-    web.run_app(app, host=host, port=port, print=None)
+    run(app, settings, host=host, port=port)
     return 0
 
 
