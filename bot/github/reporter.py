@@ -92,7 +92,7 @@ def default_promote_target(deployment: Any) -> str | None:
 def check_run_actions(deployment: Any, promote_target: str | None) -> list[dict[str, str]]:
     """Buttons by final state: Retry (failed), Roll back (live), Promote (live on a pre-stage)."""
     actions: list[dict[str, str]] = []
-    if deployment.kind == "deploy" and deployment.status in ("failed", "rolled_back"):
+    if deployment.kind == "deploy" and deployment.status == "failed":
         actions.append({"label": "Retry", "identifier": "retry",
                         "description": f"Resume from the failed step on {deployment.environment}"})
     if deployment.status == "completed" and not deployment.options.dry_run and deployment.kind == "deploy":

@@ -147,7 +147,7 @@ class CommentCommand:
         return None
 
     async def do_retry(self, claim: Claim, command: Command, config: RepoConfig, environment: str | None) -> None:
-        failed = await self._latest(environment, ("failed", "rolled_back"))
+        failed = await self._latest(environment, ("failed",))
         if failed is None:
             where = f" on **{environment}**" if environment else ""
             return await claim.refuse(f"this pull request has no failed deployment{where} to retry.")

@@ -115,3 +115,9 @@ def test_a_finished_rollback_offers_no_buttons():
     d = deployment(kind="rollback", status="completed", rollback_of="dep_0")
     assert check_run_actions(d, "production") == []
     assert render_check_run(d, details_url="u")["output"]["title"] == "staging rolled back"
+
+
+def test_retry_is_offered_for_failed_deployments_only():
+    """A rolled-back deployment is not retryable (the engine answers DEPLOY_010), so no Retry button."""
+    assert [a["identifier"] for a in check_run_actions(deployment(status="failed"), None)] == ["retry"]
+    assert check_run_actions(deployment(status="rolled_back"), None) == []
