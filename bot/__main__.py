@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     from bot.logs import configure_logging, register_secret
 
     settings = load_serving_settings()  # every problem at once (bot/settings.py)
+    assert settings.github_webhook_secret is not None  # a missing one is among those problems
     register_secret(settings.github_webhook_secret.get_secret_value(), pinned=True)
     register_secret(settings.private_key_pem(), pinned=True)
     if settings.cloudflare_api_token:
@@ -52,7 +53,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     try:
-        settings.async_database_url
+        _ = settings.async_database_url  # an unusable DATABASE_URL raises here
     except ValueError as exc:
         raise SettingsError([str(exc)]) from None
     configure_logging(settings.log_level, settings.log_format)
