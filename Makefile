@@ -18,7 +18,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/flareship demo
 
-test: $(STAMP)
+# lint first: ruff and mypy must pass before the tests run (and so in CI, which runs `make test`)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # ruff (lint, import order) and mypy, both configured in pyproject.toml
