@@ -61,7 +61,7 @@ async def deploy(workflow, name: str, *, policy: str = CONFIG) -> dict:
     seed_resources(workflow.cloudflare_sim.sim)
     await workflow.comment("/deploy staging")
     runs = workflow.check_runs(HEAD_SHA, "staging")
-    assert runs, "no check run"
+    assert runs, f"no check run; the PR says: {[c.body for c in workflow.sim.repo(REPOSITORY).comments.values()]}"
     return runs[-1]
 
 
