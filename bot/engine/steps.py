@@ -20,6 +20,7 @@ import httpx
 
 from bot.cloudflare.client import CloudflareClient
 from bot.cloudflare.errors import CloudflareError
+from bot.cloudflare.registry import ImageRef
 from bot.cloudflare.workers import WorkerModule, sqlite_migration
 from bot.engine import assets_step, images, oci_layout
 from bot.engine.appspec import AppSpec
@@ -176,16 +177,24 @@ async def upload_container(ctx: StepContext) -> str:
             await ctx.log(f"Dry run: {container.image} resolves to {pinned.digest}; nothing copied")
             return "completed"
         pinned = await images.ensure_in_registry(registry, source, target, ctx.account_id)
-    except CloudflareError as exc:
-        images.forget_credentials(ctx.clients, ctx.account_id, target)
-        raise step_failure(exc, CONTAINER) from None
-    except BaseException:
-        images.forget_credentials(ctx.clients, ctx.account_id, target)
+    except BaseException as exc:
+        _registry_failed(ctx, target, exc)
         raise
-    ctx.state.image = images.configuration_image(pinned)
-    ctx.state.image_digest = pinned.digest
+    _pin_image(ctx, pinned)
     await ctx.log(f"Image {container.image} pinned as {ctx.state.image}")
     return "completed"
+
+
+def _registry_failed(ctx: StepContext, target: images.RegistryTarget, exc: BaseException) -> None:
+    """A registry failure drops the cached credentials (they may be why) and reads a Cloudflare error as step 4's."""
+    images.forget_credentials(ctx.clients, ctx.account_id, target)
+    if isinstance(exc, CloudflareError):
+        raise step_failure(exc, CONTAINER) from None
+
+
+def _pin_image(ctx: StepContext, pinned: ImageRef) -> None:
+    ctx.state.image = images.configuration_image(pinned)
+    ctx.state.image_digest = pinned.digest
 
 
 async def _push_built_image(ctx: StepContext, build: BuildSource, target: images.RegistryTarget) -> str:
@@ -198,14 +207,10 @@ async def _push_built_image(ctx: StepContext, build: BuildSource, target: images
     try:
         registry = await images.registry_client_for(ctx.client, ctx.clients, ctx.account_id, target)
         pinned = await oci_layout.push_layout(registry, layout, destination)
-    except CloudflareError as exc:
-        images.forget_credentials(ctx.clients, ctx.account_id, target)
-        raise step_failure(exc, CONTAINER) from None
-    except BaseException:
-        images.forget_credentials(ctx.clients, ctx.account_id, target)
+    except BaseException as exc:
+        _registry_failed(ctx, target, exc)
         raise
-    ctx.state.image = images.configuration_image(pinned)
-    ctx.state.image_digest = pinned.digest
+    _pin_image(ctx, pinned)
     await ctx.log(f"Built image {build.build.image} pushed as {destination}, pinned as {ctx.state.image}")
     return "completed"
 
