@@ -24,6 +24,7 @@ from bot.engine.config import (
     RepoConfig,
     validation_error,
 )
+from bot.engine.preview_spec import PreviewSpec
 from bot.engine.wrangler_app import merge_app_fields, wrangler_app
 from bot.errors import FlareshipError
 
@@ -140,6 +141,8 @@ class AppSpec(BaseModel):
     assets: dict[str, Any] | None = None
     #: `app.build`: the modules, assets and image come from this CI artifact (bot/engine/artifacts.py).
     build: BuildConfig | None = None
+    #: Set for a pull request's preview (bot/engine/preview_app.py).
+    preview: PreviewSpec | None = None
 
     def bindings(self) -> list[dict[str, Any]]:
         """Worker metadata bindings in wrangler's order: vars, resources, Durable Objects, ..."""

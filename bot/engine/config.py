@@ -31,6 +31,8 @@ BINDING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 INSTANCE_TYPES = ("lite", "basic", "standard-1", "standard-2", "standard-3", "standard-4")
 PERMISSIONS = ("read", "triage", "write", "maintain", "admin")
+#: The name commands, check runs and `GET /deployments?environment=` use for every PR's preview.
+PREVIEW_ENVIRONMENT = "preview"
 
 
 def _class_name(value: str) -> str:
@@ -219,6 +221,22 @@ class CostConfig(_Strict):
     average_running_instances: float | None = Field(default=None, ge=0)
 
 
+class PreviewsConfig(_Strict):
+    """`previews:` (PRODUCT.md "Previews"): one preview per pull request, hung off the `from` environment."""
+
+    enabled: bool = False
+    #: push: every push to an open PR (authors meeting `from`'s permission); comment: only `/deploy preview`.
+    trigger: Literal["push", "comment"] = "push"
+    #: The environment whose Cloudflare token, account, parent Worker and bindings a preview uses.
+    from_: str = Field(default="staging", alias="from")
+    #: Open previews per repository; a PR over it is told why instead of evicting another.
+    max: int = Field(default=20, ge=1, le=1000)
+    #: previews: Cloudflare's Worker Previews of `from`'s script; script: a Worker `{script}-pr-<N>` per PR.
+    mode: Literal["previews", "script"] = "previews"
+    #: Previews run the PR's code with the account's bindings: fork PRs only when this says so.
+    allow_forks: bool = False
+
+
 def _default_environments() -> dict[str, EnvironmentConfig]:
     return {"staging": EnvironmentConfig(), "production": EnvironmentConfig()}
 
@@ -230,6 +248,7 @@ class RepoConfig(_Strict):
     allow_forks: bool = False
     default_environment: str | None = None
     cost: CostConfig = Field(default_factory=CostConfig)
+    previews: PreviewsConfig = Field(default_factory=PreviewsConfig)
 
     @field_validator("environments", mode="before")
     @classmethod
@@ -249,6 +268,13 @@ class RepoConfig(_Strict):
                 raise ValueError(f"environments.{name}.after cannot name itself")
         if self.default_environment and self.default_environment not in self.environments:
             raise ValueError(f"default_environment {self.default_environment!r} is not an environment")
+        if self.previews.enabled:
+            if PREVIEW_ENVIRONMENT in self.environments:
+                raise ValueError(f"environments.{PREVIEW_ENVIRONMENT}: the name is taken by previews "
+                                 "(rename the environment, or leave previews.enabled off)")
+            if self.previews.from_ not in self.environments:
+                raise ValueError(f"previews.from names unknown environment {self.previews.from_!r} "
+                                 f"(defined: {', '.join(sorted(self.environments)) or 'none'})")
         return self
 
     def environment(self, name: str) -> EnvironmentConfig:

@@ -37,7 +37,7 @@ NO_EFFECT: dict[str, str] = {
     "keep_names": "bundling option; Flareship uploads the built modules as they are",
     "no_bundle": "Flareship never bundles: it uploads the modules as they are",
     "find_additional_modules": "Flareship uploads every module beside the main module",
-    "previews": "wrangler preview's settings; Flareship's previews are configured in .github/flareship.yml",
+    "previews": "bindings of a pull request's preview only (bot/engine/preview_bindings.py), not of an environment",
     "usage_model": "deprecated and ignored by wrangler 4",
     "legacy_env": "only `true` (the default) is supported",
 }
