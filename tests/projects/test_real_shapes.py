@@ -25,11 +25,7 @@ from tests.workflows.conftest import BASE_SHA, CONFIG, HEAD_SHA, REPOSITORY
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "projects"
 #: Shapes deployed end to end (the container one needs images on a real registry: its metadata is checked below).
 DEPLOYED = [
-    # Known issue: in a full-suite run (never alone, nor after tests/engine, tests/github or tests/api) the first
-    # shape's /deploy is refused before any check run; the assertion prints what the PR was told.
-    pytest.param("d1-typescript", marks=pytest.mark.xfail(reason="order-dependent refusal in full-suite runs",
-                                                           strict=False)),
-    "kv-todo", "durable-objects", "environments", "crons", "routes", "services-queues"]
+    "d1-typescript", "kv-todo", "durable-objects", "environments", "crons", "routes", "services-queues"]
 ZONE = "e" * 32
 
 
@@ -164,3 +160,16 @@ def test_only_migrations_after_the_scripts_tag_are_sent():
     with pytest.raises(FlareshipError):
         resolve_repository_app(parse_repo_config(""), "staging", repository=REPOSITORY, sha=HEAD_SHA,
                                wrangler={**wrangler, "migrations": [{"tag": "v1"}, {"tag": "v1"}]})
+
+
+def test_every_fixture_file_is_tracked_by_git():
+    """A fixture file git ignores exists only where it was written: a fresh clone (CI) lacks it."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (FIXTURES.parents[2] / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = [str(p) for p in FIXTURES.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=FIXTURES,
+                             capture_output=True, text=True).stdout.split()
+    assert not ignored, f"git ignores these fixture files: {ignored}"
