@@ -148,14 +148,16 @@ async def wait_ready(http: aiohttp.ClientSession, replica: Replica, timeout: flo
     raise AssertionError(f"{replica.name} not ready within {timeout}s:\n{replica.tail()}")
 
 
-async def until(probe: Callable[[], Awaitable[Any]], what: str, timeout: float) -> Any:
+async def until(probe: Callable[[], Awaitable[Any]], what: str, timeout: float,
+                describe: Callable[[], Awaitable[str]] | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = await probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = await describe() if describe else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
         await asyncio.sleep(0.05)
 
 
@@ -253,7 +255,16 @@ async def test_two_replicas_share_work_and_budget_and_survive_a_sigkill(
                     and len(runs) == 2 and all(r["status"] == "completed" for r in runs)
                     and not await rows("SELECT target FROM leases") and await all_handled())
 
-        await until(finished, "both deployments to end on the survivor", 40)
+        async def where_things_stand() -> str:
+            final = await rows("SELECT id, repository, status FROM deployments")
+            runs = [(repo, r["name"], r["status"], r.get("conclusion")) for repo in REPOS
+                    for r in sim.repo(repo).check_runs.values()]
+            leases = await rows("SELECT target, holder, expires_at FROM leases")
+            deliveries = await rows("SELECT delivery_id, event, status, attempts FROM webhook_deliveries")
+            return (f"\ndeployments: {final}\ncheck runs: {runs}\nleases: {leases}\n"
+                    f"deliveries: {deliveries} (acknowledged {len(acknowledged)})")
+
+        await until(finished, "both deployments to end on the survivor", 40, where_things_stand)
         print(f"\nreplicas ready, deployed, one killed and taken over in {time.monotonic() - started:.1f}s")
 
         # Every acknowledged delivery was handled once: stored once, claimed once, done.
