@@ -13,6 +13,7 @@ from bot.cloudflare.errors import (
     CloudflareTimeout,
     Conflict,
     NotFound,
+    ParentWorkerMissing,
     PermissionDenied,
     QuotaExceeded,
     RateLimited,
@@ -21,6 +22,16 @@ from bot.cloudflare.errors import (
     TransportError,
     UnexpectedResponse,
     ValidationFailed,
+)
+from bot.cloudflare.previews import (
+    Preview,
+    PreviewDeployment,
+    build_preview_metadata,
+    pr_application_name,
+    pr_script_name,
+    preview_env,
+    preview_migrations,
+    preview_name,
 )
 from bot.cloudflare.registry import ImageRef, RegistryClient, RegistryError, parse_image_ref
 from bot.cloudflare.workers import (
@@ -33,10 +44,11 @@ from bot.cloudflare.workers import (
 
 __all__ = [
     "AccountPlan", "AuthenticationError", "BudgetExhausted", "CloudflareAPIError", "CloudflareClient",
-    "CloudflareClients", "CloudflareError", "CloudflareTimeout", "Conflict", "ContainerDeployResult",
-    "ImageRef", "NotFound", "PermissionDenied", "PermissionReport", "QuotaExceeded", "RateLimited",
-    "RegistryClient", "RegistryCredentials", "RegistryError", "RequestBudget", "ServerError",
-    "TokenInactive", "TokenInfo", "TransportError", "UnexpectedResponse", "ValidationFailed",
-    "WorkerModule", "application_name", "build_upload_metadata", "durable_object_binding",
-    "parse_image_ref", "sqlite_migration", "var_bindings",
+    "CloudflareClients", "CloudflareError", "CloudflareTimeout", "Conflict", "ContainerDeployResult", "ImageRef",
+    "NotFound", "ParentWorkerMissing", "PermissionDenied", "PermissionReport", "Preview", "PreviewDeployment",
+    "QuotaExceeded", "RateLimited", "RegistryClient", "RegistryCredentials", "RegistryError", "RequestBudget",
+    "ServerError", "TokenInactive", "TokenInfo", "TransportError", "UnexpectedResponse", "ValidationFailed",
+    "WorkerModule", "application_name", "build_preview_metadata", "build_upload_metadata", "durable_object_binding",
+    "parse_image_ref", "pr_application_name", "pr_script_name", "preview_env", "preview_migrations", "preview_name",
+    "sqlite_migration", "var_bindings",
 ]

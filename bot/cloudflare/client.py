@@ -1,7 +1,7 @@
 """`CloudflareClient`: one token's view of the Cloudflare API, composed of one module per concern.
 
 Transport (envelope, budget, retries) lives in `transport.py`; the operations in `accounts.py`,
-`workers.py` and `containers.py`. Nothing here imports the 100 MB `cloudflare` SDK (see
+`workers.py`, `containers.py` and `previews.py`. Nothing here imports the 100 MB `cloudflare` SDK (see
 cloudflare-api.md §15).
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from bot.cloudflare.accounts import AccountsAPI
 from bot.cloudflare.containers import ContainersAPI
+from bot.cloudflare.previews import PreviewsAPI
 from bot.cloudflare.transport import CloudflareTransport
 from bot.cloudflare.workers import WorkersAPI
 
 
-class CloudflareClient(AccountsAPI, WorkersAPI, ContainersAPI, CloudflareTransport):
+class CloudflareClient(AccountsAPI, WorkersAPI, ContainersAPI, PreviewsAPI, CloudflareTransport):
     """`CloudflareClient(http, *, base_url, api_token, budget=None, sleep=asyncio.sleep, ...)`."""

@@ -17,7 +17,10 @@ AUTH_CODES = {1000, 6003, 6111, 6103, 9106, 10001}
 #: Codes that mean "valid token, but not allowed here".
 PERMISSION_CODES = {9109, 10000, 10015, 10023}
 #: Codes that mean "not found".
-NOT_FOUND_CODES = {7003, 10007, 10090, 10092, 100146}
+NOT_FOUND_CODES = {7003, 10007, 10025, 10090, 10092, 100146}
+#: Worker Previews: the Preview does not exist (10025), it has no deployment yet (10222).
+PREVIEW_MISSING_CODE = 10025
+NO_PREVIEW_DEPLOYMENT_CODE = 10222
 #: Plan limits.
 QUOTA_CODES = {10075, 10037, 100103}
 
@@ -90,6 +93,22 @@ class PermissionDenied(CloudflareAPIError):
 
 class NotFound(CloudflareAPIError):
     """404 / 7003 / 10007 ...: the object (or the account id) does not exist."""
+
+
+class ParentWorkerMissing(NotFound):
+    """10007 from a Worker Previews call: the Worker a Preview hangs off does not exist yet.
+
+    Raised by `bot/cloudflare/previews.py` (never by `classify`, since 10007 also means other
+    things): the caller deploys the parent Worker first, or reports that it has to be.
+    """
+
+    def __init__(self, status, errors=None, *, method="", path="", worker: str = ""):
+        super().__init__(status, errors, method=method, path=path)
+        self.worker = worker
+
+    def __str__(self) -> str:
+        return (f"the Worker {self.worker!r} does not exist yet on this account, so it has no Previews: deploy"
+                f" it first (Cloudflare error {self.code} [HTTP {self.status}] {self.method} {self.path})")
 
 
 class QuotaExceeded(CloudflareAPIError):

@@ -145,11 +145,18 @@ def build_upload_metadata(
     return metadata
 
 
-def upload_parts(metadata: dict, modules: Iterable[WorkerModule]) -> list:
-    """httpx `files=`: the metadata part, then one part per module named after the module."""
-    parts: list = [("metadata", ("metadata.json", json.dumps(metadata).encode(), "application/json"))]
+def upload_parts(metadata: dict, modules: Iterable[WorkerModule], *, module_part: str | None = None) -> list:
+    """httpx `files=`: the metadata part, then one part per module (filename and type the module's).
+
+    A script or version upload names each part after its module and sends the metadata as a
+    `metadata.json` file; a Worker Preview deployment (`module_part="files"`, bot/cloudflare/previews.py)
+    names every module part `files` and sends the metadata as a plain field without a Content-Type,
+    as wrangler's FormData does.
+    """
+    encoded = json.dumps(metadata).encode()
+    parts: list = [("metadata", (None, encoded) if module_part else ("metadata.json", encoded, "application/json"))]
     for module in modules:
-        parts.append((module.name, (module.name, module.content, module.media_type)))
+        parts.append((module_part or module.name, (module.name, module.content, module.media_type)))
     return parts
 
 

@@ -1,5 +1,6 @@
 """HTTP face of the simulated Cloudflare: the API under /client/v4, deployed Workers under
-/__workers/{subdomain}/{script}/..., and a built-in OCI registry under /v2/.
+/__workers/{subdomain}/{script}/... (a Worker Preview at /__workers/{subdomain}/{slug}-{worker}), and a
+built-in OCI registry under /v2/.
 
 One middleware does what every API call shares: latency, fault injection, auth header parsing,
 OpenAPI validation against the two Cloudflare spec files, the envelope and the request log.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 
@@ -16,6 +18,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.sim.cloudflare.faults import FaultInjector
+from bot.sim.cloudflare.previews import PreviewDeploymentState, PreviewState
 from bot.sim.cloudflare.state import CloudflareSim, Module, SimError
 from bot.sim.cloudflare.validation import PREFIX, SpecViolation, UnknownRoute, validate_request
 from bot.sim.registry import RegistryState, make_registry_routes
@@ -141,8 +144,17 @@ async def cloudflare_middleware(request: web.Request, handler):
         sim.requests.append((request.method, api_path, status))
 
 
-async def _read_parts(request: web.Request) -> dict[str, Module]:
-    """Every part of a multipart body by name; a malformed body is Cloudflare's 400, not a 500."""
+#: A Worker Preview deployment names every module part `files` (the module name is the filename).
+FILES_PART = "files"
+
+
+def _is_preview_deployment(api_path: str) -> bool:
+    return "/workers/workers/" in api_path and api_path.rstrip("/").endswith("/deployments")
+
+
+async def _read_parts(request: web.Request, *, by_filename: bool = False) -> dict[str, Module]:
+    """Every part of a multipart body by name (`by_filename`: `files` parts by their filename, as a
+    Preview deployment sends them); a malformed body is Cloudflare's 400, not a 500."""
     parts: dict[str, Module] = {}
     try:
         reader = await request.multipart()
@@ -154,6 +166,12 @@ async def _read_parts(request: web.Request) -> dict[str, Module]:
                 raise SimError(400, 10021, "nested multipart bodies are not accepted")
             data = bytes(await part.read(decode=False))
             name = part.name or ""
+            if by_filename and name == FILES_PART:
+                name = part.filename or ""
+                if not name or name == "metadata":
+                    raise SimError(400, 10021, "a files part needs a filename (the module name)")
+            elif by_filename and name != "metadata":
+                raise SimError(400, 10021, f"unexpected part {name!r}: modules are sent as files parts")
             if name in parts:
                 raise SimError(400, 10021, f"duplicate part {name!r}")
             parts[name] = Module(name, part.headers.get("Content-Type", "application/octet-stream").split(";")[0],
@@ -169,7 +187,7 @@ async def _prepare(request: web.Request, api_path: str) -> None:
     body: bytes | None = None
     metadata = None
     if request.content_type.startswith("multipart/"):
-        parts = await _read_parts(request)
+        parts = await _read_parts(request, by_filename=_is_preview_deployment(api_path))
         if api_path.endswith("/workers/assets/upload"):  # parts named by hash (bot/sim/cloudflare/assets.py)
             request[MODULES] = parts
             parts, meta_part = {}, None
@@ -192,7 +210,9 @@ async def _prepare(request: web.Request, api_path: str) -> None:
             except ValueError:
                 raise SimError(400, 6007, "Malformed JSON in request body") from None
     if sim.validate_requests:
-        validate_request(host_url=f"{request.scheme}://{request.host}", path=request.path, method=request.method,
+        # A Preview is named by its percent-encoded name (`feature%2Flogin`): one path segment.
+        path = request.raw_path.split("?", 1)[0] if "/workers/workers/" in api_path else request.path
+        validate_request(host_url=f"{request.scheme}://{request.host}", path=path, method=request.method,
                          query=request.query, headers=request.headers, content_type=request.content_type or "",
                          body=body, metadata=metadata)
 
@@ -547,6 +567,9 @@ async def unknown_route(request):
 async def serve_worker(request: web.Request) -> web.Response:
     """What `https://{script}.{subdomain}.workers.dev/...` would answer, for the deployed version."""
     sim = request.app[SIM]
+    preview = sim.previews.find_served(request.match_info["subdomain"], request.match_info["script"])
+    if preview is not None:
+        return serve_preview(request, *preview)
     served = sim.find_served(request.match_info["subdomain"], request.match_info["script"])
     if served is None:
         return web.Response(status=404, text="There is nothing here yet")
@@ -563,6 +586,30 @@ async def serve_worker(request: web.Request) -> web.Response:
             "path": "/" + request.match_info.get("tail", ""), "status": health,
             "containers": sim.container_images(script)}
     return web.json_response(body, status=500 if health == "failing" else 200)
+
+
+def serve_preview(request: web.Request, preview: PreviewState, deployment: PreviewDeploymentState) -> web.Response:
+    """What a Preview URL (its latest deployment) or a deployment URL answers: like a Worker, plus
+    the Durable Object namespaces its bindings reach (the Preview's own)."""
+    sim = request.app[SIM]
+    from bot.sim.cloudflare.assets import serve_asset
+
+    asset = serve_asset(sim, deployment.metadata, "/" + request.match_info.get("tail", ""))
+    if asset is not None:
+        return asset
+    main = deployment.modules.get(deployment.metadata.get("main_module", ""))
+    body = {"script": preview.worker, "preview": preview.name, "preview_id": preview.id,
+            "deployment_id": deployment.id, "deployment_number": deployment.number,
+            "path": "/" + request.match_info.get("tail", ""), "status": "healthy",
+            "main_module_sha256": hashlib.sha256(main.content).hexdigest() if main else None,
+            "annotations": deployment.annotations,
+            "durable_objects": {name: b.get("namespace_id") for name, b in deployment.env.items()
+                                if b.get("type") == "durable_object_namespace"},
+            "vars": {name: b.get("text") if b.get("type") == "plain_text" else b.get("json")
+                     for name, b in deployment.env.items() if b.get("type") in ("plain_text", "json")},
+            "secrets": sorted(name for name, b in deployment.env.items() if b.get("type") in ("secret_text",
+                                                                                              "secret_key"))}
+    return web.json_response(body)
 
 
 def _registry_authorizer(sim: CloudflareSim):
@@ -594,9 +641,11 @@ def make_app(sim: CloudflareSim, *, registry: RegistryState | None = None) -> we
     app.router.add_route("*", "/__workers/{subdomain}/{script}/{tail:.*}", serve_worker)
     app.add_routes(make_registry_routes(app[REGISTRY], _registry_authorizer(sim)))
     from bot.sim.cloudflare.assets import assets_routes
+    from bot.sim.cloudflare.preview_routes import preview_routes
     from bot.sim.cloudflare.storage_routes import storage_routes  # it imports this module's helpers
 
     app.add_routes(storage_routes)  # before `routes`, whose last route catches every other path
+    app.add_routes(preview_routes)
     app.add_routes(assets_routes)
     app.add_routes(routes)
     return app

@@ -240,6 +240,10 @@ class CloudflareSim:
 
         #: KV, D1, R2, queues, secrets and schedules (bot/sim/cloudflare/storage.py).
         self.storage = StorageSim()
+        from bot.sim.cloudflare.previews import PreviewSim  # it imports this module's types
+
+        #: Worker Previews of the parent Workers in `scripts` (bot/sim/cloudflare/previews.py).
+        self.previews = PreviewSim(self)
 
     async def stall(self, seconds: float) -> None:
         """Sleep for injected latency/timeouts, cut short when the server shuts down."""
@@ -624,6 +628,7 @@ class CloudflareSim:
         self._script(account.id, name)
         self.scripts.pop((account.id, name))
         self.storage.forget_script(account.id, name)
+        self.previews.forget_worker(account.id, name)
         for ns_id in [i for i, ns in self.namespaces.items() if ns.account_id == account.id and ns.script == name]:
             self.namespaces.pop(ns_id)
 

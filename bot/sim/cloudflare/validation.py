@@ -1,4 +1,5 @@
-"""Checks every request to the simulated Cloudflare against the two Cloudflare OpenAPI files.
+"""Checks every request to the simulated Cloudflare against the Cloudflare OpenAPI files (the 2024
+subset, and this project's Containers and Worker Previews documents).
 
 The official 2024 spec lags the live API; the drift documented in bot/sim/specs/README.md is
 patched in here (and only that), so the simulator accepts what Cloudflare accepts today:
@@ -120,17 +121,28 @@ class _Request:
 
 @lru_cache(maxsize=1)
 def _apis() -> tuple[tuple[OpenAPI, dict], ...]:
+    """(containers, the 2024 Cloudflare subset, Worker Previews); `_metadata_schema` relies on the order."""
     # openapi-core's path templates log every pattern they compile at DEBUG; that is noise.
     logging.getLogger("parse").setLevel(logging.WARNING)
     cf = _patch_cloudflare(json.loads((SPECS / "cloudflare-openapi-subset.json").read_text()))
     containers = _patch_containers(json.loads((SPECS / "cloudflare-containers-subset.json").read_text()))
-    return ((OpenAPI.from_dict(containers), containers), (OpenAPI.from_dict(cf), cf))
+    # Written by this project like the containers document: no drift to patch but the server.
+    previews = _patch_containers(json.loads((SPECS / "cloudflare-previews-subset.json").read_text()))
+    return ((OpenAPI.from_dict(containers), containers), (OpenAPI.from_dict(cf), cf),
+            (OpenAPI.from_dict(previews), previews))
 
 
 @lru_cache(maxsize=1)
 def _validators() -> tuple[tuple[V30RequestParametersValidator, V30RequestBodyValidator], ...]:
     """Built once: constructing openapi-core validators costs more than validating."""
     return tuple((V30RequestParametersValidator(api.spec), V30RequestBodyValidator(api.spec)) for api, _ in _apis())
+
+
+@lru_cache(maxsize=1)
+def _preview_metadata_schema() -> dict:
+    """The `metadata` part of a Worker Preview deployment (`DeploymentMetadata`)."""
+    _, previews = _apis()[2]
+    return {"components": previews["components"], "$ref": "#/components/schemas/DeploymentMetadata"}
 
 
 @lru_cache(maxsize=2)
@@ -240,7 +252,10 @@ def _validate(*, host_url: str, path: str, method: str, query, headers, content_
     else:
         raise UnknownRoute(f"{method.upper()} {path} is not in the Cloudflare specs ({type(last).__name__})")
     if multipart and metadata is not None:
-        schema = _metadata_schema(path.rstrip("/").endswith("/versions"))
+        if "/workers/workers/" in path:
+            schema = _preview_metadata_schema()
+        else:
+            schema = _metadata_schema(path.rstrip("/").endswith("/versions"))
         validator = jsonschema.Draft4Validator(schema)
         errors = sorted(validator.iter_errors(metadata), key=lambda e: list(e.path))
         if errors:
