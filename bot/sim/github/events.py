@@ -70,19 +70,65 @@ def pull_request(sim: GitHubSim, full_name: str, number: int) -> dict[str, Any]:
     else:
         head_repo = {**repo, "full_name": pr.head_repo, "name": pr.head_repo.split("/", 1)[1],
                      "owner": user(pr.head_repo.split("/", 1)[0]), "fork": True}
+    head_owner = (pr.head_repo or full_name).split("/", 1)[0]
+    pr_id = repo["id"] * 10000 + number
     return {
+        "url": f"https://api.github.com/repos/{full_name}/pulls/{number}",
+        "id": pr_id,
+        "node_id": f"PR_{pr_id}",
         "number": number,
         "state": pr.state,
+        "locked": False,
         "title": pr.title,
+        "body": None,
         "user": user(pr.user),
+        "author_association": sim.author_association(full_name, pr.user),
         "draft": pr.draft,
         "merged": pr.merged,
+        "merged_at": _iso(pr.merged_at) if pr.merged_at is not None else None,
         "merge_commit_sha": pr.merge_commit_sha,
-        "head": {"ref": pr.head_ref, "sha": pr.head_sha, "repo": head_repo},
-        "base": {"ref": pr.base_ref, "sha": sim.repo(full_name).resolve(pr.base_ref), "repo": repo},
+        "created_at": _iso(pr.created_at or None),
+        "updated_at": _iso(pr.updated_at or None),
+        "closed_at": _iso(pr.closed_at) if pr.closed_at is not None else None,
+        "head": {"label": f"{head_owner}:{pr.head_ref}", "ref": pr.head_ref, "sha": pr.head_sha,
+                 "user": user(head_owner), "repo": head_repo},
+        "base": {"label": f"{repo['owner']['login']}:{pr.base_ref}", "ref": pr.base_ref,
+                 "sha": sim.repo(full_name).resolve(pr.base_ref), "user": repo["owner"], "repo": repo},
         "labels": [{"name": name} for name in pr.labels],
         "html_url": f"https://github.com/{full_name}/pull/{number}",
     }
+
+
+def pull_request_event(sim: GitHubSim, full_name: str, number: int, action: str, *, sender: str,
+                       installation_id: int) -> dict[str, Any]:
+    """`pull_request.<action>` as GitHub delivers it (tests/fixtures/github-webhooks/pull_request.*)."""
+    payload = _envelope(sim, full_name, sender, installation_id)
+    payload.update({"action": action, "number": number, "pull_request": pull_request(sim, full_name, number)})
+    return payload
+
+
+def pull_request_opened(sim: GitHubSim, full_name: str, number: int, *, installation_id: int,
+                        sender: str | None = None) -> dict[str, Any]:
+    """`pull_request.opened` (the sender is the author unless given)."""
+    author = sim.repo(full_name).pulls[number].user
+    return pull_request_event(sim, full_name, number, "opened", sender=sender or author,
+                              installation_id=installation_id)
+
+
+def pull_request_reopened(sim: GitHubSim, full_name: str, number: int, *, sender: str,
+                          installation_id: int) -> dict[str, Any]:
+    """`pull_request.reopened` (after `GitHubSim.reopen_pull_request`)."""
+    return pull_request_event(sim, full_name, number, "reopened", sender=sender, installation_id=installation_id)
+
+
+def pull_request_synchronize(sim: GitHubSim, full_name: str, number: int, before: str, *, sender: str,
+                             installation_id: int) -> dict[str, Any]:
+    """`pull_request.synchronize`: the head moved from `before` to the PR's current head
+    (`GitHubSim.push_to_pull_request` returns both); `before`/`after` sit at the top level."""
+    payload = pull_request_event(sim, full_name, number, "synchronize", sender=sender,
+                                 installation_id=installation_id)
+    payload.update({"before": before, "after": payload["pull_request"]["head"]["sha"]})
+    return payload
 
 
 def issue_comment_created(sim: GitHubSim, full_name: str, number: int, comment_id: int, *,
@@ -108,19 +154,17 @@ def issue_comment_created(sim: GitHubSim, full_name: str, number: int, comment_i
 
 def pull_request_labeled(sim: GitHubSim, full_name: str, number: int, label: str, *, sender: str,
                          installation_id: int) -> dict[str, Any]:
-    payload = _envelope(sim, full_name, sender, installation_id)
-    payload.update({"action": "labeled", "number": number, "label": {"name": label},
-                    "pull_request": pull_request(sim, full_name, number)})
+    payload = pull_request_event(sim, full_name, number, "labeled", sender=sender, installation_id=installation_id)
+    payload["label"] = {"name": label}
     return payload
 
 
 def pull_request_closed(sim: GitHubSim, full_name: str, number: int, *, sender: str,
                         installation_id: int) -> dict[str, Any]:
-    payload = _envelope(sim, full_name, sender, installation_id)
-    pull = pull_request(sim, full_name, number)
-    if pull["merged"]:
-        pull["merged_by"] = user(sender)
-    payload.update({"action": "closed", "number": number, "pull_request": pull})
+    """`pull_request.closed`, merged or not (`pull_request.merged`); `merged_by` is the sender when merged."""
+    payload = pull_request_event(sim, full_name, number, "closed", sender=sender, installation_id=installation_id)
+    pull = payload["pull_request"]
+    pull["merged_by"] = user(sender) if pull["merged"] else None
     return payload
 
 

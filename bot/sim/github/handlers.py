@@ -122,6 +122,9 @@ def pr_json(call: Call, repo: Repository, pr: PullRequest) -> dict[str, Any]:
                  "sha": repo.branches.get(pr.base_ref, ""), "user": user_json(repo.owner),
                  "repo": repo_json(call, repo)},
         "html_url": f"https://github.com/{repo.full_name}/pull/{pr.number}",
+        "created_at": iso(pr.created_at), "updated_at": iso(pr.updated_at),
+        "closed_at": iso(pr.closed_at) if pr.closed_at is not None else None,
+        "merged_at": iso(pr.merged_at) if pr.merged_at is not None else None,
     }
 
 
@@ -422,6 +425,22 @@ async def get_pull(call: Call) -> Reply:
     if pr is None:
         return not_found()
     return Reply(200, pr_json(call, call.repo, pr))
+
+
+async def list_pulls(call: Call) -> Reply:
+    """GET /pulls: `state` (open, closed, all; default open), `head` (`owner:ref`), `base`, newest first
+    (`sort=created`, `direction=desc`, GitHub's defaults; other sorts are not modelled)."""
+    repo, query = call.repo, call.query
+    state = query.get("state", "open")
+    pulls = [p for p in repo.pulls.values() if state == "all" or p.state == state]
+    if query.get("head"):
+        owner, _, ref = query["head"].partition(":")
+        pulls = [p for p in pulls if p.head_ref == ref and (p.head_repo or repo.full_name).split("/", 1)[0] == owner]
+    if query.get("base"):
+        pulls = [p for p in pulls if p.base_ref == query["base"]]
+    pulls.sort(key=lambda p: (p.created_at, p.number), reverse=query.get("direction", "desc") != "asc")
+    items, headers = paginate(call, [pr_json(call, repo, p) for p in pulls])
+    return Reply(200, items, headers)
 
 
 async def list_reviews(call: Call) -> Reply:
@@ -741,6 +760,28 @@ async def create_deployment_status(call: Call) -> Reply:
     return Reply(201, status)
 
 
+async def get_deployment(call: Call) -> Reply:
+    dep = call.repo.deployments.get(int(call.params["deployment_id"]))
+    if dep is None:
+        return not_found()
+    return Reply(200, _deployment_json(call, call.repo, dep))
+
+
+async def delete_deployment(call: Call) -> Reply:
+    """GitHub deletes only an inactive deployment, unless it is the repository's only one."""
+    repo = call.repo
+    dep_id = int(call.params["deployment_id"])
+    if dep_id not in repo.deployments:
+        return not_found()
+    history = repo.deployment_statuses.get(dep_id) or []
+    if len(repo.deployments) > 1 and (not history or history[-1]["state"] != "inactive"):
+        return invalid("We cannot delete an active deployment unless it is the only deployment in a given"
+                       " environment.", "deployment")
+    del repo.deployments[dep_id]
+    repo.deployment_statuses.pop(dep_id, None)
+    return Reply(204, None)
+
+
 async def list_deployment_statuses(call: Call) -> Reply:
     dep_id = int(call.params["deployment_id"])
     if dep_id not in call.repo.deployments:
@@ -770,6 +811,7 @@ ROUTES: dict[tuple[str, str], tuple[Handler, str, tuple[tuple[str, str], ...]]] 
     ("GET", R + "/actions/artifacts"): (list_artifacts, "token", (("actions", "read"),)),
     ("GET", R + "/actions/artifacts/{artifact_id}/{archive_format}"): (download_artifact, "token",
                                                                         (("actions", "read"),)),
+    ("GET", R + "/pulls"): (list_pulls, "token", (("pull_requests", "read"),)),
     ("GET", R + "/pulls/{pull_number}"): (get_pull, "token", (("pull_requests", "read"),)),
     ("GET", R + "/pulls/{pull_number}/reviews"): (list_reviews, "token", (("pull_requests", "read"),)),
     ("GET", R + "/issues/{issue_number}/comments"): (list_comments, "token",
@@ -789,6 +831,8 @@ ROUTES: dict[tuple[str, str], tuple[Handler, str, tuple[tuple[str, str], ...]]] 
     ("GET", R + "/commits/{ref}/status"): (combined_status, "token", (("statuses", "read"),)),
     ("GET", R + "/deployments"): (list_deployments, "token", (("deployments", "read"),)),
     ("POST", R + "/deployments"): (create_deployment, "token", (("deployments", "write"),)),
+    ("GET", R + "/deployments/{deployment_id}"): (get_deployment, "token", (("deployments", "read"),)),
+    ("DELETE", R + "/deployments/{deployment_id}"): (delete_deployment, "token", (("deployments", "write"),)),
     ("GET", R + "/deployments/{deployment_id}/statuses"): (list_deployment_statuses, "token",
                                                            (("deployments", "read"),)),
     ("POST", R + "/deployments/{deployment_id}/statuses"): (create_deployment_status, "token",

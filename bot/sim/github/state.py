@@ -84,6 +84,10 @@ class PullRequest:
     draft: bool = False
     labels: list[str] = field(default_factory=list)
     mergeable: bool | None = True
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    closed_at: float | None = None
+    merged_at: float | None = None
 
 
 @dataclass
@@ -323,11 +327,62 @@ class GitHubSim:
             r.files[head_sha] = dict(r.files.get(r.branches.get(r.default_branch, ""), {}))
         if not fork:
             r.branches.setdefault(head_ref, head_sha)
+        now = self.now()
         pr = PullRequest(number, head_sha, head_ref, base_ref or r.default_branch, head_repo, user, title,
                          state or ("closed" if merged else "open"), merged, merge_commit_sha, draft,
-                         list(labels or []), mergeable)
+                         list(labels or []), mergeable, created_at=now, updated_at=now)
+        if pr.state == "closed":
+            pr.closed_at = now
+            pr.merged_at = now if merged else None
         r.pulls[number] = pr
         return pr
+
+    def push_to_pull_request(self, repo: str, number: int, sha: str | None = None, *,
+                             files: dict[str, bytes | str] | None = None) -> tuple[str, str]:
+        """A new commit on the PR's head branch (files of the old head, then `files`): GitHub's
+        `pull_request.synchronize`. Returns (before, after) head SHAs."""
+        r = self.repos[repo]
+        pr = r.pulls[number]
+        if pr.state != "open":
+            raise ValueError(f"pull request #{number} is {pr.state}; push to an open one")
+        before = pr.head_sha
+        after = sha or hashlib.sha1(f"{repo}#{number}@{before}+{self.next_id()}".encode()).hexdigest()
+        self.add_commit(repo, after, parent=before, files=files)
+        if pr.head_repo == repo:
+            r.branches[pr.head_ref] = after
+        pr.head_sha = after
+        pr.updated_at = self.now()
+        return before, after
+
+    def close_pull_request(self, repo: str, number: int, *, merged: bool = False,
+                           merge_commit_sha: str | None = None) -> PullRequest:
+        """Close the PR (merged: its head lands on the base branch as `merge_commit_sha`)."""
+        r = self.repos[repo]
+        pr = r.pulls[number]
+        now = self.now()
+        pr.state, pr.closed_at, pr.updated_at, pr.mergeable = "closed", now, now, None
+        if merged:
+            pr.merged, pr.merged_at = True, now
+            pr.merge_commit_sha = merge_commit_sha or hashlib.sha1(f"merge {repo}#{number}".encode()).hexdigest()
+            self.add_commit(repo, pr.merge_commit_sha, parent=pr.head_sha, branch=pr.base_ref)
+        return pr
+
+    def reopen_pull_request(self, repo: str, number: int) -> PullRequest:
+        """Reopen a closed, unmerged PR (GitHub refuses to reopen a merged one)."""
+        pr = self.repos[repo].pulls[number]
+        if pr.merged:
+            raise ValueError(f"pull request #{number} is merged and cannot be reopened")
+        pr.state, pr.closed_at, pr.updated_at, pr.mergeable = "open", None, self.now(), True
+        return pr
+
+    def author_association(self, repo: str, login: str) -> str:
+        """GitHub's `author_association` of `login` on `repo` (OWNER, COLLABORATOR or CONTRIBUTOR)."""
+        r = self.repos[repo]
+        if login == r.owner:
+            return "OWNER"
+        if login in r.collaborators:
+            return "COLLABORATOR"
+        return "CONTRIBUTOR"
 
     def add_collaborator(self, repo: str, login: str, role_name: str = "write", *, base_role: str | None = None) -> None:
         """A collaborator; a custom `role_name` maps to the legacy permission of its `base_role`."""
