@@ -8,6 +8,7 @@ zip's own sizes are not trusted; inflation stops at the cap).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
 import posixpath
@@ -17,7 +18,9 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
+from bot.engine.artifact_cache import ArtifactCache, cache_key
 from bot.engine.build import BuildConfig
 from bot.engine.model import STEP_NAMES
 from bot.engine.source import MODULE_TYPES, Module
@@ -40,6 +43,35 @@ def _fail(message: str, runs: list[WorkflowRun] | None = None) -> FlareshipError
     text = message + (": " + ", ".join(urls) if urls else "")
     return FlareshipError("DEPLOY_001", text, step=STEP_NAMES[0],
                           details={"field": FIELD, "runs": urls})
+
+
+async def look(gh: FlareshipGitHubAPI, repository: str, sha: str, build: BuildConfig) -> Artifact | list[WorkflowRun]:
+    """The newest unexpired artifact of the SHA, else the runs for it still under way.
+
+    DEPLOY_001 when nothing can bring the artifact any more: it expired, no run built the SHA, or
+    every run completed without it.
+    """
+    found, expired = actions.newest_for_sha(await actions.artifacts_named(gh, repository, build.artifact), sha)
+    if found is not None:
+        return found
+    runs = await actions.runs_for_sha(gh, repository, sha)
+    active = [r for r in runs if r.active]
+    if active:
+        return active
+    if expired is not None:
+        raise _fail(f"build artifact {build.artifact!r} of {sha[:7]} has expired; re-run the workflow", runs)
+    if not runs:
+        raise _fail(f"no workflow run built {sha[:7]} and no artifact {build.artifact!r} exists for it")
+    raise _fail(f"the workflow run(s) of {sha[:7]} completed without an artifact named {build.artifact!r}", runs)
+
+
+def timed_out(build: BuildConfig, sha: str, active: list[WorkflowRun]) -> FlareshipError:
+    return _fail(f"no artifact {build.artifact!r} for {sha[:7]} after {build.timeout_minutes:g} minute(s)", active)
+
+
+def waiting_message(run: WorkflowRun) -> str:
+    """The log line (and so the check run's text) while a build is awaited: the run's link."""
+    return f"Waiting for build: {run.name or 'workflow run'} {run.status} {run.html_url}"
 
 
 @dataclass
@@ -65,25 +97,12 @@ class BuildWait:
     async def artifact(self) -> Artifact:
         """The newest unexpired artifact of the SHA, waiting while a run for it is active."""
         while True:
-            found, expired = actions.newest_for_sha(
-                await actions.artifacts_named(self.gh, self.repository, self.build.artifact), self.sha)
-            if found is not None:
+            found = await look(self.gh, self.repository, self.sha, self.build)
+            if isinstance(found, Artifact):
                 return found
-            runs = await actions.runs_for_sha(self.gh, self.repository, self.sha)
-            active = [r for r in runs if r.active]
-            if not active:
-                if expired is not None:
-                    raise _fail(f"build artifact {self.build.artifact!r} of {self.sha[:7]} has expired; "
-                                "re-run the workflow", runs)
-                if not runs:
-                    raise _fail(f"no workflow run built {self.sha[:7]} and no artifact {self.build.artifact!r} "
-                                "exists for it")
-                raise _fail(f"the workflow run(s) of {self.sha[:7]} completed without an artifact named "
-                            f"{self.build.artifact!r}", runs)
             if self.clock() >= self.deadline:
-                raise _fail(f"no artifact {self.build.artifact!r} for {self.sha[:7]} after "
-                            f"{self.build.timeout_minutes:g} minute(s)", active)
-            for run in active:
+                raise timed_out(self.build, self.sha, found)
+            for run in found:
                 if run.id not in self.announced:
                     self.announced.add(run.id)
                     await self.announce(run)
@@ -190,43 +209,81 @@ def layout(files: dict[str, bytes], build: BuildConfig, main: str) -> BuildOutpu
     return BuildOutput(modules=modules, assets=assets, image=image)
 
 
-async def fetch_build(wait: BuildWait, main: str) -> tuple[Artifact, BuildOutput]:
-    """Wait for the artifact, download its zip once and lay it out."""
-    artifact = await wait.artifact()
+def artifact_record(key: str, artifact: Artifact) -> dict[str, Any]:
+    """What the deployment's state keeps of its downloaded artifact (StepState.build_artifact)."""
+    return {"key": key, "id": artifact.id, "name": artifact.name, "size": artifact.size_in_bytes,
+            "digest": artifact.digest, "run_id": artifact.run_id}
+
+
+async def obtain(gh: FlareshipGitHubAPI, repository: str, artifact: Artifact,
+                 cache: ArtifactCache | None) -> tuple[dict[str, Any], bytes]:
+    """The artifact's zip from the cache, else downloaded once (digest checked) and cached."""
+    key = cache_key(gh.base_url, repository, artifact)
+    data = await cache.get(key) if cache is not None else None
+    if data is not None and _digest_ok(data, artifact.digest):
+        return artifact_record(key, artifact), data
     if artifact.size_in_bytes > actions.MAX_ARTIFACT_BYTES:
         raise FlareshipError("DEPLOY_001", f"build artifact {artifact.name!r} is {artifact.size_in_bytes} bytes "
                              f"(limit {actions.MAX_ARTIFACT_BYTES})", details={"field": FIELD})
-    data = await actions.download_artifact(wait.gh, wait.repository, artifact.id)
-    log.info("%s@%s: build artifact %s (%d bytes)", wait.repository, wait.sha[:7], artifact.id, len(data))
-    return artifact, layout(extract_zip(data), wait.build, main)
+    data = await actions.download_artifact(gh, repository, artifact.id)
+    if not _digest_ok(data, artifact.digest):
+        raise FlareshipError("DEPLOY_001", f"build artifact {artifact.id} does not match its digest "
+                             f"{artifact.digest}", details={"field": FIELD})
+    log.info("%s: build artifact %s downloaded (%d bytes)", repository, artifact.id, len(data))
+    if cache is not None:
+        await cache.put(key, data)
+    return artifact_record(key, artifact), data
+
+
+def _digest_ok(data: bytes, digest: str | None) -> bool:
+    if not digest or not digest.startswith("sha256:"):
+        return True  # older artifacts carry no digest
+    return hashlib.sha256(data).hexdigest() == digest.removeprefix("sha256:").lower()
 
 
 @dataclass
 class BuildSource:
-    """A deployment's build artifact: waited for and downloaded once per run, then kept in memory."""
+    """A deployment's build artifact: read from the cache when the wait already fetched it
+    (`record`, persisted in the deployment's state), else waited for and downloaded once."""
 
     github: Callable[[], Awaitable[FlareshipGitHubAPI]]
     repository: str
     sha: str
     build: BuildConfig
     main: str
-    #: When the wait began (the deployment's persisted start), so a resumed run keeps the deadline.
+    #: When the wait began (persisted), so a resumed run keeps the deadline.
     started_at: datetime
     clock: Callable[[], datetime]
     announce: Callable[[str], Awaitable[None]]
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     #: None: the module's POLL_SECONDS, read when the wait starts.
     poll_seconds: float | None = None
-    artifact: Artifact | None = None
+    cache: ArtifactCache | None = None
+    #: The downloaded artifact (StepState.build_artifact); set here after a download.
+    record: dict[str, Any] | None = None
+    #: Told the record of a fresh download, to keep it in the deployment's state.
+    remember: Callable[[dict[str, Any]], None] | None = None
     _output: BuildOutput | None = field(default=None, repr=False)
+
+    async def _zip(self) -> bytes:
+        if self.record is not None and self.cache is not None:
+            data = await self.cache.get(str(self.record.get("key")))
+            if data is not None and _digest_ok(data, self.record.get("digest")):
+                return data
+
+        async def tell(run: WorkflowRun) -> None:
+            await self.announce(waiting_message(run))
+
+        gh = await self.github()
+        wait = BuildWait(gh=gh, repository=self.repository, sha=self.sha, build=self.build,
+                         started_at=self.started_at, clock=self.clock, announce=tell, sleep=self.sleep,
+                         poll_seconds=POLL_SECONDS if self.poll_seconds is None else self.poll_seconds)
+        self.record, data = await obtain(gh, self.repository, await wait.artifact(), self.cache)
+        if self.remember is not None:
+            self.remember(self.record)
+        return data
 
     async def output(self) -> BuildOutput:
         if self._output is None:
-            async def tell(run: WorkflowRun) -> None:
-                await self.announce(f"Waiting for build: {run.name or 'workflow run'} {run.status} {run.html_url}")
-
-            wait = BuildWait(gh=await self.github(), repository=self.repository, sha=self.sha, build=self.build,
-                             started_at=self.started_at, clock=self.clock, announce=tell, sleep=self.sleep,
-                             poll_seconds=POLL_SECONDS if self.poll_seconds is None else self.poll_seconds)
-            self.artifact, self._output = await fetch_build(wait, self.main)
+            self._output = layout(extract_zip(await self._zip()), self.build, self.main)
         return self._output

@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 
 from bot.engine import credentials as credential_checks
+from bot.engine.artifact_cache import ArtifactCache, default_root
+from bot.engine.build_gate import BuildGate
 from bot.engine.control import Control
 from bot.engine.events import EventHub
 from bot.engine.journal import Journal
@@ -59,6 +61,7 @@ class Engine:
         health_interval: float = 1.0,
         holder: str | None = None,
         max_concurrent: int = 64,
+        artifact_cache: ArtifactCache | None = None,
     ) -> None:
         self.services = services
         self.settings = services.settings
@@ -71,10 +74,14 @@ class Engine:
         self.records = Records(self.store, self.clock)
         self.journal = Journal(self.store, self.events, self.clock)
         self.preparer = Preparer(services, cloudflare, self.store, self.records, self.clock)
+        #: Downloaded build artifacts, shared by the wait and the steps (one download per deployment).
+        self.artifacts = artifact_cache or ArtifactCache(default_root())
+        self.builds = BuildGate(self.store, self.journal, self.clock,
+                                self._github_client if services.github is not None else None, self.artifacts)
         self.scheduler = Scheduler(
             self.store, self._run, holder=holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             clock=self.clock, lease=timedelta(seconds=lease_seconds), heartbeat_seconds=heartbeat_seconds,
-            poll_seconds=poll_seconds, max_concurrent=max_concurrent)
+            poll_seconds=poll_seconds, max_concurrent=max_concurrent, ready=self.builds.ready)
         self.control = Control(self.store, self.records, self.journal, self.events, self.clock, self.scheduler.wake)
         self._http: httpx.AsyncClient | None = None
 
@@ -115,7 +122,7 @@ class Engine:
             store=self.store, journal=self.journal, events=self.events, clock=self.clock, settings=self.settings,
             cloudflare=self.cloudflare, connect=self.preparer.client_for, load_source=self.preparer.source,
             http=self._http, health_interval=self.health_interval, stopping=lambda: self.scheduler.stopping,
-            github=self._github_client)
+            github=self._github_client, artifacts=self.artifacts)
         await run_deployment(env, deployment_id, lost)
 
     async def _github_client(self, installation_id: int | None) -> Any:
@@ -124,6 +131,11 @@ class Engine:
         if github is None:
             raise FlareshipError("SYS_002", "GitHub is not configured")
         return await github.client(installation_id)  # type: ignore[arg-type]  # a None id fails in the adapter
+
+    def build_finished(self) -> None:
+        """A workflow run finished somewhere: deployments waiting for a build look again now."""
+        self.builds.wake()
+        self.scheduler.wake()
 
     # -- credentials -------------------------------------------------------------------
 

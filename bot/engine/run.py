@@ -18,7 +18,9 @@ import httpx
 from bot.cloudflare.client import CloudflareClient
 from bot.cloudflare.errors import CloudflareError
 from bot.engine.appspec import AppSpec
+from bot.engine.artifact_cache import ArtifactCache
 from bot.engine.artifacts import BuildSource
+from bot.engine.build_gate import wait_started
 from bot.engine.events import EventHub
 from bot.engine.failures import step_failure
 from bot.engine.journal import Journal, PendingLog
@@ -62,6 +64,8 @@ class RunEnvironment:
     stopping: Callable[[], bool]
     #: An installation's GitHub client (build artifacts); None where GitHub is not configured.
     github: Callable[[int | None], Awaitable[Any]] | None = None
+    #: Downloaded build artifacts (the wait before the lease filled it; steps read from it).
+    artifacts: ArtifactCache | None = None
 
 
 async def run_deployment(env: RunEnvironment, deployment_id: str, lost: asyncio.Event) -> None:
@@ -124,7 +128,8 @@ class DeploymentRun:
         return await self.env.load_source(d.repository, d.sha, d.installation_id)  # type: ignore[arg-type]
 
     def _build_source(self, spec: AppSpec) -> BuildSource | None:
-        """The app's CI artifact; the wait's deadline runs from the persisted start, so it survives a restart."""
+        """The app's CI artifact: usually downloaded by the wait before the lease (state.build_artifact);
+        otherwise waited for here, the deadline running from the persisted start of the wait."""
         d, env = self.deployment, self.env
         if spec.build is None or not d.repository or not d.sha:
             return None
@@ -136,9 +141,14 @@ class DeploymentRun:
 
         async def announce(message: str) -> None:
             await self.log(message, step=self.current_step)  # written at once: the check run shows it
+        state = self.state
+
+        def remember(record: dict[str, Any]) -> None:
+            state.build_artifact = record  # persisted with the step's completion
         return BuildSource(github=github, repository=d.repository, sha=d.sha, build=spec.build,
-                           main=spec.main_module, started_at=d.started_at or env.clock(), clock=env.clock,
-                           announce=announce)
+                           main=spec.main_module, started_at=wait_started(state, d, d.started_at or env.clock()),
+                           clock=env.clock, announce=announce, cache=env.artifacts, record=state.build_artifact,
+                           remember=remember)
 
     async def execute(self, lost: asyncio.Event) -> None:
         d, env = self.deployment, self.env

@@ -2,7 +2,8 @@
 
 Each pass walks the environments with queued or in-progress work and, for each head of queue
 whose lease is free or expired, takes the lease and runs the deployment; a heartbeat renews the
-lease while it runs. A process that dies leaves a lease that expires, and any engine (this
+lease while it runs. A queued deployment that is not `ready` (waiting for its CI build) is
+passed over and holds nothing, so the next one in its environment's queue may run. A process that dies leaves a lease that expires, and any engine (this
 process after a restart, or another replica) takes it over and resumes the deployment.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from bot.store.deployments import DeploymentStore
 
@@ -19,6 +21,12 @@ log = logging.getLogger(__name__)
 
 #: Runs one deployment; returns when it is final, stopped between steps, or raises LeaseLost.
 RunDeployment = Callable[[str, asyncio.Event], Awaitable[None]]
+#: Whether a queued deployment may take its lease now (False: parked, e.g. waiting for its build).
+Ready = Callable[[str], Awaitable[bool]]
+
+
+async def _always(_deployment_id: str) -> bool:
+    return True
 
 
 class LeaseLost(Exception):
@@ -29,9 +37,12 @@ class Scheduler:
     """Starts deployments as their environments' leases allow, at most `max_concurrent` at once."""
 
     def __init__(self, store: DeploymentStore, run: RunDeployment, *, holder: str, clock: Callable[[], datetime],
-                 lease: timedelta, heartbeat_seconds: float, poll_seconds: float, max_concurrent: int) -> None:
+                 lease: timedelta, heartbeat_seconds: float, poll_seconds: float, max_concurrent: int,
+                 ready: Ready = _always) -> None:
         self.store = store
         self.run = run
+        #: Asked, in queue order, for each queued deployment before one takes a free lease.
+        self.ready = ready
         self.holder = holder
         self.clock = clock
         self.lease = lease
@@ -92,13 +103,30 @@ class Scheduler:
             queue = await self.store.queue(*key)
             if not queue:
                 continue
-            head = queue[0]
-            if head.status == "queued" and await self.store.get_lock(*key) is not None:
-                continue  # a locked environment starts nothing new; it waits for /unlock
+            head = queue[0] if queue[0].status == "in_progress" else None
+            if head is None:
+                if await self.store.get_lock(*key) is not None:
+                    continue  # a locked environment starts nothing new; it waits for /unlock
+                head = await self._first_ready(queue)
+                if head is None:
+                    continue
             if not await self.store.acquire_lease(key[0], key[1], self.holder, head.id, self.clock(), self.lease):
                 continue
             task = asyncio.create_task(self._run_with_lease(key, head.id), name=f"deploy-{head.id}")
             self._running[key] = task
+
+    async def _first_ready(self, queue: list[Any]) -> Any | None:
+        """The oldest queued deployment that is not parked: a parked one lets later ones pass."""
+        for item in queue:
+            try:
+                if await self.ready(item.id):
+                    return item
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broken check must not hold the environment: the run reports
+                log.exception("readiness check of %s failed", item.id)
+                return item
+        return None
 
     async def _run_with_lease(self, key: tuple[str, str], deployment_id: str) -> None:
         lost = asyncio.Event()

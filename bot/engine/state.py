@@ -19,6 +19,11 @@ class StepState:
     account_id: str | None = None
     #: Module contents of an inline app (kept out of the deployment document).
     inline_modules: dict[str, str] | None = None
+    #: Before step 1, an app with `build`: the wait for its artifact ({"attempt", "since", "announced"
+    #: run ids}), so a restarted engine keeps the deadline and announces no run twice.
+    build_wait: dict[str, Any] | None = None
+    #: The downloaded build artifact (bot/engine/artifacts.py `artifact_record`): its cache key.
+    build_artifact: dict[str, Any] | None = None
     #: Step 2: "user" or "account" token.
     token_kind: str | None = None
     #: Step 3: whether the Worker existed before this deployment.

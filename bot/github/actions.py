@@ -48,6 +48,8 @@ class Artifact:
     created_at: str
     run_id: int | None
     head_sha: str | None
+    #: "sha256:<hex>" of the zip (GitHub sends it for artifacts uploaded by upload-artifact v4+).
+    digest: str | None = None
 
 
 def _repo_path(repository: str) -> str:
@@ -69,7 +71,7 @@ def _artifact(data: dict[str, Any]) -> Artifact:
                     size_in_bytes=int(data.get("size_in_bytes") or 0), expired=bool(data.get("expired")),
                     created_at=str(data.get("created_at") or ""),
                     run_id=int(run["id"]) if run.get("id") is not None else None,
-                    head_sha=run.get("head_sha"))
+                    head_sha=run.get("head_sha"), digest=data.get("digest") or None)
 
 
 async def runs_for_sha(gh: FlareshipGitHubAPI, repository: str, sha: str) -> list[WorkflowRun]:

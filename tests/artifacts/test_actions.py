@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.engine.artifacts import BuildWait, extract_zip, fetch_build, layout
+from bot.engine.artifacts import BuildWait, extract_zip, layout, obtain
 from bot.engine.build import (
     BuildConfig,
     bare_imports,
@@ -118,7 +118,8 @@ async def test_waits_while_the_run_is_in_progress_then_deploys_its_artifact(gith
             finish_run(sim, run, artifacts={"worker": BUNDLE})
 
     wait = _wait(gh, clock, announced, sleep=sleep)
-    _artifact, output = await fetch_build(wait, "index.js")
+    _record, data = await obtain(gh, REPO, await wait.artifact(), None)
+    output = layout(extract_zip(data), wait.build, "index.js")
     assert [r.id for r in announced] == [run.id]  # announced once, with the run's URL
     assert announced[0].html_url.endswith(f"/{REPO}/actions/runs/{run.id}")
     assert len(clock.sleeps) == 3

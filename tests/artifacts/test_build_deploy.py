@@ -57,7 +57,8 @@ async def test_waits_for_the_run_then_deploys_the_artifact(sim_env, database, gi
             await asyncio.sleep(0.02)
         waiting = [m for m in await _logs(engine, d.id) if m.startswith("Waiting for build")]
         assert waiting and waiting[0].endswith(f"/{REPO}/actions/runs/{run.id}")
-        assert (await engine.get(d.id)).status == "in_progress"
+        assert (await engine.get(d.id)).status == "queued"  # parked: no step started, no lease held
+        assert await engine.store.get_lease(d.target, "staging") is None
         finish_run(github_sim.sim, run, artifacts={"worker": BUNDLE})
         d = await wait_final(engine, d.id)
         assert d.status == "completed", d.error
@@ -139,19 +140,22 @@ async def test_the_wait_survives_a_restart(sim_env, database, github_sim, github
             if any(m.startswith("Waiting for build") for m in await _logs(first, d.id)):
                 break
             await asyncio.sleep(0.02)
-        started = (await first.get(d.id)).started_at
+        since = (await first.store.get(d.id)).state["build_wait"]["since"]
     finally:
         await first.stop()
         await first_clients.aclose()
-    assert (await first.get(d.id)).status == "in_progress"  # stopped mid-wait: nothing failed
+    assert (await first.get(d.id)).status == "queued"  # stopped mid-wait: nothing failed, nothing started
     second, second_clients = make_engine(settings, database, github=make_github_app(github_session, github_sim))
     await second.start()
     try:
         await asyncio.sleep(0.3)
+        assert (await second.store.get(d.id)).state["build_wait"]["since"] == since  # the deadline is kept
         finish_run(github_sim.sim, run, artifacts={"worker": BUNDLE})
         d = await wait_final(second, d.id, timeout=30)
         assert d.status == "completed", d.error
-        assert d.started_at == started  # the wait's deadline still runs from the first start
+        waiting = [m for m in await _logs(second, d.id) if m.startswith("Waiting for build")]
+        assert len(waiting) == 1  # the restarted engine did not announce the same run again
+        assert len(github_sim.sim.calls("GET", "*/actions/artifacts/*/zip")) == 1
     finally:
         await second.stop()
         await second_clients.aclose()

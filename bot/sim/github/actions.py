@@ -9,6 +9,7 @@ Every route needs `actions: read`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import secrets
 import zipfile
@@ -145,7 +146,7 @@ def _artifact_json(call: Call, artifact: StoredArtifact) -> dict[str, Any]:
         "size_in_bytes": len(artifact.zip_bytes), "url": base, "archive_download_url": f"{base}/zip",
         "expired": artifact.expires_at <= call.sim.now(), "created_at": iso(artifact.created_at),
         "updated_at": iso(artifact.created_at), "expires_at": iso(artifact.expires_at),
-        "digest": None,
+        "digest": "sha256:" + hashlib.sha256(artifact.zip_bytes).hexdigest(),
         "workflow_run": {"id": run.id, "repository_id": repo.id, "head_repository_id": repo.id,
                          "head_branch": run.head_branch, "head_sha": run.head_sha},
     }

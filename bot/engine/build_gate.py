@@ -1,0 +1,137 @@
+"""The wait for a build, outside any environment lease (PRODUCT.md "Build artifacts").
+
+A queued deployment of an app with `build` may take its environment's lease only once its
+artifact is downloaded. Until then it is parked: it stays `queued`, holds no lease (so another
+deployment of the same environment runs meanwhile), its check run shows "Waiting for build"
+with the run's link, and it is looked at again every `artifacts.POLL_SECONDS` or when woken.
+What the wait learned (since when, which runs were announced, the downloaded artifact) is
+in the deployment's state, so a restarted engine carries on without re-announcing, without a
+new deadline and without downloading the zip again (bot/engine/artifact_cache.py).
+
+Anything final (the artifact expired, no run, every run done without it, the deadline passed)
+lets the deployment run: step 1 then finds the same answer and fails with DEPLOY_001.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.engine import artifacts
+from bot.engine.artifact_cache import ArtifactCache
+from bot.engine.build import BuildConfig
+from bot.engine.journal import Journal
+from bot.engine.model import STEP_NAMES, Deployment
+from bot.engine.records import deployment_of
+from bot.engine.state import StepState
+from bot.errors import FlareshipError
+from bot.github.actions import Artifact
+from bot.store.deployments import DeploymentStore
+
+log = logging.getLogger(__name__)
+
+#: Deployments remembered as ready (no build, or artifact downloaded): bounded, oldest dropped.
+MAX_REMEMBERED = 10_000
+
+
+def wait_started(state: StepState, d: Deployment, now: datetime) -> datetime:
+    """When this attempt's wait began (a retry is a new attempt and waits anew)."""
+    wait = state.build_wait or {}
+    if wait.get("attempt") == d.attempt and wait.get("since"):
+        return datetime.fromisoformat(str(wait["since"]))
+    return now
+
+
+class BuildGate:
+    """Answers the scheduler's "may this queued deployment take its lease now?"."""
+
+    def __init__(self, store: DeploymentStore, journal: Journal, clock: Callable[[], datetime],
+                 github: Callable[[int | None], Awaitable[Any]] | None, cache: ArtifactCache | None) -> None:
+        self.store = store
+        self.journal = journal
+        self.clock = clock
+        self.github = github
+        self.cache = cache
+        self._ready: OrderedDict[str, None] = OrderedDict()
+        #: Parked deployment id -> when to look again.
+        self._parked: dict[str, datetime] = {}
+
+    def wake(self) -> None:
+        """Look at every parked deployment at the next pass (a workflow run finished)."""
+        self._parked.clear()
+
+    def parked(self, deployment_id: str) -> bool:
+        return deployment_id in self._parked
+
+    def _remember(self, deployment_id: str) -> bool:
+        self._parked.pop(deployment_id, None)
+        self._ready[deployment_id] = None
+        while len(self._ready) > MAX_REMEMBERED:
+            self._ready.popitem(last=False)
+        return True
+
+    async def ready(self, deployment_id: str) -> bool:
+        if deployment_id in self._ready:
+            return True
+        again = self._parked.get(deployment_id)
+        if again is not None and self.clock() < again:
+            return False
+        row = await self.store.get(deployment_id)
+        if row is None or row.status != "queued":
+            return True
+        d = deployment_of(row)
+        raw = (d.config or {}).get("build")
+        if not raw or not d.repository or not d.sha or self.github is None or d.kind != "deploy":
+            return self._remember(d.id)
+        state = StepState.from_json(row.state)
+        if state.build_artifact is not None and self.cache is not None \
+                and await self.cache.get(str(state.build_artifact.get("key"))) is not None:
+            return self._remember(d.id)
+        return await self._look(d, state, BuildConfig.model_validate(raw))
+
+    async def _look(self, d: Deployment, state: StepState, build: BuildConfig) -> bool:
+        now = self.clock()
+        since = wait_started(state, d, now)
+        deadline = since + timedelta(minutes=build.timeout_minutes)
+        try:
+            gh = await self.github(d.installation_id)  # type: ignore[misc]  # checked by ready()
+            found = await artifacts.look(gh, d.repository or "", d.sha or "", build)
+            if isinstance(found, Artifact):
+                state.build_artifact, _data = await artifacts.obtain(gh, d.repository or "", found, self.cache)
+                state.build_wait = None
+                await self._save(d, state)
+                return self._remember(d.id)
+        except FlareshipError:
+            return self._remember(d.id)  # final: step 1 reports it with the run's URL
+        except Exception as exc:  # GitHub unreachable or answering oddly: look again later
+            log.warning("deployment %s: cannot look for its build artifact (%s: %s)", d.id,
+                        type(exc).__name__, exc)
+            if now >= deadline:
+                return self._remember(d.id)
+            self._park(d.id, now)
+            return False
+        if now >= deadline:
+            return self._remember(d.id)  # step 1 fails it: the deadline passed with the run(s) named
+        previous = state.build_wait or {}
+        announced: list[int] = list(previous.get("announced") or []) if previous.get("attempt") == d.attempt else []
+        fresh = [run for run in found if run.id not in announced]
+        wait: dict[str, Any] = {"attempt": d.attempt, "since": since.isoformat(),
+                                "announced": [*announced, *(run.id for run in fresh)]}
+        changed = state.build_wait != wait
+        state.build_wait = wait
+        if changed:
+            await self._save(d, state)
+        for run in fresh:
+            await self.journal.log(d, artifacts.waiting_message(run), step=STEP_NAMES[0])
+        self._park(d.id, now)
+        return False
+
+    def _park(self, deployment_id: str, now: datetime) -> None:
+        self._parked[deployment_id] = now + timedelta(seconds=artifacts.POLL_SECONDS)
+
+    async def _save(self, d: Deployment, state: StepState) -> None:
+        """Only the state column, and only while the deployment is still queued (a cancel wins)."""
+        await self.store.update_if(d.id, ("queued",), state=state.to_json(), updated_at=self.clock())
