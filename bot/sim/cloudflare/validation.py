@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -135,7 +136,10 @@ def _apis() -> tuple[tuple[OpenAPI, dict], ...]:
 @lru_cache(maxsize=1)
 def _validators() -> tuple[tuple[V30RequestParametersValidator, V30RequestBodyValidator], ...]:
     """Built once: constructing openapi-core validators costs more than validating."""
-    return tuple((V30RequestParametersValidator(api.spec), V30RequestBodyValidator(api.spec)) for api, _ in _apis())
+    # The Worker Previews PATCHes are JSON merge patches (application/merge-patch+json, as wrangler sends them).
+    extra: dict[str, Callable[[bytes], Any]] = {"application/merge-patch+json": json.loads}
+    return tuple((V30RequestParametersValidator(api.spec),
+                  V30RequestBodyValidator(api.spec, extra_media_type_deserializers=extra)) for api, _ in _apis())
 
 
 @lru_cache(maxsize=1)
