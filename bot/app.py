@@ -88,6 +88,14 @@ async def _pr_workflows(app: web.Application):
         yield
 
 
+async def _previews(app: web.Application):
+    """PR previews: the cleaner and the sweep (once at start-up, then every PREVIEW_SWEEP_SECONDS)."""
+    from bot.engine.preview_sweep import running_previews
+
+    async with running_previews(app[SERVICES]):
+        yield
+
+
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[http_metrics_middleware, envelope_middleware],
@@ -101,6 +109,7 @@ def init_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_engine)
     app.cleanup_ctx.append(_pr_workflows)
+    app.cleanup_ctx.append(_previews)
     owner_timeout = settings.dispatcher_owner_timeout
     app[DISPATCHER] = Dispatcher(app[SERVICES], webhooks.router, owner_timeout=owner_timeout,
                                  heartbeat_interval=min(2.0, owner_timeout / 5))

@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # imported for type checkers only; each part is optional unti
 
     from bot.details_links import DetailsLinks
     from bot.engine import Engine
+    from bot.engine.preview_cleanup import PreviewCleaner
+    from bot.engine.preview_sweep import PreviewSweep
     from bot.github.app import GitHubApp
     from bot.github.pr_comment import CommentWriter
     from bot.github.reporter import Reporter
@@ -38,6 +40,8 @@ class Services:
     details_links: DetailsLinks | None = None  # signed links to the live page (check runs' Details)
     pr_state: PullRequestState | None = None  # PR commands and the GitHub objects mirroring them
     comments: CommentWriter | None = None  # the one Flareship comment per pull request
+    previews: PreviewCleaner | None = None  # removes recorded PR previews (bot/engine/preview_cleanup.py)
+    preview_sweep: PreviewSweep | None = None  # reconciles them at start-up and periodically
 
 
 #: How handlers reach the parts: `request.app[SERVICES]` (defined here, not in bot.app, so that

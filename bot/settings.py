@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     dispatcher_owner_timeout: float = Field(default=10.0, gt=0)
     cloudflare_budget_limit: int = Field(default=1200, ge=1)
     cloudflare_budget_window: float = Field(default=300.0, gt=0)
+    #: Previews: seconds between sweeps of the recorded previews (closed PRs removed, missing ones marked).
+    preview_sweep_seconds: float = Field(default=600.0, gt=0)
 
     #: Per-environment overrides (`CLOUDFLARE_API_TOKEN_PRODUCTION`, ...), captured at construction.
     environment_overrides: dict[str, dict[str, str]] = Field(default_factory=dict, exclude=True)

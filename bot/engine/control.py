@@ -12,6 +12,7 @@ from datetime import datetime
 from bot.engine.events import EventHub
 from bot.engine.journal import Journal
 from bot.engine.model import STEP_NAMES, Deployment, DeployOptions, new_deployment_id
+from bot.engine.preview_spec import is_preview_environment
 from bot.engine.records import Records, deployment_of, deployment_row, release_of
 from bot.engine.rollback import migration_guard
 from bot.engine.state import StepState
@@ -126,6 +127,9 @@ class Control:
                        actor: str | None = None, trigger: str = "api") -> Deployment:
         """Queue a rollback deployment returning the environment to the release before `deployment_id`."""
         source = await self.records.get(deployment_id)
+        if is_preview_environment(source.environment):  # a preview follows its PR's head: push or /deploy preview
+            raise FlareshipError("DEPLOY_010", f"{source.environment} is a pull request's preview; it is not rolled "
+                                 "back (push a commit or comment /deploy preview instead)")
         if target_version:
             row = await self.store.find_release(source.target, source.environment, target_version)
             if row is None:

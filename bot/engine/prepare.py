@@ -18,6 +18,8 @@ from bot.engine.cost import estimate_monthly_cost
 from bot.engine.model import Deployment, PrepareRequest, new_deployment_id
 from bot.engine.ports import Clock, CloudflareAccounts, EngineServices
 from bot.engine.preflight import Facts, cloudflare_facts, evaluate, raise_first
+from bot.engine.preview_app import resolve_preview_app
+from bot.engine.preview_spec import is_preview_environment
 from bot.engine.records import Records, deployment_row
 from bot.engine.source import (
     RepoSource,
@@ -82,6 +84,9 @@ class Preparer:
         if req.repository and req.sha:
             source = await self.source(req.repository, req.sha, req.installation_id)
             config = source.config()
+            if is_preview_environment(req.environment):  # a pull request's preview (bot/engine/preview_app.py)
+                return resolve_preview_app(config, req.environment, repository=req.repository, sha=req.sha,
+                                           wrangler=source.wrangler(), policy=req.repo_config), source
             spec = resolve_repository_app(config, req.environment, repository=req.repository, sha=req.sha,
                                           wrangler=source.wrangler(), policy=req.repo_config)
             return spec, source
@@ -92,7 +97,8 @@ class Preparer:
         """Pre-flight checks + cost; persists a deployment with status "initiated"."""
         spec, source = await self._resolve_spec(req)
         target = req.repository or spec.name
-        client, account_id = await self.client_for(req.environment)
+        # A preview uses its `from` environment's token and account.
+        client, account_id = await self.client_for(spec.preview.from_environment if spec.preview else req.environment)
         facts = Facts()
         lock = await self.store.get_lock(target, req.environment)
         if lock is not None:

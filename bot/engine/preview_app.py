@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.engine.appspec import AppSpec, DurableObjectSpec, container_app_name, upper_snake
-from bot.engine.config import PreviewsConfig
-from bot.engine.preview_bindings import PreviewBindings
-from bot.engine.preview_spec import PreviewSpec, preview_environment, preview_name, script_mode_name
+from bot.engine.appspec import AppSpec, DurableObjectSpec, container_app_name, resolve_repository_app, upper_snake
+from bot.engine.config import CONFIG_PATH, PreviewsConfig, RepoConfig
+from bot.engine.preview_bindings import PreviewBindings, wrangler_preview_bindings
+from bot.engine.preview_spec import (
+    PreviewSpec,
+    preview_environment,
+    preview_name,
+    preview_number,
+    script_mode_name,
+)
 from bot.errors import FlareshipError
 
 
@@ -60,3 +66,16 @@ def preview_app(spec: AppSpec, previews: PreviewsConfig, number: int,
                                 for c in spec.containers]
         update["container"] = update["containers"][0] if update["containers"] else None
     return spec.model_copy(update=update)
+
+
+def resolve_preview_app(app_config: RepoConfig, environment: str, *, repository: str | None, sha: str | None,
+                        wrangler: dict[str, Any] | None, policy: RepoConfig | None) -> AppSpec:
+    """The preview AppSpec for `preview/pr-<N>`: policy (enabled, from, mode) from the default branch."""
+    number = preview_number(environment)
+    previews = (policy or app_config).previews
+    if number is None or not previews.enabled:
+        raise FlareshipError("DEPLOY_001", f"previews are not enabled in {CONFIG_PATH} on the default branch",
+                             details={"field": "previews.enabled"})
+    base = resolve_repository_app(app_config, previews.from_, repository=repository, sha=sha, wrangler=wrangler,
+                                  policy=policy)
+    return preview_app(base, previews, number, wrangler_preview_bindings(wrangler, previews.from_))

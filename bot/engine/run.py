@@ -34,6 +34,8 @@ from bot.engine.model import (
     new_release_id,
 )
 from bot.engine.ports import Clock, CloudflareAccounts, EngineSettings
+from bot.engine.preview_spec import credentials_environment
+from bot.engine.preview_steps import pipeline_for
 from bot.engine.records import deployment_of
 from bot.engine.rollback import ROLLBACK_PIPELINE, restore_release
 from bot.engine.scheduler import LeaseLost
@@ -161,7 +163,7 @@ class DeploymentRun:
             await self.log("Resuming after an interruption", level="warn")
         spec = self._spec()
         try:
-            client, account_id = await env.connect(d.environment)
+            client, account_id = await env.connect(credentials_environment(d.environment, d.config))
         except FlareshipError as exc:
             await self._fail(exc, STEP_NAMES[1])
             return
@@ -175,7 +177,7 @@ class DeploymentRun:
         if self.state.rolling_back:
             await self._rollback_on_failure(resumed=True)
             return
-        pipeline = ROLLBACK_PIPELINE if d.kind == "rollback" else PIPELINE
+        pipeline = ROLLBACK_PIPELINE if d.kind == "rollback" else pipeline_for(spec, PIPELINE)
         finished: Step | None = None  # completed, persisted with the next transition
         for step in d.steps:
             if step.status in ("completed", "skipped"):

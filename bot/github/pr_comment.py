@@ -15,6 +15,7 @@ from typing import Any
 
 from gidgethub import HTTPException
 
+from bot.engine.preview_spec import display_environment, is_preview_environment
 from bot.github.text import MAX_OUTPUT_CHARS, cell, iso, short_sha, split_repo, truncate
 from bot.store.pr_state import PullRequestState
 
@@ -24,7 +25,10 @@ COMMENT_MARKER = "<!-- flareship:pr-comment -->"
 STATUS_WORDS = {
     "queued": "⏳ queued", "initiated": "⏳ queued", "in_progress": "🔄 deploying", "completed": "✅ live",
     "failed": "❌ failed", "rolled_back": "↩️ failed, rolled back", "cancelled": "⛔ cancelled",
+    "removed": "🗑️ removed",
 }
+#: Where a preview deployment keeps this push's own URL (beside the stable preview URL under its environment).
+DEPLOYMENT_URL_KEY = "deployment"
 
 
 def comment_row(deployment: Any, *, details_url: str | None = None) -> dict[str, Any]:
@@ -43,6 +47,7 @@ def comment_row(deployment: Any, *, details_url: str | None = None) -> dict[str,
         "when": iso(when) if when else None,
         "by": deployment.actor,
         "error": f"{deployment.error.code}: {deployment.error.message}" if deployment.error else None,
+        "deployment_url": (deployment.urls or {}).get(DEPLOYMENT_URL_KEY) if is_preview_environment(env) else None,
     }
 
 
@@ -62,8 +67,12 @@ def render_comment(state: dict[str, Any]) -> str:
             if row.get("details_url"):
                 status = f"[{status}]({row['details_url']})"
             url = f"[{row['url']}]({row['url']})" if row.get("url") else ""
+            if row.get("deployment_url") and row.get("status") != "removed":
+                url += f" · [this push]({row['deployment_url']})"
+            if row.get("status") == "removed":
+                url = f"~~{row['url']}~~" if row.get("url") else ""
             by = f"@{row['by']}" if row.get("by") else ""
-            lines.append(f"| **{cell(env)}** | {status} | `{short_sha(row.get('sha'))}` | {url} | "
+            lines.append(f"| **{cell(display_environment(env))}** | {status} | `{short_sha(row.get('sha'))}` | {url} | "
                          f"{cell(row.get('when'))} | {by} |")
             if row.get("error") and row.get("status") in ("failed", "rolled_back"):
                 lines.append(f"| | ↳ {cell(row['error'])[:300]} | | | | |")

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from bot.engine.preview_spec import display_environment, is_preview_environment
 from bot.github.pr_comment import COMMENT_MARKER, CommentWriter, comment_row, react, render_comment
 from bot.github.text import MAX_OUTPUT_CHARS, cell, iso, short_sha, split_repo, truncate
 from bot.store.pr_state import PullRequestState
@@ -46,7 +47,8 @@ STEP_ICONS = {"pending": "⏳", "running": "🔄", "completed": "✅", "failed":
 
 
 def check_run_name(environment: str) -> str:
-    return f"{CHECK_NAME_PREFIX}{environment}"
+    """`Deploy to staging`; every PR's preview (`preview/pr-17`) is `Deploy to preview`."""
+    return f"{CHECK_NAME_PREFIX}{display_environment(environment)}"
 
 
 def _duration(step: Any) -> str:
@@ -95,7 +97,8 @@ def check_run_actions(deployment: Any, promote_target: str | None) -> list[dict[
     if deployment.kind == "deploy" and deployment.status == "failed":
         actions.append({"label": "Retry", "identifier": "retry",
                         "description": f"Resume from the failed step on {deployment.environment}"})
-    if deployment.status == "completed" and not deployment.options.dry_run and deployment.kind == "deploy":
+    if (deployment.status == "completed" and not deployment.options.dry_run and deployment.kind == "deploy"
+            and not is_preview_environment(deployment.environment)):  # a preview is redeployed, never rolled back
         actions.append({"label": "Roll back", "identifier": "rollback",
                         "description": f"Restore {deployment.environment}'s previous release"})
         if promote_target:

@@ -18,6 +18,9 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.store.base import JSON, UTCDateTime, metadata
 
+#: `environment=preview` lists the previews of every pull request (bot/engine/preview_spec.py names them).
+PREVIEWS = "preview"
+
 if TYPE_CHECKING:
     from bot.store.db import Database
 
@@ -176,7 +179,9 @@ class DeploymentStore:
                    status: str | Sequence[str] | None = None, target: str | None = None, limit: int = 50,
                    before: str | None = None) -> builtins.list[sa.Row[Any]]:
         q = sa.select(deployments)
-        if environment:
+        if environment == PREVIEWS:  # every pull request's preview (`preview/pr-<N>`)
+            q = q.where(deployments.c.environment.like(f"{PREVIEWS}/pr-%"))
+        elif environment:
             q = q.where(deployments.c.environment == environment)
         if repository:
             q = q.where(deployments.c.repository == repository)

@@ -151,6 +151,9 @@ async def get_health_status(request: web.Request) -> web.Response:
     counts = await _counts(request.app)
     snapshot["activeDeployments"] = counts.get("active", 0)
     snapshot["queuedDeployments"] = counts.get("queued", 0)
+    sweep = request.app[SERVICES].preview_sweep
+    if sweep is not None:  # PR previews: removals still to do, and the failing ones (one indexed read)
+        snapshot["previews"] = await sweep.health()
     return json_success(snapshot)
 
 

@@ -8,11 +8,13 @@ from typing import Any
 from gidgethub import routing, sansio
 
 from bot.engine import PrepareRequest, RepoConfig
+from bot.engine.config import PREVIEW_ENVIRONMENT
 from bot.policy import describe_lock
 from handlers.webhooks import workflow
 from handlers.webhooks.command_path import Claim, CommandPath, Trigger
 from handlers.webhooks.commands import LOCK_REASON_CHARS, USAGE, Command, UsageError, parse_command
 from handlers.webhooks.events import CommentCreated, parse_event
+from handlers.webhooks.preview_commands import preview_command
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +71,16 @@ class CommentCommand:
             await self.path.notice(f"Flareship commands:\n\n```\n{USAGE}\n```")
             return await claim.finish("done")
         config = await self.path.config()
-        command = parse_command(self.body, list(config.environments))
+        previews = [PREVIEW_ENVIRONMENT] if config.previews.enabled else []
+        command = parse_command(self.body, list(config.environments) + previews)
         if isinstance(command, UsageError):
             return await claim.refuse(command.render())
         assert command is not None  # the first parse found a command on the same line
         environment = command.environment
         if environment is None and command.name in DEFAULTS_TO_ENVIRONMENT:
             environment = config.default_env
+        if environment == PREVIEW_ENVIRONMENT:  # the PR's own preview (handlers/webhooks/preview_commands.py)
+            return await preview_command(self.path, claim, command, config, self.login)
         await getattr(self, f"do_{command.name}")(claim, command, config, environment)
 
     # -- commands ----------------------------------------------------------------------

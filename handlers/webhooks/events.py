@@ -90,6 +90,8 @@ class PullRequestBody(_Shape):
     merged: StrictBool | None = None
     merge_commit_sha: StrictStr | None = None
     merged_by: User | None = None
+    #: The author (an automatic preview needs the author to meet the `from` environment's permission).
+    user: User | None = None
     head: Ref = Ref()
     base: Ref = Ref()
 
@@ -112,6 +114,12 @@ class LabelAdded(_Delivery):
 
 class PullRequestClosed(_Delivery):
     """`pull_request` closed (merged or not)."""
+
+    pull_request: PullRequestBody
+
+
+class PullRequestChanged(_Delivery):
+    """`pull_request` opened, reopened or synchronize: a PR head that may get a preview."""
 
     pull_request: PullRequestBody
 

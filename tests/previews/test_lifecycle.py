@@ -1,0 +1,60 @@
+"""A pull request's preview from open to close, through real webhooks, in both modes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+async def _get(url: str) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.get(url)
+
+
+@pytest.mark.parametrize("previews_mode", ["previews", "script"])
+async def test_open_push_twice_close(previews, previews_mode):
+    first = previews.open_pr(7)
+    await previews.opened(7)
+    [deployment] = await previews.deployments()
+    assert deployment.status == "completed", deployment.error
+    assert deployment.environment == "preview/pr-7" and deployment.sha == first
+    record = await previews.record()
+    assert record.state == "active" and record.mode == previews_mode and record.url
+    assert (await _get(record.url)).status_code == 200
+    assert first[:7] in previews.main_module()
+    [gh] = previews.gh_deployments()
+    assert gh["transient_environment"] is True and gh["production_environment"] is False
+    assert previews.states(gh)[-1] == "success"
+    statuses = previews.sim.repo("acme/shop").deployment_statuses[gh["id"]]
+    assert statuses[-1]["environment_url"] == record.url
+    [run] = previews.check_runs(first)
+    assert run["conclusion"] == "success"
+    body = previews.comment_body()
+    assert "| **preview** |" in body and record.url in body
+    if previews_mode == "previews":
+        assert record.script_name == "shop-staging" and record.deployment_url
+        assert f"[this push]({record.deployment_url})" in body
+    else:
+        assert record.script_name == "shop-staging-pr-7"
+
+    # Two pushes in a row: the first one's preview deployment is cancelled, not queued behind.
+    previews.cloudflare_sim.sim.set_latency(0.15)
+    second = await previews.pushed(7, settle=False)
+    third = await previews.pushed(7, settle=False)
+    await previews.settle()
+    previews.cloudflare_sim.sim.set_latency(0)
+    by_sha = {d.sha: d for d in await previews.deployments()}
+    assert by_sha[second].status == "cancelled" and "Superseded" in (previews.check_runs(second)[0]["output"]["summary"])
+    assert by_sha[third].status == "completed", by_sha[third].error
+    assert third[:7] in previews.main_module()
+    assert (await _get(record.url)).status_code == 200
+
+    await previews.closed(7)
+    record = await previews.record()
+    assert record.state == "removed" and record.last_error is None
+    assert not previews.on_cloudflare(7)
+    assert (await _get(record.url)).status_code == 404
+    gh_deployments = previews.gh_deployments()
+    assert len(gh_deployments) >= 2
+    assert all(previews.states(d)[-1] == "inactive" for d in gh_deployments)
+    assert "🗑️ removed" in previews.comment_body()
