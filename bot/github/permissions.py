@@ -65,6 +65,7 @@ EVENT_PERMISSIONS: Final[dict[str, tuple[str, str]]] = {
     "check_run": ("checks", "read"),
     "issue_comment": ("issues", "read"),
     "pull_request": ("pull_requests", "read"),
+    "workflow_run": ("actions", "read"),
 }
 
 #: Sent to every GitHub App without a subscription (they cannot be listed in `default_events`).

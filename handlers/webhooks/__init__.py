@@ -5,7 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 from gidgethub import routing
 
-from handlers.webhooks import check_runs, comments, head_moves, installations, intake, labels, merges, previews
+from handlers.webhooks import (
+    builds,
+    check_runs,
+    comments,
+    head_moves,
+    installations,
+    intake,
+    labels,
+    merges,
+    previews,
+)
 
 #: Every concern module exports a `router`; they are merged here, in one place.
 router = routing.Router(
@@ -16,6 +26,7 @@ router = routing.Router(
     head_moves.router,
     check_runs.router,
     previews.router,
+    builds.router,
 )
 
 

@@ -118,6 +118,23 @@ def expire(sim: GitHubSim, artifact: StoredArtifact) -> None:
     artifact.expires_at = sim.now() - 1
 
 
+def workflow_run_completed(sim: GitHubSim, run: Run, *, installation_id: int, web_root: str) -> dict[str, Any]:
+    """The `workflow_run` webhook GitHub sends when `run` completes (the fields Flareship reads)."""
+    repo = sim.repo(run.repo)
+    owner, _, name = run.repo.partition("/")
+    return {
+        "action": "completed",
+        "workflow_run": {"id": run.id, "name": run.name, "head_sha": run.head_sha, "head_branch": run.head_branch,
+                         "status": run.status, "conclusion": run.conclusion,
+                         "html_url": f"{web_root}/{run.repo}/actions/runs/{run.id}"},
+        "workflow": {"id": 1, "name": run.name, "path": ".github/workflows/build.yml"},
+        "repository": {"id": repo.id, "name": name, "full_name": run.repo, "owner": {"login": owner},
+                       "default_branch": "main"},
+        "installation": {"id": installation_id},
+        "sender": {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"},
+    }
+
+
 # -- rendering ------------------------------------------------------------------------------
 
 
