@@ -288,3 +288,38 @@ async def test_the_multipart_body_is_what_wrangler_sends(cloudflare_sim, cloudfl
     assert 'Content-Disposition: form-data; name="metadata"\r\n\r\n{' in body
     assert 'name="files"; filename="index.js"\r\nContent-Type: application/javascript+module' in body
     assert 'name="files"; filename="lib.wasm"\r\nContent-Type: application/wasm' in body
+
+
+async def test_script_mode_round_trip_deletes_the_pr_worker_and_its_container(cloudflare_client, cloudflare_sim,
+                                                                               cloudflare_http):
+    """`script` mode: PR 5's own Worker with its Durable Object and container application, then the
+    close: both deleted, the URL gone, the parent untouched, and a second close changes nothing."""
+    for script in (WORKER, pr_script_name(WORKER, 5)):
+        result = await cloudflare_client.upload_worker(
+            CF_ACCOUNT_ID, script, [WorkerModule("index.js", MAIN)], main_module="index.js",
+            compatibility_date="2025-09-01", bindings=[durable_object_binding("APP", "AppContainer")],
+            migrations={"new_tag": "v1", "steps": [{"new_sqlite_classes": ["AppContainer"]}]},
+            containers=[{"class_name": "AppContainer"}])
+        await cloudflare_client.enable_script_subdomain(CF_ACCOUNT_ID, script)
+        ns = await cloudflare_client.durable_object_namespace_ids(CF_ACCOUNT_ID, script, result["deployment_id"])
+        image = f"{cloudflare_sim.registry_host}/{CF_ACCOUNT_ID}/app@sha256:" + "1" * 64
+        app = f"{script}-appcontainer"
+        await cloudflare_client.deploy_application(CF_ACCOUNT_ID, name=app, image=image,
+                                                   namespace_id=ns["AppContainer"], max_instances=1)
+    pr_script, pr_app = pr_script_name(WORKER, 5), pr_application_name(WORKER, 5, "AppContainer")
+    url = cloudflare_sim.workers_url_template.format(subdomain=CF_SUBDOMAIN, script=pr_script)
+    assert (await cloudflare_http.get(url)).json()["containers"] == {pr_app: image}
+
+    assert await cloudflare_client.delete_container_application(CF_ACCOUNT_ID, pr_app) is True
+    assert await cloudflare_client.delete_script_if_present(CF_ACCOUNT_ID, pr_script) is True
+    assert (await cloudflare_http.get(url)).status_code == 404
+    assert await cloudflare_client.find_application(CF_ACCOUNT_ID, pr_app) is None
+    assert cloudflare_sim.sim.script(CF_ACCOUNT_ID, pr_script) is None
+    assert not [ns for ns in cloudflare_sim.sim.namespaces.values() if ns.script == pr_script]
+    # a second close (or the sweep after a crash) is a no-op
+    assert await cloudflare_client.delete_container_application(CF_ACCOUNT_ID, pr_app) is False
+    assert await cloudflare_client.delete_script_if_present(CF_ACCOUNT_ID, pr_script) is False
+    # the parent and its container are untouched
+    assert await cloudflare_client.find_application(CF_ACCOUNT_ID, f"{WORKER}-appcontainer") is not None
+    parent_url = cloudflare_sim.workers_url_template.format(subdomain=CF_SUBDOMAIN, script=WORKER)
+    assert (await cloudflare_http.get(parent_url)).status_code == 200
