@@ -24,6 +24,7 @@ from bot.cloudflare.errors import (
     NO_PREVIEW_DEPLOYMENT_CODE,
     PREVIEW_MISSING_CODE,
     CloudflareError,
+    Conflict,
     NotFound,
     ParentWorkerMissing,
     ServerError,
@@ -293,7 +294,7 @@ class PreviewsAPI:
         try:
             result: dict[str, Any] = await self.call("POST", f"/accounts/{account_id}/workers/workers",
                                                      json_body=body)
-        except _AMBIGUOUS:
+        except (*_AMBIGUOUS, Conflict):
             existing = await self.get_worker(account_id, worker)
             if existing is not None:
                 return existing
@@ -336,7 +337,7 @@ class PreviewsAPI:
             if 10007 in exc.codes:
                 raise self._parent_missing(exc, worker) from exc
             raise
-        except _AMBIGUOUS:
+        except (*_AMBIGUOUS, Conflict):  # a lost answer, or another replica created it first
             existing = await self.get_preview(account_id, worker, name)
             if existing is not None:
                 return existing

@@ -323,3 +323,24 @@ async def test_script_mode_round_trip_deletes_the_pr_worker_and_its_container(cl
     assert await cloudflare_client.find_application(CF_ACCOUNT_ID, f"{WORKER}-appcontainer") is not None
     parent_url = cloudflare_sim.workers_url_template.format(subdomain=CF_SUBDOMAIN, script=WORKER)
     assert (await cloudflare_http.get(parent_url)).status_code == 200
+
+
+async def test_ensure_preview_settles_a_lost_answer_and_a_create_race(cloudflare_client, cloudflare_sim):
+    await parent(cloudflare_client)
+    cloudflare_sim.sim.inject_fault("POST", "*/workers/workers/*/previews", status=502, after=True, times=1)
+    lost = await cloudflare_client.ensure_preview(CF_ACCOUNT_ID, WORKER, "pr-20")
+    # another replica created pr-21 between our GET and our POST: the sim answers our POST 409
+    cloudflare_sim.sim.inject_fault("POST", "*/workers/workers/*/previews", status=409, error_code=10026,
+                                    after=True, times=1)
+    raced = await cloudflare_client.ensure_preview(CF_ACCOUNT_ID, WORKER, "pr-21")
+    assert (lost.name, raced.name) == ("pr-20", "pr-21") and cloudflare_sim.sim.creates["preview"] == 2
+
+
+async def test_preview_health_can_be_set_per_deployment(cloudflare_client, cloudflare_sim, cloudflare_http):
+    await parent(cloudflare_client)
+    preview = await cloudflare_client.ensure_preview(CF_ACCOUNT_ID, WORKER, "pr-22")
+    deployment = await cloudflare_client.deploy_to_preview(CF_ACCOUNT_ID, WORKER, preview, metadata(),
+                                                           [WorkerModule("index.js", MAIN)])
+    cloudflare_sim.sim.set_worker_health(f"{preview.slug}-{WORKER}", "failing", version_id=deployment.id)
+    answer = await cloudflare_http.get(preview.url + "/health")
+    assert answer.status_code == 500 and answer.json()["status"] == "failing"

@@ -1,4 +1,4 @@
-"""Simulated Cloudflare API (Workers, Durable Objects, Containers) with served Workers and a registry."""
+"""Simulated Cloudflare API (Workers, Worker Previews, Durable Objects, Containers) with served Workers and a registry."""
 
 from bot.sim.cloudflare.app import make_app
 from bot.sim.cloudflare.server import CloudflareSimServer, start_cloudflare_sim

@@ -569,7 +569,7 @@ async def serve_worker(request: web.Request) -> web.Response:
     sim = request.app[SIM]
     preview = sim.previews.find_served(request.match_info["subdomain"], request.match_info["script"])
     if preview is not None:
-        return serve_preview(request, *preview)
+        return await serve_preview(request, *preview)
     served = sim.find_served(request.match_info["subdomain"], request.match_info["script"])
     if served is None:
         return web.Response(status=404, text="There is nothing here yet")
@@ -588,19 +588,24 @@ async def serve_worker(request: web.Request) -> web.Response:
     return web.json_response(body, status=500 if health == "failing" else 200)
 
 
-def serve_preview(request: web.Request, preview: PreviewState, deployment: PreviewDeploymentState) -> web.Response:
+async def serve_preview(request: web.Request, preview: PreviewState,
+                        deployment: PreviewDeploymentState) -> web.Response:
     """What a Preview URL (its latest deployment) or a deployment URL answers: like a Worker, plus
-    the Durable Object namespaces its bindings reach (the Preview's own)."""
+    the Durable Object namespaces its bindings reach (the Preview's own). Its health is set with
+    `sim.set_worker_health("<slug>-<worker>", ..., version_id=<deployment id>)`."""
     sim = request.app[SIM]
     from bot.sim.cloudflare.assets import serve_asset
 
     asset = serve_asset(sim, deployment.metadata, "/" + request.match_info.get("tail", ""))
     if asset is not None:
         return asset
+    health = sim.health_of(preview.label, deployment.id)
+    if health == "slow":
+        await sim.stall(sim.slow_seconds)
     main = deployment.modules.get(deployment.metadata.get("main_module", ""))
     body = {"script": preview.worker, "preview": preview.name, "preview_id": preview.id,
             "deployment_id": deployment.id, "deployment_number": deployment.number,
-            "path": "/" + request.match_info.get("tail", ""), "status": "healthy",
+            "path": "/" + request.match_info.get("tail", ""), "status": health,
             "main_module_sha256": hashlib.sha256(main.content).hexdigest() if main else None,
             "annotations": deployment.annotations,
             "durable_objects": {name: b.get("namespace_id") for name, b in deployment.env.items()
@@ -609,7 +614,7 @@ def serve_preview(request: web.Request, preview: PreviewState, deployment: Previ
                      for name, b in deployment.env.items() if b.get("type") in ("plain_text", "json")},
             "secrets": sorted(name for name, b in deployment.env.items() if b.get("type") in ("secret_text",
                                                                                               "secret_key"))}
-    return web.json_response(body)
+    return web.json_response(body, status=500 if health == "failing" else 200)
 
 
 def _registry_authorizer(sim: CloudflareSim):
