@@ -3,6 +3,8 @@ the 10007/10025 answers, and the `script` mode deletes."""
 
 from __future__ import annotations
 
+import hashlib
+
 import httpx
 import pytest
 
@@ -144,6 +146,7 @@ async def test_deploy_serves_the_uploaded_code_at_both_urls(cloudflare_client, c
         served = (await cloudflare_http.get(url + "/health")).json()
         assert served["deployment_id"] == deployment.id and served["path"] == "/health"
         assert served["vars"] == {"LOG_LEVEL": "debug"}
+        assert served["main_module_sha256"] == hashlib.sha256(MAIN).hexdigest()  # the uploaded code answers
     stored = cloudflare_sim.sim.previews.find(CF_ACCOUNT_ID, WORKER, "pr-7")
     assert stored.deployments[-1].modules["index.js"].content == MAIN
     latest = await cloudflare_client.latest_deployment(CF_ACCOUNT_ID, WORKER, preview)
