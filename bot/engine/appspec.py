@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.engine.bindings import var_bindings, wrangler_order
-from bot.engine.build import BuildConfig, built_main_name, refuse_dockerfile
+from bot.engine.build import BuildConfig, built_main_name, is_dockerfile, refuse_dockerfile
 from bot.engine.config import (
     CLASS_NAME,
     SCRIPT_NAME,
@@ -193,6 +193,22 @@ def _container(c: Any, script: str, sha: str | None, build: BuildConfig | None =
     )
 
 
+def _built_container(containers: list[Any], build: BuildConfig | None) -> int | None:
+    """Which container `build.image` replaces: the one whose image is a Dockerfile, else the first.
+
+    The artifact holds one image, so two containers built from Dockerfiles cannot both get it.
+    """
+    if build is None or not build.image or not containers:
+        return None
+    dockerfiles = [i for i, c in enumerate(containers) if is_dockerfile(c.image)]
+    if len(dockerfiles) > 1:
+        names = ", ".join(containers[i].class_name for i in dockerfiles)
+        raise FlareshipError("DEPLOY_001", f"containers {names} are each built from a Dockerfile, but "
+                             "app.build.image is one image; build all but one into a registry image",
+                             details={"field": "app.build.image"})
+    return dockerfiles[0] if dockerfiles else 0
+
+
 def _main_module_name(main_path: str) -> str:
     return main_path.replace("\\", "/").rsplit("/", 1)[-1]
 
@@ -242,7 +258,9 @@ def resolve_repository_app(
         raise FlareshipError("DEPLOY_001", "app.compatibility_date is required", details={"field": "app.compatibility_date"})
     script = script_name_for(app.name, environment, env_config.script_name or wrangler_script)
     dos = _dos(app.durable_objects)
-    containers_spec = [_container(c, script, sha, app.build) for c in ([app.container] if app.container else []) + extra_containers]
+    configs = ([app.container] if app.container else []) + extra_containers
+    built = _built_container(configs, app.build)
+    containers_spec = [_container(c, script, sha, app.build if i == built else None) for i, c in enumerate(configs)]
     for c in reversed(containers_spec):
         if c.class_name not in [d.class_name for d in dos if not d.script_name]:
             dos.insert(0, DurableObjectSpec(class_name=c.class_name, binding=upper_snake(c.class_name)))

@@ -123,9 +123,11 @@ def evaluate(spec: AppSpec, facts: Facts, today: date) -> tuple[dict[str, str], 
         if facts.workers_plan == "free" or facts.containers_error == "plan":
             problems.append(Problem("quotas", "DEPLOY_002", "Containers need the Workers Paid plan"))
         else:
-            issue = instance_problem(spec.container.instance_type, spec.container.max_instances, facts.containers_limits)
-            if issue:
-                problems.append(Problem("quotas", "DEPLOY_002", issue, field="app.container.instance_type"))
+            for c in spec.containers or [spec.container]:
+                issue = instance_problem(c.instance_type, c.max_instances, facts.containers_limits)
+                if issue:
+                    where = "" if c is spec.container else f" ({c.class_name})"
+                    problems.append(Problem("quotas", "DEPLOY_002", issue + where, field="app.container.instance_type"))
         if facts.image_error or not facts.image_digest:
             problems.append(Problem("dependencies", "DEPLOY_011",
                                     f"image {spec.container.image} does not resolve to a digest: "

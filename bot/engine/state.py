@@ -39,6 +39,9 @@ class StepState:
     uploaded_in_migration: bool = False
     #: Step 5: the container application.
     container_app_id: str | None = None
+    #: Steps 4-5, every container by class name: {"image", "image_digest", "app_id"}. The first
+    #: container is also in image / image_digest / container_app_id, which a release records.
+    containers: dict[str, dict[str, Any]] | None = None
     #: Step 7: the account's workers.dev subdomain and the URL the Worker answers on.
     subdomain: str | None = None
     url: str | None = None

@@ -23,7 +23,7 @@ from bot.cloudflare.errors import CloudflareError
 from bot.cloudflare.registry import ImageRef
 from bot.cloudflare.workers import WorkerModule, sqlite_migration
 from bot.engine import assets_step, images, oci_layout
-from bot.engine.appspec import AppSpec
+from bot.engine.appspec import BUILT_IMAGE, AppSpec, ContainerSpec
 from bot.engine.artifacts import BuildSource
 from bot.engine.failures import step_failure, token_failure
 from bot.engine.metadata import keep_bindings, upload_modules
@@ -96,11 +96,6 @@ async def validate_configuration(ctx: StepContext) -> str:
     checks, problems = evaluate(spec, facts, ctx.today)
     problems = [p for p in problems if p.check == "dependencies"]
     raise_first(checks, problems, step=VALIDATE)
-    if len(spec.containers) > 1:  # steps 4-5 copy one image and update one application so far
-        extra = ", ".join(c.class_name for c in spec.containers[1:])
-        raise FlareshipError("DEPLOY_001", f"{spec.wrangler_file or 'app'}: containers: Flareship deploys one "
-                             f"container application per Worker; also configured: {extra}", step=VALIDATE,
-                             details={"field": "containers"})
     if spec.durable_objects:
         await ctx.log("Durable Objects: " + ", ".join(f"{d.class_name} as {d.binding}" for d in spec.durable_objects))
     return "completed"
@@ -158,30 +153,48 @@ async def check_resources(ctx: StepContext) -> str:
 
 # -- 4. Uploading container ---------------------------------------------------------------------
 
+def _containers(spec: AppSpec) -> list[ContainerSpec]:
+    return list(spec.containers) or ([spec.container] if spec.container else [])
+
+
+def _pinned(ctx: StepContext, container: ContainerSpec) -> str | None:
+    """The image step 4 pinned for `container` (a state of an older version has the first only)."""
+    entry = (ctx.state.containers or {}).get(container.class_name) or {}
+    if entry.get("image"):
+        return str(entry["image"])
+    if ctx.spec.container is not None and container.class_name == ctx.spec.container.class_name:
+        return ctx.state.image
+    return None
+
+
 async def upload_container(ctx: StepContext) -> str:
-    container = ctx.spec.container
-    if container is None:
+    """Every container's image into the account's registry, pinned by digest (wrangler: each entry)."""
+    containers = _containers(ctx.spec)
+    if not containers:
         await ctx.log("No container configured")
         return "skipped"
-    if ctx.state.image:
-        await ctx.log(f"Image already in the account's registry: {ctx.state.image}")
-        return "completed"
     target = images.registry_target(ctx.settings.container_registry_url)
-    if ctx.spec.build is not None and ctx.spec.build.image and ctx.build is not None:
-        return await _push_built_image(ctx, ctx.build, target)
-    source = images.parse_image(container.image, step=CONTAINER)
-    try:
-        registry = await images.registry_client_for(ctx.client, ctx.clients, ctx.account_id, target)
-        if ctx.dry_run:
-            pinned = await images.resolve_digest(registry, source, target)
-            await ctx.log(f"Dry run: {container.image} resolves to {pinned.digest}; nothing copied")
-            return "completed"
-        pinned = await images.ensure_in_registry(registry, source, target, ctx.account_id)
-    except BaseException as exc:
-        _registry_failed(ctx, target, exc)
-        raise
-    _pin_image(ctx, pinned)
-    await ctx.log(f"Image {container.image} pinned as {ctx.state.image}")
+    for container in containers:
+        pinned = _pinned(ctx, container)
+        if pinned:
+            await ctx.log(f"Image of {container.class_name} already in the account's registry: {pinned}")
+            continue
+        if container.image.startswith(f"{BUILT_IMAGE}:") and ctx.spec.build is not None and ctx.build is not None:
+            await _push_built_image(ctx, container, ctx.build, target)
+            continue
+        source = images.parse_image(container.image, step=CONTAINER)
+        try:
+            registry = await images.registry_client_for(ctx.client, ctx.clients, ctx.account_id, target)
+            if ctx.dry_run:
+                resolved = await images.resolve_digest(registry, source, target)
+                await ctx.log(f"Dry run: {container.image} resolves to {resolved.digest}; nothing copied")
+                continue
+            copied = await images.ensure_in_registry(registry, source, target, ctx.account_id)
+        except BaseException as exc:
+            _registry_failed(ctx, target, exc)
+            raise
+        _pin_image(ctx, container, copied)
+        await ctx.log(f"Image {container.image} pinned as {_pinned(ctx, container)}")
     return "completed"
 
 
@@ -192,27 +205,33 @@ def _registry_failed(ctx: StepContext, target: images.RegistryTarget, exc: BaseE
         raise step_failure(exc, CONTAINER) from None
 
 
-def _pin_image(ctx: StepContext, pinned: ImageRef) -> None:
-    ctx.state.image = images.configuration_image(pinned)
-    ctx.state.image_digest = pinned.digest
+def _pin_image(ctx: StepContext, container: ContainerSpec, pinned: ImageRef) -> None:
+    image = images.configuration_image(pinned)
+    entries = dict(ctx.state.containers or {})
+    entries[container.class_name] = {**entries.get(container.class_name, {}), "image": image,
+                                     "image_digest": pinned.digest}
+    ctx.state.containers = entries
+    if ctx.spec.container is not None and container.class_name == ctx.spec.container.class_name:
+        ctx.state.image = image
+        ctx.state.image_digest = pinned.digest
 
 
-async def _push_built_image(ctx: StepContext, build: BuildSource, target: images.RegistryTarget) -> str:
+async def _push_built_image(ctx: StepContext, container: ContainerSpec, build: BuildSource,
+                            target: images.RegistryTarget) -> None:
     """`build.image`: the artifact's OCI layout, pushed to the account's registry tagged with the SHA."""
     destination = oci_layout.built_destination(target, ctx.account_id, ctx.spec.name, ctx.deployment.sha)
     layout = (await build.output()).image or b""
     if ctx.dry_run:
         await ctx.log(f"Dry run: would push {build.build.image} ({len(layout)} bytes) as {destination}")
-        return "completed"
+        return
     try:
         registry = await images.registry_client_for(ctx.client, ctx.clients, ctx.account_id, target)
         pinned = await oci_layout.push_layout(registry, layout, destination)
     except BaseException as exc:
         _registry_failed(ctx, target, exc)
         raise
-    _pin_image(ctx, pinned)
-    await ctx.log(f"Built image {build.build.image} pushed as {destination}, pinned as {ctx.state.image}")
-    return "completed"
+    _pin_image(ctx, container, pinned)
+    await ctx.log(f"Built image {build.build.image} pushed as {destination}, pinned as {_pinned(ctx, container)}")
 
 
 # -- 5. Deploying Durable Objects ---------------------------------------------------------------
@@ -287,36 +306,50 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
         else:
             ctx.state.migration_tag = tag
             await ctx.log(f"Durable Object classes exist (migration tag {tag or 'none'})")
-        if spec.container is None:
+        containers = _containers(spec)
+        if not containers:
             return "completed"
         if ctx.dry_run:
-            await ctx.log(f"Dry run: would update container application {spec.container.application_name}")
+            await ctx.log("Dry run: would update container application(s) "
+                          + ", ".join(c.application_name for c in containers))
             return "completed"
-        if not ctx.state.uploaded_in_migration:  # the Worker version first, then the application (wrangler)
+        if not ctx.state.uploaded_in_migration:  # the Worker version first, then the applications (wrangler)
             result = await _upload(ctx, migrations=None)
             ctx.state.version_id = result.get("deployment_id") or result.get("id")
             ctx.state.uploaded_in_migration = True
         version_id = ctx.state.version_id or await ctx.client.deployed_version(ctx.account_id, spec.script_name)
         namespace_ids = await ctx.client.durable_object_namespace_ids(ctx.account_id, spec.script_name, version_id) \
             if version_id else {}
-        namespace_id = namespace_ids.get(spec.container.class_name)
-        if not namespace_id:
-            raise FlareshipError("DEPLOY_004", f"no Durable Object namespace found for {spec.container.class_name}",
-                                 step=DURABLE_OBJECTS)
-        if ctx.state.image is None:  # step 4 pins the image before this step runs
-            raise FlareshipError("SYS_001", "no container image pinned by step 4", step=DURABLE_OBJECTS)
-        deployed = await ctx.client.deploy_application(
-            ctx.account_id, name=spec.container.application_name, image=ctx.state.image,
-            namespace_id=namespace_id, instance_type=spec.container.instance_type,
-            max_instances=spec.container.max_instances, description=f"Flareship {ctx.deployment.id}",
-            step_percentage=spec.container.rollout_step_percentage, rollout_kind=spec.container.rollout_kind,
-        )
+        for container in containers:  # one application each, in the config's order, as wrangler does
+            await _deploy_application(ctx, container, namespace_ids)
     except CloudflareError as exc:
         raise step_failure(exc, DURABLE_OBJECTS) from None
-    ctx.state.container_app_id = deployed.application.get("id")
-    what = "created" if deployed.created else ("updated, rollout started" if deployed.changed else "unchanged")
-    await ctx.log(f"Container application {spec.container.application_name} {what}")
     return "completed"
+
+
+async def _deploy_application(ctx: StepContext, container: ContainerSpec, namespace_ids: dict[str, str]) -> None:
+    namespace_id = namespace_ids.get(container.class_name)
+    if not namespace_id:
+        raise FlareshipError("DEPLOY_004", f"no Durable Object namespace found for {container.class_name}",
+                             step=DURABLE_OBJECTS)
+    image = _pinned(ctx, container)
+    if image is None:  # step 4 pins the images before this step runs
+        raise FlareshipError("SYS_001", f"no container image pinned by step 4 for {container.class_name}",
+                             step=DURABLE_OBJECTS)
+    deployed = await ctx.client.deploy_application(
+        ctx.account_id, name=container.application_name, image=image,
+        namespace_id=namespace_id, instance_type=container.instance_type,
+        max_instances=container.max_instances, description=f"Flareship {ctx.deployment.id}",
+        step_percentage=container.rollout_step_percentage, rollout_kind=container.rollout_kind,
+    )
+    app_id = deployed.application.get("id")
+    entries = dict(ctx.state.containers or {})
+    entries[container.class_name] = {**entries.get(container.class_name, {}), "image": image, "app_id": app_id}
+    ctx.state.containers = entries
+    if ctx.spec.container is not None and container.class_name == ctx.spec.container.class_name:
+        ctx.state.container_app_id = app_id
+    what = "created" if deployed.created else ("updated, rollout started" if deployed.changed else "unchanged")
+    await ctx.log(f"Container application {container.application_name} {what}")
 
 
 # -- 6. Uploading Worker version ----------------------------------------------------------------
