@@ -157,11 +157,16 @@ class CheckRunEvent(_Delivery):
 Shape = TypeVar("Shape", bound=_Shape)
 
 
-def parse_event(model: type[Shape], event: sansio.Event) -> Shape | None:
-    """`event.data` as `model`, or None (with one WARNING naming the delivery and the field) when it does not fit."""
+def parse_event(model: type[Shape], event: sansio.Event, *, quiet: bool = False) -> Shape | None:
+    """`event.data` as `model`, or None (with one WARNING naming the delivery and the field) when it does not fit.
+
+    `quiet`: a second handler of the same event, whose first one already warned, says nothing more.
+    """
     try:
         return model.model_validate(event.data)
     except ValidationError as exc:
+        if quiet:
+            return None
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the payload"
         problem = "missing" if first["type"] == "missing" else f"invalid ({first['msg']})"

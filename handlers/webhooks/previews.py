@@ -15,6 +15,7 @@ from typing import Any
 from gidgethub import routing, sansio
 
 from bot.engine.preview_spec import preview_environment
+from bot.store.previews import ACTIVE, PreviewStore
 from handlers.webhooks import workflow
 from handlers.webhooks.command_path import CommandPath, Trigger
 from handlers.webhooks.events import PullRequestChanged, PullRequestClosed, parse_event
@@ -29,7 +30,8 @@ router = routing.Router()
 @router.register("pull_request", action="reopened")
 @router.register("pull_request", action="synchronize")
 async def pull_request_pushed(event: sansio.Event, ctx: Any) -> None:
-    changed = parse_event(PullRequestChanged, event)
+    # synchronize also goes to head_moves, which warns about a malformed payload once.
+    changed = parse_event(PullRequestChanged, event, quiet=event.data.get("action") == "synchronize")
     if changed is None or not workflow.ready(ctx) or ctx.services.database is None:
         return
     pull, repository = changed.pull_request, changed.repository.full_name
@@ -43,8 +45,10 @@ async def pull_request_pushed(event: sansio.Event, ctx: Any) -> None:
     except workflow.ConfigProblem as exc:
         log.debug("no preview for %s#%s: %s", repository, pull.number, exc)
         return
-    if not config.previews.enabled or config.previews.trigger != "push":
+    if not config.previews.enabled:
         return
+    if config.previews.trigger != "push" and not await _missing(ctx, repository, pull.number):
+        return  # trigger comment: only /deploy preview, or a push that restores a preview Cloudflare lost
     async with path.claim(f"preview:{repository}:{pull.number}:{pull.head.sha}",
                           environment=preview_environment(pull.number)) as claim:
         if claim is None:
@@ -53,9 +57,15 @@ async def pull_request_pushed(event: sansio.Event, ctx: Any) -> None:
         await start_preview(path, claim, config, pr, login=author.login, trigger="push")
 
 
+async def _missing(ctx: Any, repository: str, number: int) -> bool:
+    """The sweep found the PR's recorded preview gone on Cloudflare: the next push redeploys it."""
+    record = await PreviewStore(ctx.services.database).get(repository, number)
+    return record is not None and record.state == ACTIVE and record.missing
+
+
 @router.register("pull_request", action="closed")
 async def pull_request_closed(event: sansio.Event, ctx: Any) -> None:
-    closed = parse_event(PullRequestClosed, event)
+    closed = parse_event(PullRequestClosed, event, quiet=True)  # merges warns about a malformed one
     cleaner = getattr(ctx.services, "previews", None)
     if closed is None or cleaner is None or ctx.services.engine is None:
         return

@@ -135,7 +135,8 @@ def _ignored_count(client, event: str) -> float:
     ("push", "push"),
     ("check_suite", "check_suite.requested"),
     ("deployment_status", "deployment_status.created"),
-    ("pull_request", "pull_request.opened"),  # pull_request is handled, but not its `opened` action
+    # pull_request is handled, but not its `edited` action
+    ("pull_request", {"action": "edited", "number": 7, "pull_request": {"number": 7}}),
     ("security_advisory", {"action": "published", "security_advisory": {"ghsa_id": "GHSA-x"}}),
 ])
 async def test_events_no_handler_takes_are_acknowledged_counted_and_not_stored(flareship_client, database, event,
@@ -152,6 +153,7 @@ async def test_events_no_handler_takes_are_acknowledged_counted_and_not_stored(f
     ("pull_request", "pull_request.closed.merged"),
     ("pull_request", "pull_request.labeled"),
     ("pull_request", "pull_request.synchronize"),
+    ("pull_request", "pull_request.opened"),  # previews
     ("check_run", "check_run.requested_action"),
     ("installation", "installation.created"),
     ("installation_repositories", "installation_repositories.added"),
