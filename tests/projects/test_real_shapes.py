@@ -23,7 +23,7 @@ from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID as ACC
 from tests.workflows.conftest import BASE_SHA, CONFIG, HEAD_SHA, REPOSITORY
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "projects"
-#: Shapes deployed end to end (the container one needs images on a real registry: its metadata is checked below).
+#: Shapes deployed end to end here; `container` is deployed from a CI artifact in test_built_shapes.py.
 DEPLOYED = [
     "d1-typescript", "kv-todo", "durable-objects", "environments", "crons", "routes", "services-queues"]
 ZONE = "e" * 32
