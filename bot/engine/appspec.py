@@ -234,7 +234,7 @@ def resolve_repository_app(
     extra_containers: list[ContainerConfig] = []
     wrangler_script: str | None = None
     if wrangler:
-        found = wrangler_app(wrangler, environment)
+        found = wrangler_app(wrangler, environment, built=app_config.app.build is not None)
         fallback = dict(found.app_fields)
         containers = found.extras.pop("containers")
         if containers:

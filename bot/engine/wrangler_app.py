@@ -127,8 +127,11 @@ def _assets(env: dict[str, Any], unsupported: list[str]) -> dict[str, Any] | Non
     return {k: v for k, v in assets.items() if k in ASSETS_FIELDS}
 
 
-def wrangler_app(data: dict[str, Any], environment: str) -> WranglerApp:
-    """What the wrangler config says for `environment`; DEPLOY_001 for anything refused or malformed."""
+def wrangler_app(data: dict[str, Any], environment: str, *, built: bool = False) -> WranglerApp:
+    """What the wrangler config says for `environment`; DEPLOY_001 for anything refused or malformed.
+
+    `built`: the app is deployed from its CI artifact (`app.build`), so wrangler's own bundling
+    keys were applied by the build and are not refused."""
     path = config_path(data)
     env = {**environment_config(data, environment), **top_level_only(data)}
     problems: list[str] = []
@@ -156,7 +159,7 @@ def wrangler_app(data: dict[str, Any], environment: str) -> WranglerApp:
         "containers": containers,
         "worker_settings": {k: env[k] for k in SETTINGS if env.get(k) is not None},
     }
-    refuse_unsupported(data, environment, unsupported)
+    refuse_unsupported(data, environment, unsupported, built=built)
     if problems:
         raise FlareshipError("DEPLOY_001", f"{path}: {'; '.join(problems)}",
                              details={"field": path, "problems": problems})

@@ -42,11 +42,15 @@ NO_EFFECT: dict[str, str] = {
     "legacy_env": "only `true` (the default) is supported",
 }
 
+#: Bundling keys that `wrangler deploy --dry-run` applies in the CI build `app.build` names
+#: (docs/build-workflow.md): honoured there, so accepted for an app deployed from its artifact.
+BUILT_IN_CI = frozenset({"build", "define", "alias"})
+
 #: Why a refused key cannot be honoured (the message names the key and its file).
 REFUSED_REASON: dict[str, str] = {
-    "build": "Flareship never runs repository code; build in CI",
-    "define": "needs bundling, which Flareship does not do",
-    "alias": "needs bundling, which Flareship does not do",
+    "build": "Flareship never runs repository code; build in CI and set app.build",
+    "define": "needs bundling, which Flareship does not do; bundle in CI and set app.build",
+    "alias": "needs bundling, which Flareship does not do; bundle in CI and set app.build",
     "rules": "module rules are not supported",
     "base_dir": "module naming from base_dir is not supported",
     "preserve_file_names": "not supported",
@@ -64,15 +68,16 @@ def _empty(value: Any) -> bool:
     return value is None or value == {} or value == []
 
 
-def unsupported_keys(data: dict[str, Any], environment: str) -> list[str]:
-    """Every key (of the config `environment` uses) that would change the upload but is not honoured."""
+def unsupported_keys(data: dict[str, Any], environment: str, *, built: bool = False) -> list[str]:
+    """Every key (of the config `environment` uses) that would change the upload but is not honoured;
+    `built`: the app is deployed from its CI artifact, whose build applied BUILT_IN_CI."""
     effective = {**environment_config(data, environment), **top_level_only(data)}
     out: list[str] = []
     envs = data.get("env")
     section = envs.get(environment) if isinstance(envs, dict) else None
     own: dict[str, Any] = section if isinstance(section, dict) else {}
     for key, value in effective.items():
-        if key in HONOURED or key in NO_EFFECT or _empty(value):
+        if key in HONOURED or key in NO_EFFECT or _empty(value) or (built and key in BUILT_IN_CI):
             continue
         if key == "legacy_env" and value is True:
             continue
@@ -81,9 +86,10 @@ def unsupported_keys(data: dict[str, Any], environment: str) -> list[str]:
     return out
 
 
-def refuse_unsupported(data: dict[str, Any], environment: str, extra: list[str] | None = None) -> None:
+def refuse_unsupported(data: dict[str, Any], environment: str, extra: list[str] | None = None, *,
+                       built: bool = False) -> None:
     """DEPLOY_001 naming every unsupported key (and nested field) and the file, when there is any."""
-    keys = unsupported_keys(data, environment) + list(extra or [])
+    keys = unsupported_keys(data, environment, built=built) + list(extra or [])
     if not keys:
         return
     path = config_path(data)
