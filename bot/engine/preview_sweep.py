@@ -154,7 +154,7 @@ async def store_missing(cleaner: PreviewCleaner, record: PreviewRecord) -> None:
 
 async def preview_busy(engine: Any, repository: str, number: int) -> bool:
     environment = preview_environment(number)
-    return any(d.status in ("queued", "initiated", "in_progress")
+    return any(d.status in ("queued", "in_progress")  # "initiated" (prepared) never runs by itself
                for d in await engine.list(repository=repository, environment=environment, limit=20))
 
 

@@ -107,7 +107,11 @@ class PreviewStore:
     async def record(self, repository: str, pull_request: int, *, installation_id: int | None, mode: str,
                      environment: str, account_id: str | None, script_name: str, preview_name: str,
                      container_apps: builtins.list[str]) -> PreviewRecord:
-        """Record (before creating anything) that this PR's preview is Flareship's; a removed one comes back."""
+        """Record (before creating anything) that this PR's preview is Flareship's; a removed one comes back.
+
+        An active or removing record of another Worker (the config's mode or `from` changed) is not
+        overwritten (ValueError): the caller removes that one first, so nothing created is forgotten.
+        """
         now = utcnow()
         values = dict(installation_id=installation_id, mode=mode, environment=environment, account_id=account_id,
                       script_name=script_name, preview_name=preview_name, container_apps=container_apps,
@@ -121,13 +125,15 @@ class PreviewStore:
             current = _record((await conn.execute(
                 sa.select(previews).where(self._key(repository, pull_request)))).first())
             assert current is not None
-            if current.state == REMOVED or current.mode != mode or current.script_name != script_name:
-                # Reopened (or the config changed while it was gone): a fresh preview, fresh history.
-                reset: dict[str, Any] = {"github_deployment_ids": [], "removed_at": None, "preview_id": None, "url": None,
-                         "deployment_url": None, "last_error": None, "attempts": 0, "next_retry_at": None,
-                         "missing": False} if current.state == REMOVED else {}
+            if current.state == REMOVED:  # reopened: a fresh preview, fresh history
+                reset: dict[str, Any] = {"github_deployment_ids": [], "removed_at": None, "preview_id": None,
+                                         "url": None, "deployment_url": None, "last_error": None, "attempts": 0,
+                                         "next_retry_at": None, "missing": False}
                 await conn.execute(sa.update(previews).where(self._key(repository, pull_request))
                                    .values(**values, **reset))
+            elif (current.mode, current.script_name, current.environment) != (mode, script_name, environment):
+                raise ValueError(f"{repository}#{pull_request} has a recorded preview of {current.script_name} "
+                                 f"({current.mode} mode); remove it before recording {script_name}")
             current = _record((await conn.execute(
                 sa.select(previews).where(self._key(repository, pull_request)))).first())
         assert current is not None

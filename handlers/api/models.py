@@ -375,11 +375,29 @@ class ServiceHealth(Out):
     issues: list[str] = Field(default_factory=list)
 
 
+class FailingRemoval(Out):
+    repository: str
+    pullRequest: int
+    preview: str
+    attempts: int
+    lastError: str | None
+    nextRetry: str | None
+
+
+class PreviewsHealth(Out):
+    """PR previews: removals the sweep still has to finish (bot/engine/preview_sweep.py)."""
+
+    lastSweep: str | None
+    pendingRemovals: int
+    failingRemovals: list[FailingRemoval] = Field(default_factory=list)
+
+
 class HealthResponse(Out):
     healthy: bool
     services: dict[str, ServiceHealth]
     activeDeployments: int
     queuedDeployments: int
+    previews: PreviewsHealth | None = None
 
 
 class StepStats(Out):

@@ -17,7 +17,7 @@ from typing import Any
 from bot.engine import DeployOptions, PrepareRequest, RepoConfig
 from bot.engine.preview_spec import preview_environment
 from bot.policy import EnvironmentRules, has_permission
-from bot.store.previews import ACTIVE, PreviewStore
+from bot.store.previews import ACTIVE, REMOVED, REMOVING, PreviewStore
 from handlers.webhooks import workflow
 from handlers.webhooks.command_path import Claim, CommandPath
 
@@ -84,6 +84,14 @@ async def start_preview(path: CommandPath, claim: Claim, config: RepoConfig, pr:
         installation_id=path.installation_id, pull_request=pr.number, trigger=trigger, actor=login,
         repo_config=config), refuse_if_busy=False)
     preview = prepared.config.get("preview") or {}
+    if existing is not None and existing.state != REMOVED and (
+            existing.state == REMOVING or existing.script_name != prepared.script_name
+            or existing.mode != preview.get("mode") or existing.environment != previews.from_):
+        # A removal still to finish, or the previews config changed (mode, `from`): the old one goes first.
+        cleaner = path.ctx.services.previews
+        if cleaner is None or not await cleaner.remove(repository, pr.number):
+            return await claim.refuse("the previous preview of this pull request is still being removed; "
+                                      "push again (or comment `/deploy preview`) in a minute.")
     await store.record(
         repository, pr.number, installation_id=path.installation_id, mode=str(preview.get("mode") or previews.mode),
         environment=previews.from_, account_id=path.settings.cloudflare_credentials(previews.from_).account_id,

@@ -49,7 +49,8 @@ async def pull_request_pushed(event: sansio.Event, ctx: Any) -> None:
         return
     if config.previews.trigger != "push" and not await _missing(ctx, repository, pull.number):
         return  # trigger comment: only /deploy preview, or a push that restores a preview Cloudflare lost
-    async with path.claim(f"preview:{repository}:{pull.number}:{pull.head.sha}",
+    # Per delivery (a redelivery does nothing twice); a reopen deploys again the head it had.
+    async with path.claim(f"preview:{repository}:{pull.number}:{event.delivery_id or pull.head.sha}",
                           environment=preview_environment(pull.number)) as claim:
         if claim is None:
             return

@@ -58,3 +58,25 @@ async def test_open_push_twice_close(previews, previews_mode):
     assert len(gh_deployments) >= 2
     assert all(previews.states(d)[-1] == "inactive" for d in gh_deployments)
     assert "🗑️ removed" in previews.comment_body()
+
+
+async def test_reopened_pr_gets_a_fresh_preview_and_a_mode_change_removes_the_old_one(previews):
+    previews.open_pr(7)
+    await previews.opened(7)
+    await previews.closed(7)
+    assert not previews.on_cloudflare(7)
+    await previews.reopened(7)
+    record = await previews.record()
+    assert record.state == "active" and record.mode == "script" and previews.on_cloudflare(7)
+    assert [d.status for d in await previews.deployments()] == ["completed", "completed"]
+    # The default branch switches to Worker Previews: the next push removes the per-PR Worker first.
+    from tests.previews.conftest import BASE_SHA, REPOSITORY, config
+
+    previews.sim.set_file(REPOSITORY, BASE_SHA, ".github/flareship.yml", config("previews"))
+    sha = await previews.pushed(7)
+    record = await previews.record()
+    assert (record.state, record.mode, record.script_name) == ("active", "previews", "shop-staging")
+    assert ("0123456789abcdef0123456789abcdef", "shop-staging-pr-7") not in previews.cloudflare_sim.sim.scripts
+    assert sha[:7] in previews.main_module()
+    [latest] = [d for d in await previews.deployments() if d.sha == sha]
+    assert latest.status == "completed"
