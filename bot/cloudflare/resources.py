@@ -42,6 +42,12 @@ class ResourcesAPI:
                                  body: dict[str, Any]) -> Any:
         return await self.call("POST", f"/accounts/{account_id}/queues/{queue_id}/consumers", json_body=body)
 
+    async def update_queue_consumer(self: _Transport, account_id: str, queue_id: str, consumer_id: str,
+                                    body: dict[str, Any]) -> Any:
+        """PUT: the consumer's settings and dead-letter queue as sent (wrangler's deploy does this)."""
+        return await self.call("PUT", f"/accounts/{account_id}/queues/{queue_id}/consumers/{consumer_id}",
+                               json_body=body)
+
     # -- secrets (set outside a deploy; every upload keeps them) ----------------------------
 
     async def list_secrets(self: _Transport, account_id: str, script: str) -> list[dict[str, Any]]:

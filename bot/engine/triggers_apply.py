@@ -89,14 +89,21 @@ async def _consumers(spec: AppSpec, client: Any, account_id: str, log: Log) -> N
             raise FlareshipError("DEPLOY_011", f"queues.consumers: queue {consumer['queue']} does not exist on the "
                                  "account", step=ROUTES, details={"field": "queues.consumers"})
         existing = await client.list_queue_consumers(account_id, queue["queue_id"])
-        if any((c.get("script") or c.get("script_name")) == spec.script_name for c in existing):
-            continue
         body: dict[str, Any] = {"script_name": spec.script_name, "type": "worker",
                                 "settings": consumer_settings(consumer)}
         if consumer.get("dead_letter_queue"):
             body["dead_letter_queue"] = consumer["dead_letter_queue"]
-        await client.add_queue_consumer(account_id, queue["queue_id"], body)
-        await log(f"{spec.script_name} consumes queue {consumer['queue']}")
+        mine = next((c for c in existing if (c.get("script") or c.get("script_name") or c.get("service"))
+                     == spec.script_name), None)
+        if mine is None:
+            await client.add_queue_consumer(account_id, queue["queue_id"], body)
+            await log(f"{spec.script_name} consumes queue {consumer['queue']}")
+        elif (mine.get("settings") or {}) != body["settings"] \
+                or (mine.get("dead_letter_queue") or None) != body.get("dead_letter_queue"):
+            # wrangler PUTs the consumer of a Worker that already consumes the queue (deploy-helpers
+            # triggers/queue-consumers.ts), so changed settings apply; unchanged ones are left alone.
+            await client.update_queue_consumer(account_id, queue["queue_id"], str(mine["consumer_id"]), body)
+            await log(f"{spec.script_name}'s consumer of queue {consumer['queue']} updated")
 
 
 async def apply_triggers(spec: AppSpec, client: Any, account_id: str, url_template: str, log: Log) -> str:

@@ -173,3 +173,24 @@ def test_every_fixture_file_is_tracked_by_git():
     ignored = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=FIXTURES,
                              capture_output=True, text=True).stdout.split()
     assert not ignored, f"git ignores these fixture files: {ignored}"
+
+
+async def test_changed_queue_consumer_settings_are_applied_as_wrangler_does(workflow):
+    """wrangler PUTs the consumer of a Worker already consuming the queue; unchanged, nothing is sent."""
+    run = await deploy(workflow, "services-queues")
+    assert run["conclusion"] == "success", run["output"]
+    cf = workflow.cloudflare_sim.sim
+    files = project_files("services-queues")
+    config = files["wrangler.jsonc"].decode().replace(
+        '"max_batch_size": 10,', '"max_batch_size": 25, "dead_letter_queue": "orders-dlq",')
+    assert "orders-dlq" in config
+    for number, sha in enumerate(("d" * 40, "e" * 40)):
+        workflow.sim.add_commit(REPOSITORY, sha, parent=HEAD_SHA, files={**files, "wrangler.jsonc": config.encode()})
+        workflow.sim.repo(REPOSITORY).pulls[7].head_sha = sha
+        puts = cf.count_requests("PUT", "/consumers/")
+        await workflow.comment("/deploy staging")
+        assert workflow.check_runs(sha, "staging")[-1]["conclusion"] == "success"
+        [consumer] = cf.storage.queues[(ACC, "orders-queue")]["consumers"]
+        assert consumer["settings"] == {"batch_size": 25, "max_wait_time_ms": 30000, "max_retries": 3}
+        assert consumer["dead_letter_queue"] == "orders-dlq"
+        assert cf.count_requests("PUT", "/consumers/") - puts == (1 if number == 0 else 0)  # unchanged: nothing sent

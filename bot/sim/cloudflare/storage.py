@@ -89,6 +89,19 @@ class StorageSim:
         queue["consumers"].append(consumer)
         return consumer
 
+    def update_consumer(self, account_id: str, queue_id: str, consumer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT replaces a consumer's settings and dead-letter queue (what is left out is cleared)."""
+        queue = self.queue_by_id(account_id, queue_id)
+        consumer = next((c for c in queue["consumers"] if c["consumer_id"] == consumer_id), None)
+        if consumer is None:
+            raise SimError(404, 11005, f"Consumer {consumer_id} does not exist")
+        script = body.get("script_name") or body.get("script")
+        if script and script != consumer.get("script"):
+            raise SimError(400, 11001, "a consumer's script cannot be changed")
+        consumer["settings"] = dict(body.get("settings") or {})
+        consumer["dead_letter_queue"] = body.get("dead_letter_queue")
+        return consumer
+
     # -- uploads ------------------------------------------------------------------------------
 
     def check_binding(self, account_id: str, binding: dict[str, Any]) -> None:

@@ -70,6 +70,15 @@ async def add_consumer(request: web.Request) -> web.Response:
     return envelope(sim.storage.add_consumer(account.id, request.match_info["queue_id"], body))
 
 
+@storage_routes.put(A + "/queues/{queue_id}/consumers/{consumer_id}")
+async def update_consumer(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    account = _account(request, "workers_scripts:edit")
+    body = _body(request)
+    return envelope(sim.storage.update_consumer(account.id, request.match_info["queue_id"],
+                                                request.match_info["consumer_id"], body))
+
+
 @storage_routes.get(S + "/secrets")
 async def list_secrets(request: web.Request) -> web.Response:
     sim = request.app[SIM]

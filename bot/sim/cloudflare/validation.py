@@ -77,7 +77,23 @@ def _patch_cloudflare(spec: dict) -> dict:
     logs = metadata.get("observability", {}).get("properties", {}).get("logs")
     if isinstance(logs, dict):
         logs.pop("required", None)
+    _patch_queue_consumer_update(spec)
     return spec
+
+
+def _patch_queue_consumer_update(spec: dict) -> None:
+    """PUT `queues/{queue_id}/consumers/{consumer_id}` (queue-v2-update-queue-consumer), which
+    wrangler's deploy sends for a Worker that already consumes the queue, is missing from the cut
+    (README "Known drift"); it takes the POST's body."""
+    consumers = spec["paths"].get("/accounts/{account_id}/queues/{queue_id}/consumers")
+    path = "/accounts/{account_id}/queues/{queue_id}/consumers/{consumer_id}"
+    if consumers is None or "put" in spec["paths"].get(path, {}):
+        return
+    put = copy.deepcopy(consumers["post"])
+    put["operationId"] = "queue-v2-update-queue-consumer"
+    put["parameters"] = [*put["parameters"], {"in": "path", "name": "consumer_id", "required": True,
+                                              "schema": {"type": "string", "maxLength": 32}}]
+    spec["paths"].setdefault(path, {})["put"] = put
 
 
 #: Binding kinds wrangler sends that the SDK-derived metadata lacks (README "Known drift").
