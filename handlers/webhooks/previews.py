@@ -83,6 +83,8 @@ async def pull_request_closed(event: sansio.Event, ctx: Any) -> None:
         except Exception as exc:
             log.info("could not cancel preview deployment %s: %s", deployment.id, exc)
     await _stopped(ctx.services.engine, repository, number)
+    if reporter is not None:  # the cancelled deployment's last GitHub status lands before `inactive`
+        await reporter.drain(timeout=10)
     if not await cleaner.remove(repository, number):
         sweep = getattr(ctx.services, "preview_sweep", None)
         if sweep is not None:

@@ -80,3 +80,17 @@ async def test_reopened_pr_gets_a_fresh_preview_and_a_mode_change_removes_the_ol
     assert sha[:7] in previews.main_module()
     [latest] = [d for d in await previews.deployments() if d.sha == sha]
     assert latest.status == "completed"
+
+
+async def test_closed_while_its_preview_deploys(previews):
+    previews.open_pr(7)
+    await previews.opened(7)
+    previews.cloudflare_sim.sim.set_latency(0.15)
+    sha = await previews.pushed(7, settle=False)
+    await previews.closed(7, settle=False)
+    await previews.settle()
+    previews.cloudflare_sim.sim.set_latency(0)
+    assert {d.sha: d.status for d in await previews.deployments()}[sha] in ("cancelled", "completed")
+    assert (await previews.record()).state == "removed"
+    assert not previews.on_cloudflare(7)
+    assert all(previews.states(d)[-1] == "inactive" for d in previews.gh_deployments())
