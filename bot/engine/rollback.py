@@ -34,20 +34,32 @@ def migration_guard(target: Release, live_tag: str | None) -> str | None:
     return None
 
 
-async def restore_container(ctx: StepContext, target: Release) -> None:
-    if not (target.image and target.container_app_id):
-        return
-    app = await ctx.client.get_application(ctx.account_id, target.container_app_id)
+async def _restore_application(ctx: StepContext, app_id: str, image: str, release_id: str) -> None:
+    app = await ctx.client.get_application(ctx.account_id, app_id)
     current = app.get("configuration") or {}
     configuration = {**{k: v for k, v in current.items() if k in ("instance_type", "observability")},
-                     "image": target.image}
-    if current.get("image") != target.image:
-        app = await ctx.client.patch_application(ctx.account_id, target.container_app_id,
-                                                 {"configuration": configuration})
-    await ctx.client.create_rollout(ctx.account_id, target.container_app_id, configuration,
-                                    description=f"Flareship rollback to {target.id}",
+                     "image": image}
+    if current.get("image") != image:
+        app = await ctx.client.patch_application(ctx.account_id, app_id, {"configuration": configuration})
+    await ctx.client.create_rollout(ctx.account_id, app_id, configuration,
+                                    description=f"Flareship rollback to {release_id}",
                                     max_instances=int(app.get("max_instances") or 1))
-    await ctx.log(f"Container image restored to {target.image}")
+    await ctx.log(f"Container image restored to {image}")
+
+
+async def restore_container(ctx: StepContext, target: Release) -> None:
+    """Every container application of `target` back to its image: the first from the release, the
+    others from the state of the deployment that made it (a release records one container)."""
+    if not (target.image and target.container_app_id):
+        return
+    apps = [(target.container_app_id, target.image)]
+    if ctx.release_containers is not None:
+        for entry in (await ctx.release_containers(target)).values():
+            app_id, image = entry.get("app_id"), entry.get("image")
+            if app_id and image and app_id != target.container_app_id:
+                apps.append((str(app_id), str(image)))
+    for app_id, image in apps:
+        await _restore_application(ctx, app_id, image, target.id)
 
 
 async def restore_worker(ctx: StepContext, target: Release) -> None:

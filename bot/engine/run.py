@@ -152,6 +152,10 @@ class DeploymentRun:
                            clock=env.clock, announce=announce, cache=env.artifacts, record=state.build_artifact,
                            remember=remember)
 
+    async def _release_containers(self, release: Release) -> dict[str, dict[str, Any]]:
+        row = await self.env.store.get(release.deployment_id)
+        return dict(StepState.from_json(row.state).containers or {}) if row is not None else {}
+
     async def execute(self, lost: asyncio.Event) -> None:
         d, env = self.deployment, self.env
         if d.status == "queued":
@@ -172,7 +176,7 @@ class DeploymentRun:
             account_id=account_id, settings=env.settings, http=env.http, log=self.step_log,
             load_source=self._load_source, today=env.clock().date(), dry_run=d.options.dry_run,
             health_interval=env.health_interval, other_owners=self._other_owners(account_id),
-            build=self._build_source(spec),
+            build=self._build_source(spec), release_containers=self._release_containers,
         )
         if self.state.rolling_back:
             await self._rollback_on_failure(resumed=True)

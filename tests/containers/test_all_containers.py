@@ -111,3 +111,31 @@ async def test_one_build_image_cannot_serve_two_dockerfiles(sim_env, database, g
         assert "MyContainer, Sidecar" in info.value.message and "app.build.image" in info.value.message
     finally:
         await clients.aclose()
+
+
+async def test_a_rollback_restores_every_containers_image(sim_env, database, github_sim, github_session):
+    first = (sim_env.add_image("acme/app", "v1"), sim_env.add_image("acme/sidecar", "v1"))
+    second = (sim_env.add_image("acme/app", "v2"), sim_env.add_image("acme/sidecar", "v2"))
+    seed_repo(github_sim, REPO, sha=SHA, files=_files(*first))
+    engine, clients = make_engine(sim_env.settings(database.url), database,
+                                  github=make_github_app(github_session, github_sim))
+    sim = sim_env.sim
+    await engine.start()
+    try:
+        deployed = []
+        for sha, images in ((SHA, first), (NEXT_SHA, second)):
+            seed_repo(github_sim, REPO, sha=sha, files=_files(*images))
+            d = await engine.request_deploy(PrepareRequest(environment="staging", repository=REPO, sha=sha,
+                                                           installation_id=INSTALLATION_ID), DeployOptions())
+            d = await wait_final(engine, d.id)
+            assert d.status == "completed", d.error
+            deployed.append({name: app["configuration"]["image"] for name, app in _applications(sim).items()})
+        assert deployed[0] != deployed[1] and set(deployed[0]) == {"containers-template-staging-mycontainer",
+                                                                    "sidecar-app"}
+        rollback = await engine.rollback(d.id, reason="bad sidecar")
+        rollback = await wait_final(engine, rollback.id)
+        assert rollback.status == "completed", rollback.error
+        assert {name: app["configuration"]["image"] for name, app in _applications(sim).items()} == deployed[0]
+    finally:
+        await engine.stop()
+        await clients.aclose()
