@@ -29,6 +29,9 @@ PR_NUMBER = 7
 BASE_SHA = "b" * 40
 HEAD_SHA = "5eed" + "c0de" * 9
 NEXT_SHA = "f1c5" + "2bad" * 9
+PREVIEW_PR = 8
+PREVIEW_SHA = "9e71" + "ab1e" * 9
+PREVIEW_NEXT_SHA = "9e72" + "cafe" * 9
 SECRET = "demo-webhook-secret-" + uuid.uuid4().hex[:8]
 CF_ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
 CF_TOKEN = "demo-cloudflare-token-0123456789"
@@ -54,6 +57,10 @@ environments:
     require_approval: true
     after: staging
     health_check: {{path: /health, timeout_seconds: 10}}
+previews:
+  enabled: true
+  mode: script        # a Worker (and container application) per pull request
+  max: 5
 """
 KV_ID = "0f2ac74b498b48028cb68387c421e279"
 WRANGLER = f"""\
@@ -536,6 +543,68 @@ async def stream_logs(demo: Demo, deployment_id: str, headers: dict) -> list[str
     return messages
 
 
+async def pull_request_preview(demo: Demo, story: Story) -> None:
+    """Chapter 8: a PR's own preview, from open to close (README "Previews")."""
+    from bot.services import SERVICES
+    from bot.sim.github import events
+    from bot.sim.github.actions import add_run, finish_run
+
+    story.chapter(f"8. dev opens PR #{PREVIEW_PR}: it gets its own preview, updated by each push, gone when closed")
+    sim, cf = demo.github.sim, demo.cloudflare.sim
+    services = demo.app[SERVICES]
+    assert services.previews is not None  # the app wires one (bot/app.py)
+    store = services.previews.store
+    sim.add_commit(REPO, PREVIEW_SHA, parent=HEAD_SHA, files={"src/lib/util.ts": "export const answer = 44;\n"},
+                   branch="feature/preview")
+    finish_run(sim, add_run(sim, REPO, PREVIEW_SHA, head_branch="feature/preview"),
+               artifacts={"worker": build_artifact(44)})
+    sim.add_pull_request(REPO, PREVIEW_PR, head_sha=PREVIEW_SHA, head_ref="feature/preview", user="dev",
+                         title="Try a new answer")
+    await demo.deliver("pull_request", events.pull_request_opened(sim, REPO, PREVIEW_PR,
+                                                                  installation_id=INSTALLATION_ID))
+    run = await demo.follow_check_run("preview", PREVIEW_SHA)
+    story.expect(run is not None and run.get("conclusion") == "success",
+                 f"check run 'Deploy to preview' on {PREVIEW_SHA[:7]}: {run and run.get('conclusion')}")
+    record = await store.get(REPO, PREVIEW_PR)
+    url = record.url if record else None
+    story.say(f"preview pr-{PREVIEW_PR}: Worker {record and record.script_name} at {url}")
+
+    def served_answer() -> str | None:
+        script = cf.scripts.get((CF_ACCOUNT_ID, record.script_name)) if record else None
+        version = script.version(script.live_version_id() or "") if script else None
+        module = version.modules.get("lib/util.js") if version else None
+        return module.content.decode().strip() if module else None
+    live = await demo.fetch_live(url) if url else None
+    story.expect(bool(live) and served_answer() == "export const answer = 44;",
+                 f"the preview answers with the PR's code ({served_answer()}, version {live and live.get('version_number')})")
+    before, after = sim.push_to_pull_request(REPO, PREVIEW_PR, PREVIEW_NEXT_SHA,
+                                             files={"src/lib/util.ts": "export const answer = 45;\n"})
+    finish_run(sim, add_run(sim, REPO, after, head_branch="feature/preview"), artifacts={"worker": build_artifact(45)})
+    await demo.deliver("pull_request", events.pull_request_synchronize(sim, REPO, PREVIEW_PR, before, sender="dev",
+                                                                       installation_id=INSTALLATION_ID))
+    run = await demo.follow_check_run("preview", after)
+    live = await demo.fetch_live(url) if url else None
+    story.expect(run is not None and run.get("conclusion") == "success" and served_answer() == "export const answer = 45;",
+                 f"after a push the same URL serves {served_answer()} (version {live and live.get('version_number')})")
+    sim.close_pull_request(REPO, PREVIEW_PR)
+    await demo.deliver("pull_request", events.pull_request_closed(sim, REPO, PREVIEW_PR, sender="dev",
+                                                                  installation_id=INSTALLATION_ID))
+
+    async def removed() -> bool:
+        row = await store.get(REPO, PREVIEW_PR)
+        return row is not None and row.state == "removed"
+    story.expect(bool(await wait_for(removed, timeout=20)), "the PR closed: its preview is removed")
+    gone = record is not None and (CF_ACCOUNT_ID, record.script_name) not in cf.scripts
+    status = None
+    if url:
+        async with demo.http.get(url) as response:
+            status = response.status
+    story.expect(gone and status == 404, f"the preview Worker is deleted on Cloudflare; its URL answers {status}")
+    states = [statuses[-1] if statuses else "-" for _d, statuses in demo.github_deployments(f"preview/pr-{PREVIEW_PR}")]
+    story.expect(bool(states) and set(states) == {"inactive"},
+                 f"GitHub deployments of preview/pr-{PREVIEW_PR}: {', '.join(states)}")
+
+
 async def main_async() -> int:
     story = Story()
     with tempfile.TemporaryDirectory(prefix="flareship-demo-") as workdir:
@@ -551,6 +620,7 @@ async def main_async() -> int:
             await push_and_redeploy(demo, story)
             await rollback_staging(demo, story)
             await rest_api(demo, story)
+            await pull_request_preview(demo, story)
             writes = len(demo.github.sim.writes)
             story.chapter(f"GitHub saw {len(demo.github.sim.requests)} requests from Flareship ({writes} writes)")
         finally:
