@@ -55,28 +55,27 @@ class BuildGate:
         self.clock = clock
         self.github = github
         self.cache = cache
-        self._ready: OrderedDict[str, None] = OrderedDict()
-        #: Parked deployment id -> when to look again.
-        self._parked: dict[str, datetime] = {}
+        #: (deployment id, queued at): a retry queues a deployment again and is looked at anew.
+        self._ready: OrderedDict[tuple[str, datetime | None], None] = OrderedDict()
+        #: Parked (deployment id, queued at) -> when to look again.
+        self._parked: dict[tuple[str, datetime | None], datetime] = {}
 
     def wake(self) -> None:
         """Look at every parked deployment at the next pass (a workflow run finished)."""
         self._parked.clear()
 
-    def parked(self, deployment_id: str) -> bool:
-        return deployment_id in self._parked
-
-    def _remember(self, deployment_id: str) -> bool:
-        self._parked.pop(deployment_id, None)
-        self._ready[deployment_id] = None
+    def _remember(self, key: tuple[str, datetime | None]) -> bool:
+        self._parked.pop(key, None)
+        self._ready[key] = None
         while len(self._ready) > MAX_REMEMBERED:
             self._ready.popitem(last=False)
         return True
 
-    async def ready(self, deployment_id: str) -> bool:
-        if deployment_id in self._ready:
+    async def ready(self, deployment_id: str, queued_at: datetime | None = None) -> bool:
+        key = (deployment_id, queued_at)
+        if key in self._ready:
             return True
-        again = self._parked.get(deployment_id)
+        again = self._parked.get(key)
         if again is not None and self.clock() < again:
             return False
         row = await self.store.get(deployment_id)
@@ -85,14 +84,15 @@ class BuildGate:
         d = deployment_of(row)
         raw = (d.config or {}).get("build")
         if not raw or not d.repository or not d.sha or self.github is None or d.kind != "deploy":
-            return self._remember(d.id)
+            return self._remember(key)
         state = StepState.from_json(row.state)
         if state.build_artifact is not None and self.cache is not None \
-                and await self.cache.get(str(state.build_artifact.get("key"))) is not None:
-            return self._remember(d.id)
-        return await self._look(d, state, BuildConfig.model_validate(raw))
+                and self.cache.has(str(state.build_artifact.get("key"))):
+            return self._remember(key)
+        return await self._look(key, d, state, BuildConfig.model_validate(raw))
 
-    async def _look(self, d: Deployment, state: StepState, build: BuildConfig) -> bool:
+    async def _look(self, key: tuple[str, datetime | None], d: Deployment, state: StepState,
+                    build: BuildConfig) -> bool:
         now = self.clock()
         since = wait_started(state, d, now)
         deadline = since + timedelta(minutes=build.timeout_minutes)
@@ -103,18 +103,18 @@ class BuildGate:
                 state.build_artifact, _data = await artifacts.obtain(gh, d.repository or "", found, self.cache)
                 state.build_wait = None
                 await self._save(d, state)
-                return self._remember(d.id)
+                return self._remember(key)
         except FlareshipError:
-            return self._remember(d.id)  # final: step 1 reports it with the run's URL
+            return self._remember(key)  # final: step 1 reports it with the run's URL
         except Exception as exc:  # GitHub unreachable or answering oddly: look again later
             log.warning("deployment %s: cannot look for its build artifact (%s: %s)", d.id,
                         type(exc).__name__, exc)
             if now >= deadline:
-                return self._remember(d.id)
-            self._park(d.id, now)
+                return self._remember(key)
+            self._park(key, now)
             return False
         if now >= deadline:
-            return self._remember(d.id)  # step 1 fails it: the deadline passed with the run(s) named
+            return self._remember(key)  # step 1 fails it: the deadline passed with the run(s) named
         previous = state.build_wait or {}
         announced: list[int] = list(previous.get("announced") or []) if previous.get("attempt") == d.attempt else []
         fresh = [run for run in found if run.id not in announced]
@@ -126,11 +126,11 @@ class BuildGate:
             await self._save(d, state)
         for run in fresh:
             await self.journal.log(d, artifacts.waiting_message(run), step=STEP_NAMES[0])
-        self._park(d.id, now)
+        self._park(key, now)
         return False
 
-    def _park(self, deployment_id: str, now: datetime) -> None:
-        self._parked[deployment_id] = now + timedelta(seconds=artifacts.POLL_SECONDS)
+    def _park(self, key: tuple[str, datetime | None], now: datetime) -> None:
+        self._parked[key] = now + timedelta(seconds=artifacts.POLL_SECONDS)
 
     async def _save(self, d: Deployment, state: StepState) -> None:
         """Only the state column, and only while the deployment is still queued (a cancel wins)."""

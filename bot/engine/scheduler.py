@@ -21,11 +21,12 @@ log = logging.getLogger(__name__)
 
 #: Runs one deployment; returns when it is final, stopped between steps, or raises LeaseLost.
 RunDeployment = Callable[[str, asyncio.Event], Awaitable[None]]
-#: Whether a queued deployment may take its lease now (False: parked, e.g. waiting for its build).
-Ready = Callable[[str], Awaitable[bool]]
+#: Whether a queued deployment (id, when it was queued) may take its lease now (False: parked,
+#: e.g. waiting for its build). A retry queues it again, with a new time.
+Ready = Callable[[str, datetime | None], Awaitable[bool]]
 
 
-async def _always(_deployment_id: str) -> bool:
+async def _always(_deployment_id: str, _queued_at: datetime | None) -> bool:
     return True
 
 
@@ -119,7 +120,7 @@ class Scheduler:
         """The oldest queued deployment that is not parked: a parked one lets later ones pass."""
         for item in queue:
             try:
-                if await self.ready(item.id):
+                if await self.ready(item.id, item.queued_at):
                     return item
             except asyncio.CancelledError:
                 raise

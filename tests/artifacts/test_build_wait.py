@@ -171,3 +171,33 @@ def test_the_cache_is_bounded_by_size_and_age(tmp_path):
     assert not old.exists() and (tmp_path / f"{keys[3]}.zip").exists()
     with pytest.raises(ValueError):
         cache._path("../escape")
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"])
+async def test_a_retry_waits_for_a_rerun_without_holding_the_environment(sim_env, database, github_sim,
+                                                                        github_session, monkeypatch):
+    monkeypatch.setattr(artifacts_module, "POLL_SECONDS", 0.05)
+    seed_repo(github_sim, REPO, sha=SHA, files=SOURCE)
+    add_run(github_sim.sim, REPO, SHA, status="completed", conclusion="failure")
+    engine, clients = make_engine(sim_env.settings(database.url), database,
+                                  github=make_github_app(github_session, github_sim))
+    await engine.start()
+    try:
+        d = await engine.request_deploy(_request(SHA), DeployOptions())
+        failed = await wait_final(engine, d.id)
+        assert failed.status == "failed" and failed.error.code == "DEPLOY_001"
+        rerun = add_run(github_sim.sim, REPO, SHA, status="in_progress")  # "Re-run jobs"
+        await engine.retry(d.id)
+
+        async def waiting_again() -> bool:
+            lines = [line.message for line in await engine.logs(d.id)]
+            return any(m.endswith(f"/actions/runs/{rerun.id}") for m in lines)
+        await _until(waiting_again)
+        assert (await engine.get(d.id)).status == "queued"
+        assert await engine.store.get_lease(d.target, "staging") is None
+        finish_run(github_sim.sim, rerun, artifacts={"worker": BUNDLE})
+        done = await wait_final(engine, d.id)
+        assert done.status == "completed", done.error
+    finally:
+        await engine.stop()
+        await clients.aclose()
