@@ -56,13 +56,6 @@ class ArtifactCache:
         """The cached zip, or None; a hit counts as a use for the age and size limits."""
         return await asyncio.to_thread(self._get, key)
 
-    def has(self, key: str) -> bool:
-        """Whether the zip is cached (a stat, not a read: asked on every scheduler pass)."""
-        try:
-            return self._path(key).is_file()
-        except ValueError:
-            return False
-
     async def put(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._put, key, data)
 

@@ -86,9 +86,8 @@ class BuildGate:
         if not raw or not d.repository or not d.sha or self.github is None or d.kind != "deploy":
             return self._remember(key)
         state = StepState.from_json(row.state)
-        if state.build_artifact is not None and self.cache is not None \
-                and self.cache.has(str(state.build_artifact.get("key"))):
-            return self._remember(key)
+        if state.build_artifact is not None:  # downloaded (by this or another replica): the run reads
+            return self._remember(key)        # its cache, or fetches it again where the cache lacks it
         return await self._look(key, d, state, BuildConfig.model_validate(raw))
 
     async def _look(self, key: tuple[str, datetime | None], d: Deployment, state: StepState,
