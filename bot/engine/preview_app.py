@@ -61,6 +61,8 @@ def preview_app(spec: AppSpec, previews: PreviewsConfig, number: int,
     if bindings is not None:
         update.update(vars=dict(bindings.vars), resource_bindings=list(bindings.resource_bindings),
                       durable_objects=_durable_objects(bindings, spec))
+        if mode == "script":  # a Worker of its own: the block's settings go in its upload, as for any Worker
+            update["worker_settings"] = {**spec.worker_settings, **bindings.settings}
     if mode == "script":
         update["containers"] = [c.model_copy(update={"application_name": container_app_name(script, c.class_name)})
                                 for c in spec.containers]

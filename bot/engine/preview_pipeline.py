@@ -63,6 +63,10 @@ async def ensure_preview(ctx: StepContext) -> str:
         raise _parent_missing(ctx, DURABLE_OBJECTS) from None
     except CloudflareError as exc:
         raise step_failure(exc, DURABLE_OBJECTS) from None
+    unsent = [k for k in PREVIEW_OBJECT_SETTINGS if k in preview.settings]
+    if unsent:  # bot/cloudflare/previews.py creates a Preview with its name only, so far
+        await ctx.log(f"Not applied to the Preview: previews.{', previews.'.join(unsent)} (Flareship does not "
+                      "send Preview settings yet; set them in the dashboard's Preview base config)", "warn")
     ctx.state.extra[PREVIEW_ID] = found.id
     if found.url:
         ctx.state.extra[PREVIEW_URL] = found.url
@@ -78,6 +82,18 @@ def _migrations(ctx: StepContext) -> list[dict[str, Any]]:
         return list(ctx.spec.migrations)
     classes = ctx.spec.class_names
     return [{"tag": "v1", "new_sqlite_classes": classes}] if classes else []
+
+
+#: Settings a Preview deployment carries (the spec's DeploymentMetadata); the previews block's win.
+DEPLOYMENT_SETTINGS = ("limits", "placement")
+#: Settings of the Preview itself, sent by wrangler when it creates or patches one.
+PREVIEW_OBJECT_SETTINGS = ("observability", "logpush", "tail_consumers")
+
+
+def _deployment_settings(environment: dict[str, Any], block: dict[str, Any]) -> dict[str, Any]:
+    merged = {**{k: v for k, v in environment.items() if k in DEPLOYMENT_SETTINGS},
+              **{k: v for k, v in block.items() if k in DEPLOYMENT_SETTINGS}}
+    return merged
 
 
 async def _inherited(ctx: StepContext, preview: PreviewSpec, latest: Any) -> list[str]:
@@ -106,7 +122,7 @@ async def deploy_to_preview(ctx: StepContext) -> str:
                 inherit=await _inherited(ctx, preview, latest),
                 migrations=preview_migrations(_migrations(ctx), latest.migration_tag if latest else None),
                 annotations={"workers/message": message[:100], "workers/tag": ctx.deployment.id},
-                settings={k: v for k, v in spec.worker_settings.items() if k in ("limits", "placement")},
+                settings=_deployment_settings(spec.worker_settings, preview.settings),
             )
             found = await ctx.client.get_preview(ctx.account_id, preview.parent_script, preview_id)
             deployed = await ctx.client.deploy_to_preview(ctx.account_id, preview.parent_script,
