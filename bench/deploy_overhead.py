@@ -138,7 +138,8 @@ def spec_for(sim: dict, name: str):
 async def run_scenario(latency: float, count: int, concurrent: bool, meter: WaitMeter) -> dict:
     from bot.cloudflare import CloudflareClients, RequestBudget
     from bot.engine import DeployOptions, Engine, PrepareRequest
-    from bot.services import Services
+    from bot.github.app import GitHubUnavailable
+    from bot.services import EngineParts
     from bot.settings import Settings
     from bot.store.db import Database
     from tests.engine.engine_factory import ACCOUNT_ID, TOKEN
@@ -155,9 +156,8 @@ async def run_scenario(latency: float, count: int, concurrent: bool, meter: Wait
     # Flareship's overhead, so it lifts the limit (production keeps it).
     clients = CloudflareClients(settings, sleep=meter.sleep,
                                 budget_factory=lambda: RequestBudget(limit=1_000_000, sleep=meter.sleep))
-    services = Services(settings=settings, database=database)
-    engine = Engine(services, cloudflare=clients, poll_seconds=0.5, health_interval=0.05)
-    services.engine = engine
+    engine = Engine(EngineParts(settings, database, GitHubUnavailable()), cloudflare=clients, poll_seconds=0.5,
+                    health_interval=0.05)
     done: dict[str, asyncio.Future] = {}
 
     async def on_event(event):

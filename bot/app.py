@@ -1,118 +1,185 @@
-"""The composition root: build the aiohttp application from settings, wire every part once."""
+"""The composition root: build every part of a running Flareship once, in dependency order.
+
+`running_services(settings, router)` opens each resource in its own context (the session, the
+database, the engine, the reporter, the previews sweep, the health probes, the delivery
+writer), closes them in reverse, and yields one frozen `Services` plus the webhook dispatcher
+built on it. `init_app` runs that as the app's cleanup context and lets each front door's
+`setup()` add its routes; nothing assigns another part's attributes afterwards.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
 import aiohttp
 from aiohttp import web
+from gidgethub import routing
 
+from bot.cloudflare import CloudflareClients
+from bot.cloudflare.budget import RequestBudget, SharedRequestBudget
 from bot.details_links import DetailsLinks
 from bot.dispatcher import DISPATCHER, Dispatcher, start_dispatcher, stop_dispatcher
-from bot.github.app import GitHubApp
-from bot.metrics import http_metrics_middleware
-from bot.services import SERVICES, Services
+from bot.engine import Engine
+from bot.engine.preview_sweep import previews_for, running_previews
+from bot.github.app import GitHubApp, GitHubUnavailable, github_from_settings
+from bot.github.pr_comment import CommentWriter
+from bot.github.reporter import Reporter, reporter_for
+from bot.health import HealthMonitor
+from bot.logs import register_secret
+from bot.metrics import Metrics, http_metrics_middleware
+from bot.services import SERVICES, EngineParts, Services
 from bot.settings import Settings
+from bot.store.api_tokens import ApiTokenStore
+from bot.store.cloudflare_budget import SharedWindow
 from bot.store.db import Database
+from bot.store.deliveries import DeliveryWriter
+from bot.store.pr_state import PullRequestState
+from bot.store.previews import PreviewStore
 from handlers import api, pages, webhooks
+from handlers.api.state import API_STATE, ApiState
 from handlers.http import envelope_middleware
+from handlers.webhooks.intake import INTAKE_RULES, IntakeRules
 
-SETTINGS = web.AppKey("settings", Settings)
-HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+log = logging.getLogger(__name__)
 
 #: GitHub sends at most 25 MB; the webhook route enforces its own limit while streaming.
 MAX_BODY = 25 * 1024 * 1024
 
 
-async def _http_session(app: web.Application):
-    """One shared outgoing HTTP session (GitHub calls go through it)."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        app[HTTP_SESSION] = session
-        app[SERVICES].http = session
-        yield
-
-
-async def _github(app: web.Application):
-    """The GitHub App (JWT, installation tokens, clients) on the shared session, when configured."""
-    settings = app[SETTINGS]
-    if settings.github_app_id and (settings.github_private_key or settings.github_private_key_path):
-        app[SERVICES].github = GitHubApp.from_settings(app[HTTP_SESSION], settings)
-    yield
-
-
-async def _store(app: web.Application):
+@contextlib.asynccontextmanager
+async def _migrated_database(settings: Settings) -> AsyncIterator[Database]:
     """Open the database and bring its schema up to date before anything uses it."""
-    database = Database.from_settings(app[SETTINGS])
+    database = Database.from_settings(settings)
     try:
         await database.migrate()
-        app[SERVICES].database = database
-        yield
+        yield database
     finally:
         await database.close()
 
 
-async def _engine(app: web.Application):
-    """The deploy engine (Cloudflare clients + runner); resumes in-flight deployments on start."""
-    from bot.engine import Engine
-
-    settings = app[SETTINGS]
-    cloudflare = _cloudflare_clients(settings, app[SERVICES].database)
-    lease = settings.deployment_lease_seconds
-    engine = Engine(app[SERVICES], cloudflare=cloudflare, lease_seconds=lease, heartbeat_seconds=lease / 3)
-    app[SERVICES].engine = engine
-    await engine.start()
-    try:
-        yield
-    finally:
-        await engine.stop()
-        await cloudflare.aclose()
-
-
-def _cloudflare_clients(settings: Settings, database: Database | None):
+def _cloudflare_clients(settings: Settings, database: Database) -> CloudflareClients:
     """Cloudflare clients with one request budget per token, sized by the settings: on PostgreSQL
     the budget is shared by every replica (bot/store/cloudflare_budget.py), on SQLite in-process."""
-    from bot.cloudflare import CloudflareClients
-    from bot.cloudflare.budget import RequestBudget, SharedRequestBudget
-    from bot.store.cloudflare_budget import SharedWindow
-
     limit, window = settings.cloudflare_budget_limit, settings.cloudflare_budget_window
-    if database is not None and database.dialect == "postgresql":
+    if database.dialect == "postgresql":
         return CloudflareClients(settings, keyed_budget_factory=lambda key: SharedRequestBudget(
             SharedWindow(database, key), limit, window))
     return CloudflareClients(settings, budget_factory=lambda: RequestBudget(limit, window))
 
 
-async def _pr_workflows(app: web.Application):
-    """The PR reporter: mirrors engine events on GitHub (check runs, GitHub deployments, the PR comment)."""
-    from bot.github.reporter import running_reporter
+@contextlib.asynccontextmanager
+async def _running_engine(engine: Engine, cloudflare: CloudflareClients) -> AsyncIterator[Engine]:
+    """The engine resumes in-flight deployments on start; its Cloudflare clients close after it."""
+    try:
+        await engine.start()
+        yield engine
+    finally:
+        await engine.stop()
+        await cloudflare.aclose()
 
-    async with running_reporter(app[SERVICES]):
-        yield
+
+@contextlib.asynccontextmanager
+async def _running_reporter(reporter: Reporter, github: GitHubApp | GitHubUnavailable) -> AsyncIterator[Reporter]:
+    """The PR reporter mirrors engine events on GitHub (check runs, deployments, the PR comment)
+    when there is a GitHub App to write with; on exit it drains what it is still writing."""
+    if not github.configured:
+        log.warning("PR reporting is off: the GitHub App is not configured")
+        yield reporter
+        return
+    reporter.start()
+    try:
+        yield reporter
+    finally:
+        await reporter.stop()
 
 
-async def _previews(app: web.Application):
-    """PR previews: the cleaner and the sweep (once at start-up, then every PREVIEW_SWEEP_SECONDS)."""
-    from bot.engine.preview_sweep import running_previews
+@contextlib.asynccontextmanager
+async def _running_health(health: HealthMonitor) -> AsyncIterator[HealthMonitor]:
+    await health.start()
+    try:
+        yield health
+    finally:
+        await health.stop()
 
-    async with running_previews(app[SERVICES]):
-        yield
+
+@contextlib.asynccontextmanager
+async def _running_writer(writer: DeliveryWriter) -> AsyncIterator[DeliveryWriter]:
+    """The intake's group-commit writer; flushed on exit, before the database closes."""
+    writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_services(settings: Settings, router: routing.Router) -> AsyncIterator[tuple[Services, Dispatcher]]:
+    """Every part, built and started in dependency order, stopped in reverse; the dispatcher
+    (which hands `Services` to the webhook handlers of `router`) is built last and started by
+    the app's on_startup, once every cleanup context has run."""
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)))
+        github = github_from_settings(http, settings)
+        database = await stack.enter_async_context(_migrated_database(settings))
+        cloudflare = _cloudflare_clients(settings, database)
+        lease = settings.deployment_lease_seconds
+        engine = Engine(EngineParts(settings, database, github), cloudflare=cloudflare, lease_seconds=lease,
+                        heartbeat_seconds=lease / 3)
+        await stack.enter_async_context(_running_engine(engine, cloudflare))
+        secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else None
+        details_links = DetailsLinks(secret, settings.public_url)
+        pr_state = PullRequestState(database)
+        comments = CommentWriter(pr_state)
+        reporter = reporter_for(engine=engine, github=github.client, pr_state=pr_state, comments=comments,
+                                public_url=settings.public_url, interval=settings.github_report_interval,
+                                details_url=lambda deployment: details_links.url(deployment.id))
+        await stack.enter_async_context(_running_reporter(reporter, github))
+        previews, preview_sweep = previews_for(
+            engine=engine, store=PreviewStore(database), github=github.client if github.configured else None,
+            pr_state=pr_state, comments=comments, interval=settings.preview_sweep_seconds)
+        await stack.enter_async_context(running_previews(engine, preview_sweep))
+        metrics = Metrics()
+        health = HealthMonitor.from_settings(
+            settings, github_jwt=github.jwt if isinstance(github, GitHubApp) else None,
+            on_result=lambda name, result: metrics.dependency_status(name, result.status))
+        await stack.enter_async_context(_running_health(health))
+        wakeup = asyncio.Event()  # the intake rings it after each commit; the dispatcher waits on it
+        deliveries = await stack.enter_async_context(_running_writer(DeliveryWriter(database, on_stored=wakeup.set)))
+        services = Services(
+            settings=settings, http=http, database=database, github=github, metrics=metrics, health=health,
+            details_links=details_links, engine=engine, pr_state=pr_state, comments=comments, reporter=reporter,
+            previews=previews, preview_sweep=preview_sweep, api_tokens=ApiTokenStore(database), deliveries=deliveries,
+        )
+        metrics.attach_engine(engine)
+        stack.callback(metrics.detach_engine)
+        metrics.attach_services(services)
+        owner_timeout = settings.dispatcher_owner_timeout
+        dispatcher = Dispatcher(services, router, wakeup=wakeup, intake_busy=deliveries.busy,
+                                owner_timeout=owner_timeout, heartbeat_interval=min(2.0, owner_timeout / 5))
+        yield services, dispatcher
 
 
 def init_app(settings: Settings) -> web.Application:
+    """The aiohttp application: the middlewares, the parts (at start-up) and every front door's routes."""
     app = web.Application(
         middlewares=[http_metrics_middleware, envelope_middleware],
         client_max_size=MAX_BODY + 1,
     )
-    app[SETTINGS] = settings
-    secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else None
-    app[SERVICES] = Services(settings=settings, details_links=DetailsLinks(secret, settings.public_url))
-    app.cleanup_ctx.append(_http_session)
-    app.cleanup_ctx.append(_github)
-    app.cleanup_ctx.append(_store)
-    app.cleanup_ctx.append(_engine)
-    app.cleanup_ctx.append(_pr_workflows)
-    app.cleanup_ctx.append(_previews)
-    owner_timeout = settings.dispatcher_owner_timeout
-    app[DISPATCHER] = Dispatcher(app[SERVICES], webhooks.router, owner_timeout=owner_timeout,
-                                 heartbeat_interval=min(2.0, owner_timeout / 5))
+    secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else ""
+    register_secret(secret, pinned=True)
+    app[INTAKE_RULES] = IntakeRules(secret, webhooks.router)
+    app[API_STATE] = ApiState()
+
+    async def parts(app: web.Application) -> AsyncIterator[None]:
+        async with running_services(settings, webhooks.router) as (services, dispatcher):
+            app[SERVICES] = services
+            app[DISPATCHER] = dispatcher
+            yield
+
+    app.cleanup_ctx.append(parts)
     app.on_startup.append(start_dispatcher)
     app.on_shutdown.append(stop_dispatcher)
     webhooks.setup(app)

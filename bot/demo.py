@@ -187,6 +187,7 @@ class Demo:
             github_webhook_secret=SECRET,
             github_api_url=self.github.url,
             github_write_interval=0,
+            github_report_interval=0.5,  # twice a second (the default is once): see the latency below
             cloudflare_api_url=self.cloudflare.url,
             cloudflare_api_token=CF_TOKEN,
             cloudflare_account_id=CF_ACCOUNT_ID,
@@ -209,11 +210,6 @@ class Demo:
         from bot.engine import artifacts
 
         artifacts.POLL_SECONDS = 0.25
-        from bot.services import SERVICES
-
-        reporter = self.app[SERVICES].reporter
-        assert reporter is not None  # the app wires one (bot/app.py)
-        reporter.interval = 0.5
         self.http = aiohttp.ClientSession()
         self.closers.append(self.http.close)
         self._seed_repository()
@@ -301,7 +297,6 @@ class Demo:
         from bot.services import SERVICES
 
         services = self.app[SERVICES]
-        assert services.engine is not None  # the app runs one (bot/app.py)
         counts = await services.engine.counts()
         return not counts.get("active") and not counts.get("queued")
 
@@ -467,12 +462,10 @@ async def rollback_staging(demo: Demo, story: Story) -> None:
 
 async def rest_api(demo: Demo, story: Story) -> None:
     from bot.services import SERVICES
-    from bot.store.api_tokens import ApiTokenStore
 
     story.chapter("7. a CI script drives a container-only app through the REST API")
     services = demo.app[SERVICES]
-    assert services.database is not None  # opened at start-up (bot/app.py)
-    _record, token = await ApiTokenStore(services.database).create(name="demo-ci", scopes=["read", "deploy:staging"])
+    _record, token = await services.api_tokens.create(name="demo-ci", scopes=["read", "deploy:staging"])
     story.say("token created (as `flareship token create --scope read --scope deploy:staging --name demo-ci`)")
     headers = {"Authorization": f"Bearer {token}"}
 

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -25,18 +25,35 @@ from gidgethub import routing, sansio
 
 from bot.lanes import Lanes
 from bot.logs import correlated
-from bot.services import Services
 from bot.store import deliveries, dispatchers
 from bot.store.deliveries import StoredDelivery
 
+if TYPE_CHECKING:
+    from bot.engine.ports import GitHubInstallations
+    from bot.metrics import Metrics
+    from bot.store.db import Database
+
 log = logging.getLogger(__name__)
+
+
+class DispatchServices(Protocol):
+    """What the dispatcher itself uses of the services it hands to the handlers (bot/services.py)."""
+
+    @property
+    def database(self) -> Database: ...
+
+    @property
+    def github(self) -> GitHubInstallations: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
 
 
 @dataclass
 class WebhookContext:
     """What a webhook handler gets beside the event: the services and who the delivery is about."""
 
-    services: Services
+    services: DispatchServices
     delivery_id: str
     installation_id: int | None = None
     repository: str | None = None  # "owner/name"
@@ -45,8 +62,6 @@ class WebhookContext:
     async def github(self):
         """The installation-authenticated GitHub client for this delivery (created on first use)."""
         if self._github is None:
-            if self.services.github is None:
-                raise RuntimeError("the GitHub App is not configured (services.github is not set)")
             if self.installation_id is None:
                 raise RuntimeError(f"delivery {self.delivery_id} names no installation")
             self._github = await self.services.github.client(self.installation_id)
@@ -58,7 +73,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        services: Services,
+        services: DispatchServices,
         router: routing.Router,
         *,
         poll_interval: float = 2.0,
@@ -69,6 +84,7 @@ class Dispatcher:
         busy_share: float = 0.2,
         max_pause: float = 0.25,
         intake_busy: Callable[[], bool] | None = None,
+        wakeup: asyncio.Event | None = None,
         heartbeat_interval: float = 2.0,
         owner_timeout: float = 10.0,
     ):
@@ -95,7 +111,8 @@ class Dispatcher:
         self.owner: str | None = None
         self.prune_interval = 3600.0  # handled deliveries expire by days; hourly is plenty
         self._next_prune = 0.0
-        self._wakeup = asyncio.Event()
+        #: Set to look for work now (`wake`); the intake's writer may share it (bot/app.py).
+        self._wakeup = wakeup or asyncio.Event()
         self._task: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self._claimed: dict[int, StoredDelivery] = {}  # claimed and not finished
@@ -107,9 +124,7 @@ class Dispatcher:
         self.taken_back = 0  # deliveries taken back from dead owners (observability)
 
     @property
-    def database(self):
-        if self.services.database is None:
-            raise RuntimeError("the dispatcher needs services.database")
+    def database(self) -> Database:
         return self.services.database
 
     def wake(self) -> None:
@@ -282,8 +297,7 @@ class Dispatcher:
         error = await self.handle(delivery)
         self._outcomes.add(delivery.id, error)
         self._claimed.pop(delivery.id, None)
-        if self.services.metrics is not None:
-            self.services.metrics.webhook_delivery(delivery.event, "processed" if error is None else "failed")
+        self.services.metrics.webhook_delivery(delivery.event, "processed" if error is None else "failed")
         self._wakeup.set()  # room for the next claim
         if self._intake_is_busy():
             await self._give_way(time.monotonic() - begun)

@@ -279,9 +279,9 @@ async def http_metrics_middleware(
         status = exc.status
         raise
     finally:
-        services = request.app.get(SERVICES)
-        metrics = services.metrics if services is not None else None
-        if metrics is not None:
+        services = request.app.get(SERVICES)  # None only for a request before start-up finished
+        if services is not None:
+            metrics = services.metrics
             elapsed = time.perf_counter() - started
             route = route_label(request)
             metrics.http_request(request.method, route, status, elapsed)

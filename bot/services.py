@@ -1,7 +1,9 @@
-"""The parts of a running Flareship, built once by the composition root (`bot.app`).
+"""The parts of a running Flareship, built once and in dependency order by the composition root
+(`bot.app.running_services`).
 
-Front doors and background workers receive this one object instead of reaching for globals;
-tests build it with simulated GitHub and Cloudflare endpoints.
+Front doors and background workers receive this one frozen object instead of reaching for
+globals; nothing in it is optional or filled in later. Where GitHub is not configured (an
+API-only server), `github` is a `GitHubUnavailable` that answers SYS_002 on use.
 """
 
 from __future__ import annotations
@@ -13,35 +15,51 @@ from aiohttp import web
 
 from bot.settings import Settings
 
-if TYPE_CHECKING:  # imported for type checkers only; each part is optional until wired
+if TYPE_CHECKING:  # imported for type checkers only: the parts import this module's key
     import aiohttp
 
     from bot.details_links import DetailsLinks
     from bot.engine import Engine
+    from bot.engine.ports import GitHubInstallations
     from bot.engine.preview_cleanup import PreviewCleaner
     from bot.engine.preview_sweep import PreviewSweep
-    from bot.github.app import GitHubApp
+    from bot.github.app import GitHubApp, GitHubUnavailable
     from bot.github.pr_comment import CommentWriter
     from bot.github.reporter import Reporter
+    from bot.health import HealthMonitor
     from bot.metrics import Metrics
+    from bot.store.api_tokens import ApiTokenStore
     from bot.store.db import Database
+    from bot.store.deliveries import DeliveryWriter
     from bot.store.pr_state import PullRequestState
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
-    database: Database | None = None
-    http: aiohttp.ClientSession | None = None
-    github: GitHubApp | None = None
-    engine: Engine | None = None
-    reporter: Reporter | None = None  # PR workflows: check runs, GitHub deployments, the PR comment
-    metrics: Metrics | None = None  # Prometheus hooks (bot.metrics): webhook_delivery, cloudflare_call, rate_limit
-    details_links: DetailsLinks | None = None  # signed links to the live page (check runs' Details)
-    pr_state: PullRequestState | None = None  # PR commands and the GitHub objects mirroring them
-    comments: CommentWriter | None = None  # the one Flareship comment per pull request
-    previews: PreviewCleaner | None = None  # removes recorded PR previews (bot/engine/preview_cleanup.py)
-    preview_sweep: PreviewSweep | None = None  # reconciles them at start-up and periodically
+    http: aiohttp.ClientSession  # the one outgoing session (GitHub calls go through it)
+    database: Database
+    github: GitHubApp | GitHubUnavailable
+    metrics: Metrics  # Prometheus hooks (bot.metrics): webhook_delivery, cloudflare_call, rate_limit
+    health: HealthMonitor  # background probes of Cloudflare, GitHub and the registry
+    details_links: DetailsLinks  # signed links to the live page (check runs' Details)
+    engine: Engine
+    pr_state: PullRequestState  # PR commands and the GitHub objects mirroring them
+    comments: CommentWriter  # the one Flareship comment per pull request
+    reporter: Reporter  # PR workflows: check runs, GitHub deployments, the PR comment
+    previews: PreviewCleaner  # removes recorded PR previews (bot/engine/preview_cleanup.py)
+    preview_sweep: PreviewSweep  # reconciles them at start-up and periodically
+    api_tokens: ApiTokenStore  # the REST API's bearer tokens
+    deliveries: DeliveryWriter  # the webhook intake's group-commit writer
+
+
+@dataclass(frozen=True, slots=True)
+class EngineParts:
+    """What the engine is built from (bot.engine.ports.EngineServices): the parts before it."""
+
+    settings: Settings
+    database: Database
+    github: GitHubInstallations
 
 
 #: How handlers reach the parts: `request.app[SERVICES]` (defined here, not in bot.app, so that

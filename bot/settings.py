@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     github_url: str = DEFAULT_GITHUB_URL
     #: Minimum seconds between two writes on one installation (GitHub asks for about one).
     github_write_interval: float = Field(default=1.0, ge=0)
+    #: Seconds the PR reporter gathers a deployment's events before one write of its check run,
+    #: GitHub deployment status and comment (fewer writes than one per event).
+    github_report_interval: float = Field(default=1.0, gt=0)
 
     cloudflare_api_url: str = DEFAULT_CLOUDFLARE_API_URL
     cloudflare_api_token: SecretStr | None = None

@@ -21,7 +21,7 @@ from bot.engine.preview_cleanup import PreviewCleaner, describe
 from bot.engine.preview_spec import preview_environment, preview_number
 from bot.github.pr_comment import DEPLOYMENT_URL_KEY
 from bot.github.text import iso, split_repo
-from bot.store.previews import ACTIVE, REMOVING, PreviewRecord
+from bot.store.previews import ACTIVE, REMOVING, PreviewRecord, PreviewStore
 
 log = logging.getLogger(__name__)
 
@@ -158,28 +158,26 @@ async def preview_busy(engine: Any, repository: str, number: int) -> bool:
                for d in await engine.list(repository=repository, environment=environment, limit=20))
 
 
-@contextlib.asynccontextmanager
-async def running_previews(services: Any) -> AsyncIterator[PreviewSweep | None]:
-    """Build the cleaner and the sweep for a running app, sweep once now, then periodically (composition root)."""
-    engine, database = services.engine, services.database
-    if engine is None or database is None:
-        yield None
-        return
-    from bot.store.previews import PreviewStore
-
-    github = services.github.client if services.github is not None else None
+def previews_for(*, engine: Any, store: PreviewStore, github: Any, pr_state: Any, comments: Any,
+                 interval: float) -> tuple[PreviewCleaner, PreviewSweep]:
+    """The cleaner and the sweep of a running app (built by the composition root, bot/app.py);
+    `github` is an installation-client factory, or None where GitHub is not configured."""
 
     async def busy(repository: str, number: int) -> bool:
         return await preview_busy(engine, repository, number)
 
-    cleaner = PreviewCleaner(store=PreviewStore(database), connect=engine.preparer.client_for, github=github,
-                             pr_state=services.pr_state, comments=services.comments, clock=engine.clock,
-                             busy=busy)
-    sweep = PreviewSweep(cleaner, busy=busy, interval=services.settings.preview_sweep_seconds, clock=engine.clock)
-    services.previews, services.preview_sweep = cleaner, sweep
+    cleaner = PreviewCleaner(store=store, connect=engine.preparer.client_for, github=github, pr_state=pr_state,
+                             comments=comments, clock=engine.clock, busy=busy)
+    return cleaner, PreviewSweep(cleaner, busy=busy, interval=interval, clock=engine.clock)
+
+
+@contextlib.asynccontextmanager
+async def running_previews(engine: Any, sweep: PreviewSweep) -> AsyncIterator[PreviewSweep]:
+    """Record completed preview deployments, sweep once now, then periodically."""
+    store = sweep.cleaner.store
 
     async def on_event(event: Any) -> None:
-        await record_deployed(engine, cleaner.store, event)
+        await record_deployed(engine, store, event)
 
     unsubscribe = engine.subscribe(on_event)
     sweep.start()

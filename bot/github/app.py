@@ -98,6 +98,9 @@ def _repo_name(repository: str) -> str:
 class GitHubApp:
     """The App: mints JWTs and installation tokens, hands out paced, cached clients."""
 
+    #: Whether this server acts as a GitHub App (GitHubUnavailable: it does not).
+    configured = True
+
     def __init__(
         self,
         session: aiohttp.ClientSession,
@@ -300,6 +303,26 @@ class GitHubApp:
             stats=self.stats, policy=self.policy, clock=self.clock, sleep=self.sleep,
             installation_id=installation_id,
         )
+
+
+class GitHubUnavailable:
+    """Where GITHUB_APP_ID or the private key is not set (an API-only server): every use of
+    GitHub answers SYS_002, so no part has to hold a None in its place."""
+
+    configured = False
+
+    async def client(self, installation_id: int, /) -> FlareshipGitHubAPI:
+        raise FlareshipError("SYS_002", "GitHub is not configured")
+
+    def __repr__(self) -> str:
+        return "GitHubUnavailable()"
+
+
+def github_from_settings(session: aiohttp.ClientSession, settings: Any) -> GitHubApp | GitHubUnavailable:
+    """The App when its id and private key are both set, else GitHubUnavailable."""
+    if settings.github_app_id and (settings.github_private_key or settings.github_private_key_path):
+        return GitHubApp.from_settings(session, settings)
+    return GitHubUnavailable()
 
 
 def _auth_error(exc: HTTPException, doing: str) -> Exception:

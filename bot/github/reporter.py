@@ -11,11 +11,10 @@ object it made instead of making a second one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +27,7 @@ from bot.store.pr_state import PullRequestState
 
 #: Re-exported: the PR comment lives in `bot.github.pr_comment`, GitHub's text limits in `bot.github.text`.
 __all__ = ["COMMENT_MARKER", "MAX_OUTPUT_CHARS", "CommentWriter", "Reporter", "comment_row", "react", "render_comment",
-           "running_reporter", "truncate"]
+           "reporter_for", "truncate"]
 
 log = logging.getLogger(__name__)
 
@@ -591,25 +590,10 @@ async def pull_request_head(github: GitHubFactory, deployment: Any) -> str | Non
     return (data.get("head") or {}).get("sha")
 
 
-@contextlib.asynccontextmanager
-async def running_reporter(services: Any, *, interval: float = 1.0) -> AsyncIterator[Reporter | None]:
-    """Build, subscribe and finally drain the reporter for a running app (composition root)."""
-    if services.engine is None or services.github is None or services.database is None:
-        log.warning("PR reporting is off: the engine, the GitHub App and the database are all needed")
-        yield None
-        return
-    github = services.github.client
-    pr_state = PullRequestState(services.database)
-    comments = CommentWriter(pr_state)
-    reporter = Reporter(
-        engine=services.engine, github=github, store=pr_state, comments=comments,
-        public_url=services.settings.public_url, interval=interval,
-        head_sha=lambda deployment: pull_request_head(github, deployment),
-        details_url=(lambda deployment: links.url(deployment.id)) if (links := services.details_links) else None,
+def reporter_for(*, engine: Any, github: GitHubFactory, pr_state: PullRequestState, comments: CommentWriter,
+                 public_url: str, details_url: Callable[[Any], str], interval: float = 1.0) -> Reporter:
+    """The PR reporter of a running app (built by the composition root, bot/app.py)."""
+    return Reporter(
+        engine=engine, github=github, store=pr_state, comments=comments, public_url=public_url,
+        interval=interval, head_sha=lambda deployment: pull_request_head(github, deployment), details_url=details_url,
     )
-    services.reporter, services.pr_state, services.comments = reporter, pr_state, comments
-    reporter.start()
-    try:
-        yield reporter
-    finally:
-        await reporter.stop()

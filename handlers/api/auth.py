@@ -16,6 +16,7 @@ from bot.cloudflare.errors import CloudflareError
 from bot.engine.config import CONFIG_PATH, parse_repo_config
 from bot.engine.failures import catalogue_error
 from bot.errors import FlareshipError
+from bot.github.app import GitHubApp
 from bot.github.contents import read_file
 from bot.logs import register_secret
 from bot.policy import Actor, EnvironmentRules, has_permission
@@ -30,7 +31,6 @@ from handlers.http import json_success
 
 if TYPE_CHECKING:
     from bot.engine import Engine
-    from bot.github.app import GitHubApp
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def wider_permissions(requested: dict[str, str], installation: dict[str, str]) -
 
 def _github(request: web.Request) -> GitHubApp:
     github = request.app[SERVICES].github
-    if github is None:
+    if not isinstance(github, GitHubApp):
         raise FlareshipError("SYS_002", "The GitHub App is not configured on this server")
     return github
 

@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr
 
 from bot.engine.model import Deployment, DeployOptions, PrepareRequest
 from bot.errors import FlareshipError
+from bot.github.app import GitHubApp
 from bot.logs import register_secret
 from bot.services import SERVICES
 from bot.settings import CloudflareCredentials, Settings
@@ -48,10 +49,7 @@ DEFAULT_ROLLBACK_SECONDS = 300
 
 
 def engine_of(request: web.Request) -> Engine:
-    engine = request.app[SERVICES].engine
-    if engine is None:
-        raise FlareshipError("SYS_002", "The deployment engine is not running")
-    return engine
+    return request.app[SERVICES].engine
 
 
 def _actor(request: web.Request) -> str:
@@ -96,7 +94,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 async def _resolve_repository(request: web.Request, repository: str, ref: str | None) -> tuple[int, str, str]:
     """(installation id, commit SHA, ref) for a REST deploy of a repository's code."""
     github = request.app[SERVICES].github
-    if github is None:
+    if not isinstance(github, GitHubApp):
         raise FlareshipError("SYS_002", "GitHub is not configured on this server; deploy with `config` instead")
     try:
         try:

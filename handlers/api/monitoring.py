@@ -130,30 +130,25 @@ def process_usage() -> dict[str, Any]:
 
 async def _counts(app: web.Application) -> dict[str, Any]:
     """Active/queued deployments from the engine, or the last known counts if it is slow."""
-    state = app[API_STATE]
-    engine = app[SERVICES].engine
-    if engine is None:
-        return state.last_counts
+    state, services = app[API_STATE], app[SERVICES]
     try:
         async with asyncio.timeout(COUNTS_TIMEOUT):
-            counts = await engine.counts()
+            counts = await services.engine.counts()
     except Exception:
         return state.last_counts
     state.last_counts = counts
-    state.metrics.deployment_counts(counts.get("active", 0), counts.get("queued", 0))
+    services.metrics.deployment_counts(counts.get("active", 0), counts.get("queued", 0))
     return counts
 
 
 async def get_health_status(request: web.Request) -> web.Response:
     """GET /health/deployment: the last probe results (never waits on a dependency)."""
-    monitor = request.app[API_STATE].health
-    snapshot = monitor.snapshot() if monitor else {"healthy": False, "services": {}}
+    snapshot = request.app[SERVICES].health.snapshot()
     counts = await _counts(request.app)
     snapshot["activeDeployments"] = counts.get("active", 0)
     snapshot["queuedDeployments"] = counts.get("queued", 0)
-    sweep = request.app[SERVICES].preview_sweep
-    if sweep is not None:  # PR previews: removals still to do, and the failing ones (one indexed read)
-        snapshot["previews"] = await sweep.health()
+    # PR previews: removals still to do, and the failing ones (one indexed read)
+    snapshot["previews"] = await request.app[SERVICES].preview_sweep.health()
     return json_success(snapshot)
 
 
@@ -184,11 +179,9 @@ async def get_resource_usage(request: web.Request) -> web.Response:
     """GET /metrics/resources: this process's memory, CPU, files, tasks; deployments; rate-limit headroom."""
     counts = await _counts(request.app)
     rate_limits: dict[str, float | None] = {}
-    metrics = request.app[API_STATE].metrics
-    if metrics is not None:
-        for family in metrics.rate_limit_remaining.collect():
-            for sample in family.samples:
-                rate_limits[f"{sample.labels['service']}:{sample.labels['scope']}"] = sample.value
+    for family in request.app[SERVICES].metrics.rate_limit_remaining.collect():
+        for sample in family.samples:
+            rate_limits[f"{sample.labels['service']}:{sample.labels['scope']}"] = sample.value
     return json_success({
         "process": process_usage(),
         "eventLoop": {"tasks": len(asyncio.all_tasks())},
@@ -199,15 +192,13 @@ async def get_resource_usage(request: web.Request) -> web.Response:
 
 async def _backlog(app: web.Application) -> None:
     """The dispatcher's backlog (every replica's, from the store), when the store answers in time."""
-    database = app[SERVICES].database
-    if database is None:
-        return
+    services = app[SERVICES]
     try:
         async with asyncio.timeout(COUNTS_TIMEOUT):
-            counts = await deliveries.count_by_status(database)
+            counts = await deliveries.count_by_status(services.database)
     except Exception:
         return
-    app[API_STATE].metrics.dispatcher_backlog(counts)
+    services.metrics.dispatcher_backlog(counts)
 
 
 async def get_readiness(request: web.Request) -> web.Response:
@@ -223,7 +214,7 @@ async def prometheus_metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text exposition (bare, not enveloped)."""
     await _counts(request.app)
     await _backlog(request.app)
-    metrics = request.app[API_STATE].metrics
+    metrics = request.app[SERVICES].metrics
     response = web.Response(body=metrics.render())
     response.headers["Content-Type"] = metrics.content_type
     return response

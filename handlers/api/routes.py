@@ -7,7 +7,6 @@ documentation cannot drift from the behaviour.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +16,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from bot.errors import FlareshipError
-from bot.health import HealthMonitor
-from bot.metrics import Metrics
 from bot.services import SERVICES
 from handlers.api import auth, deployments, models, monitoring
 from handlers.api.security import authenticated, metrics_guard
-from handlers.api.state import API_STATE, ApiState
 from handlers.http import API_VERSION
 
 ID_PARAM = {
@@ -277,32 +273,17 @@ def openapi_document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str
     }
 
 
+@functools.cache
+def _openapi() -> dict[str, Any]:
+    """The document, built on first request (it never changes while the process runs)."""
+    return openapi_document()
+
+
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(request.app[_OPENAPI])
+    return web.json_response(_openapi())
 
 
-_OPENAPI = web.AppKey("openapi_document", dict)
-
-
-async def _running_parts(app: web.Application) -> AsyncIterator[None]:
-    """Health probes and the metrics' engine subscription live as long as the app."""
-    state = app[API_STATE]
-    settings = app[SERVICES].settings
-    github = app[SERVICES].github
-    state.health = HealthMonitor.from_settings(
-        settings, github_jwt=github.jwt if github is not None else None, interval=state.health_interval, timeout=state.health_timeout,
-        degraded_after_ms=state.health_degraded_after_ms,
-        on_result=lambda name, r: state.metrics.dependency_status(name, r.status),
-    )
-    await state.health.start()
-    try:
-        yield
-    finally:
-        state.metrics.detach_engine()
-        await state.health.stop()
-
-
-def counted(handler: Handler, operation_id: str, metrics: Metrics) -> Handler:
+def counted(handler: Handler, operation_id: str) -> Handler:
     """Count each call of an operation by its final HTTP status (errors included)."""
 
     @functools.wraps(handler)
@@ -319,34 +300,20 @@ def counted(handler: Handler, operation_id: str, metrics: Metrics) -> Handler:
             status = exc.status
             raise
         finally:
-            metrics.api_request(operation_id, status)
+            request.app[SERVICES].metrics.api_request(operation_id, status)
 
     return wrapper
 
 
 def setup(app: web.Application) -> None:
-    """Register every operation (wrapped with its auth) plus /openapi.json."""
-    state = ApiState()
-    app[API_STATE] = state
-    app[SERVICES].metrics = state.metrics
-    app[_OPENAPI] = openapi_document()
-    settings = app[SERVICES].settings
-    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    """Register every operation (wrapped with its auth and its counter) plus /openapi.json."""
     for op in OPERATIONS:
         handler = op.handler
         if op.auth == "metrics":
-            handler = metrics_guard(handler, metrics_token=metrics_token)
+            handler = metrics_guard(handler)
         elif op.auth is not None:
             handler = authenticated(handler, action=None if op.auth == "token" else op.auth)
-        handler = counted(handler, op.operation_id, state.metrics)
+        handler = counted(handler, op.operation_id)
         app.router.add_route(op.method, op.path, handler, name=op.operation_id)
     app.router.add_get("/openapi.json", openapi_json, name="openapi")
     app.router.add_get("/readyz", monitoring.get_readiness, name="readyz")
-    app.cleanup_ctx.append(_running_parts)
-    app.on_startup.append(_attach_metrics)
-
-
-async def _attach_metrics(app: web.Application) -> None:
-    """on_startup runs after every cleanup_ctx, so the engine exists by now (when wired)."""
-    app[API_STATE].metrics.attach_engine(app[SERVICES].engine)
-    app[API_STATE].metrics.attach_services(app[SERVICES])

@@ -17,20 +17,13 @@ from bot.api_auth import allows, looks_like_token
 from bot.errors import FlareshipError
 from bot.services import SERVICES
 from bot.store.api_tokens import ApiToken, ApiTokenStore
-from handlers.api.state import API_STATE
 
 CALLER = "flareship.api_token"
 
 
 def token_store(app: web.Application) -> ApiTokenStore:
-    """The token store over the shared database (built on first use: the database starts first)."""
-    state = app[API_STATE]
-    if state.tokens is None:
-        database = app[SERVICES].database
-        if database is None:
-            raise FlareshipError("SYS_002", "The database is not available")
-        state.tokens = ApiTokenStore(database)
-    return state.tokens
+    """The token store over the shared database."""
+    return app[SERVICES].api_tokens
 
 
 def bearer(request: web.Request) -> str | None:
@@ -86,13 +79,15 @@ def authenticated(handler: Handler, *, action: str | None) -> Handler:
     return wrapper
 
 
-def metrics_guard(handler: Handler, *, metrics_token: str | None) -> Handler:
+def metrics_guard(handler: Handler) -> Handler:
     """/metrics: open unless METRICS_TOKEN is set, then that exact bearer token."""
-    if not metrics_token:
-        return handler
 
     @functools.wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
+        configured = request.app[SERVICES].settings.metrics_token
+        metrics_token = configured.get_secret_value() if configured else None
+        if not metrics_token:
+            return await handler(request)
         value = bearer(request) or ""
         if not hmac.compare_digest(value.encode(), metrics_token.encode()):
             raise FlareshipError("AUTH_007", "/metrics needs 'Authorization: Bearer <METRICS_TOKEN>'")

@@ -1,4 +1,4 @@
-"""The REST API's own running parts, kept in one mutable object on the app (set before start-up)."""
+"""The REST API's own state on the app: its SSE tuning and the last deployment counts it saw."""
 
 from __future__ import annotations
 
@@ -7,22 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.health import HealthMonitor
-from bot.metrics import Metrics
-from bot.store.api_tokens import ApiTokenStore
 from handlers.api.sse import SSESettings
 
 
 @dataclass
 class ApiState:
-    metrics: Metrics = field(default_factory=Metrics)
     sse: SSESettings = field(default_factory=SSESettings)
-    #: Health probing: seconds between rounds, per-probe timeout, and the "slow" threshold.
-    health_interval: float = 30.0
-    health_timeout: float = 5.0
-    health_degraded_after_ms: int = 1000
-    health: HealthMonitor | None = None
-    tokens: ApiTokenStore | None = None
+    #: What `/health/deployment` and `/metrics` answer when the engine is slow to count.
     last_counts: dict[str, Any] = field(default_factory=lambda: {"active": 0, "queued": 0})
 
 

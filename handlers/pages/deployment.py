@@ -13,7 +13,6 @@ from html import escape
 from aiohttp import web
 
 from bot.engine.model import Deployment, LogLine
-from bot.errors import FlareshipError
 from bot.services import SERVICES
 
 #: Log lines shown (the newest); the REST API streams all of them.
@@ -31,12 +30,8 @@ _HEADERS = {
 async def deployment_page(request: web.Request) -> web.Response:
     deployment_id = request.match_info["deploymentId"]
     services = request.app[SERVICES]
-    details_links = services.details_links
-    assert details_links is not None  # set wherever this page is routed (bot/app.py)
-    details_links.check(deployment_id, request.query.get("token"))
+    services.details_links.check(deployment_id, request.query.get("token"))
     engine = services.engine
-    if engine is None:
-        raise FlareshipError("SYS_002", "The deployment engine is not running")
     deployment = await engine.get(deployment_id)
     logs = await engine.logs(deployment_id)
     html = render_deployment_page(deployment, logs[-MAX_LOG_LINES:], now=datetime.now(UTC))

@@ -22,7 +22,7 @@ async def head_moved(event: sansio.Event, ctx: Any) -> None:
     if moved is None:
         return
     before, after, number = moved.before, moved.after, moved.pull_request.number
-    if not before or not number or ctx.services.engine is None or ctx.services.reporter is None:
+    if not before or not number or not ctx.services.github.configured:
         return
     engine, reporter = ctx.services.engine, ctx.services.reporter
     for deployment in await engine.list(repository=moved.repository.full_name, limit=50):

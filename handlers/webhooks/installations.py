@@ -15,8 +15,6 @@ router = routing.Router()
 
 
 def _database(ctx: WebhookContext) -> Database:
-    if ctx.services.database is None:
-        raise RuntimeError("installations need services.database")
     return ctx.services.database
 
 

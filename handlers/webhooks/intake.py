@@ -14,7 +14,7 @@ import codecs
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,13 +25,11 @@ import sqlalchemy as sa
 from aiohttp import web
 from gidgethub import ValidationFailure, routing, sansio
 
-from bot.dispatcher import DISPATCHER
 from bot.errors import FlareshipError
-from bot.logs import register_secret
 from bot.server import drop_rest_of_body
 from bot.services import SERVICES
 from bot.store.base import utcnow
-from bot.store.deliveries import DUPLICATE, REQUEUED, DeliveryRefused, DeliveryWriter, NewDelivery, webhook_deliveries
+from bot.store.deliveries import DUPLICATE, REQUEUED, DeliveryRefused, NewDelivery, webhook_deliveries
 from handlers.http import json_success
 
 log = logging.getLogger(__name__)
@@ -80,9 +78,18 @@ class HandledEvents:
         return frozenset(self._any | set(self._actions))
 
 
-DELIVERY_WRITER = web.AppKey("delivery_writer", DeliveryWriter)
-WEBHOOK_SECRET = web.AppKey("webhook_secret", str)
-HANDLED_EVENTS = web.AppKey("handled_events", HandledEvents)
+class IntakeRules:
+    """What the intake checks a delivery against: the webhook secret ("" when not configured:
+    every delivery is refused 503) and the events some handler of the router takes."""
+
+    __slots__ = ("handled", "secret")
+
+    def __init__(self, secret: str, router: routing.Router) -> None:
+        self.secret = secret
+        self.handled = HandledEvents(router)
+
+
+INTAKE_RULES = web.AppKey("webhook_intake_rules", IntakeRules)
 
 
 def _too_large() -> FlareshipError:
@@ -252,18 +259,17 @@ async def receive_webhook(request: web.Request) -> web.Response:
     try:
         response, outcome = await _receive(request)
     except FlareshipError:
-        if metrics is not None:
-            metrics.webhook_delivery("unverified", "rejected")  # never label by what a forger sent
+        metrics.webhook_delivery("unverified", "rejected")  # never label by what a forger sent
         raise
-    if metrics is not None:
-        metrics.webhook_delivery(request.headers.get("X-GitHub-Event", "unknown")[:50], outcome)
+    metrics.webhook_delivery(request.headers.get("X-GitHub-Event", "unknown")[:50], outcome)
     return response
 
 
 async def _receive(request: web.Request) -> tuple[web.Response, str]:
     """Verify, store and acknowledge; returns the response and its outcome for the metrics."""
     body = await read_capped(request)
-    secret = request.app.get(WEBHOOK_SECRET)
+    rules = request.app[INTAKE_RULES]
+    secret = rules.secret
     if not secret:
         raise FlareshipError("SYS_002", "GITHUB_WEBHOOK_SECRET is not configured; webhooks cannot be verified", status=503)
     content_type = request.content_type
@@ -272,17 +278,14 @@ async def _receive(request: web.Request) -> tuple[web.Response, str]:
         log.info("ping from GitHub (hook %s)", event.hook_id if event.hook_id is not None else "?")
         return json_success({"deliveryId": event.delivery_id, "event": "ping", "status": "pong"}), "ping"
     ack = {"deliveryId": event.delivery_id, "event": event.event}
-    handled = request.app.get(HANDLED_EVENTS)
-    if handled is not None and not handled.takes(event.event, event.action):
+    if not rules.handled.takes(event.event, event.action):
         log.debug("webhook %s.%s %s: no handler takes it; acknowledged, not stored", event.event, event.action,
                   event.delivery_id)
-        metrics = request.app[SERVICES].metrics
-        if metrics is not None:
-            metrics.webhook_ignored(event.event)
+        request.app[SERVICES].metrics.webhook_ignored(event.event)
         return json_success({**ack, "status": "ignored"}, status=202), "ignored"
     delivery = delivery_from_webhook(event)
     try:
-        stored = await request.app[DELIVERY_WRITER].store(delivery)
+        stored = await request.app[SERVICES].deliveries.store(delivery)
     except DeliveryRefused as exc:  # this row alone failed, for what it holds: GitHub's repeat would too
         raise FlareshipError("SYS_006", f"The delivery was refused by the store: {exc.reason}", status=400) from None
     except Exception:
@@ -297,33 +300,6 @@ async def _receive(request: web.Request) -> tuple[web.Response, str]:
     return json_success({**ack, "status": "queued"}, status=202), "accepted"
 
 
-async def _delivery_writer(app: web.Application) -> AsyncIterator[None]:
-    """Start the group-commit writer on the database the store's start-up opened; flush it on exit."""
-    writer = app[DELIVERY_WRITER]
-    writer.database = app[SERVICES].database  # type: ignore[assignment]  # opened before this runs
-    dispatcher = app.get(DISPATCHER)
-    if dispatcher is not None:
-        writer.on_stored = dispatcher.wake
-        dispatcher.intake_busy = writer.busy
-    writer.start()
-    try:
-        yield
-    finally:
-        await writer.stop()
-
-
 def setup(app: web.Application) -> None:
-    """Register the route; the writer starts after the database is opened (cleanup_ctx order)."""
-    settings = app[SERVICES].settings
-    secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else ""
-    register_secret(secret, pinned=True)
-    app[WEBHOOK_SECRET] = secret
-    dispatcher = app.get(DISPATCHER)
-    if dispatcher is not None:
-        router = dispatcher.router
-    else:
-        from handlers.webhooks import router  # the package has finished importing by now
-    app[HANDLED_EVENTS] = HandledEvents(router)
-    app[DELIVERY_WRITER] = DeliveryWriter(None)  # type: ignore[arg-type]  # given its database at start-up
-    app.cleanup_ctx.append(_delivery_writer)
+    """Register the route (its rules and the delivery writer come from the composition root)."""
     app.router.add_post("/webhooks/github", receive_webhook)

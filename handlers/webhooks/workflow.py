@@ -52,10 +52,9 @@ class PullRequest:
 
 
 def ready(ctx: Any) -> bool:
-    """PR workflows need the engine, the PR-state store and the comment writer (GitHub and a database)."""
-    services = ctx.services
-    if services.engine is None or services.pr_state is None or services.comments is None:
-        log.warning("PR workflow event ignored: the engine or the GitHub reporter is not configured")
+    """PR workflows need the GitHub App (to answer on the pull request and report the deploy)."""
+    if not ctx.services.github.configured:
+        log.warning("PR workflow event ignored: the GitHub App is not configured")
         return False
     return True
 

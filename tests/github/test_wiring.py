@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from bot.app import HTTP_SESSION
-from bot.github.app import GitHubApp
+from bot.github.app import GitHubApp, GitHubUnavailable
 from bot.services import SERVICES
 from tests.plugins.github_sim import INSTALLATION_ID, REPOSITORY, seed_repo
 
@@ -14,7 +13,7 @@ async def test_app_builds_the_github_app_from_settings(make_flareship_client, gi
                                          github_private_key=github_sim.app_private_key, github_write_interval=0)
     github = client.app[SERVICES].github
     assert isinstance(github, GitHubApp)
-    assert github.session is client.app[HTTP_SESSION]
+    assert github.session is client.app[SERVICES].http
     assert github.base_url == github_sim.url and github.write_interval == 0
     gh = await github.client(INSTALLATION_ID)
     assert (await gh.getitem(f"/repos/{REPOSITORY}"))["full_name"] == REPOSITORY
@@ -22,4 +21,5 @@ async def test_app_builds_the_github_app_from_settings(make_flareship_client, gi
 
 async def test_no_github_app_without_credentials(make_flareship_client):
     client = await make_flareship_client(github_app_id=None, github_private_key=None)
-    assert client.app[SERVICES].github is None
+    github = client.app[SERVICES].github
+    assert isinstance(github, GitHubUnavailable) and not github.configured

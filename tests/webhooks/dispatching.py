@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from gidgethub import routing
 
-from bot.services import Services
-from bot.settings import Settings
+from bot.engine.ports import GitHubInstallations
+from bot.github.app import GitHubUnavailable
+from bot.metrics import Metrics
 from bot.store import deliveries
 from bot.store.base import utcnow
 from bot.store.db import Database
@@ -28,8 +30,18 @@ async def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> N
         await asyncio.sleep(0.01)
 
 
-def services_for(database: Database) -> Services:
-    return Services(settings=Settings(database_url="sqlite:///unused.db"), database=database)
+@dataclass(frozen=True)
+class DispatchParts:
+    """The parts the dispatcher itself uses (bot.dispatcher.DispatchServices); the handlers of
+    these tests use none of the others."""
+
+    database: Database
+    github: GitHubInstallations = field(default_factory=GitHubUnavailable)
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+def services_for(database: Database, *, github: GitHubInstallations | None = None) -> DispatchParts:
+    return DispatchParts(database, github or GitHubUnavailable())
 
 
 def about(delivery_id: str, repository: str | None, *, installation: int | None = 42, event: str = "push") -> NewDelivery:

@@ -155,8 +155,7 @@ async def test_context_github_uses_the_app_client_for_the_installation(database)
             calls.append(installation_id)
             return f"client-for-{installation_id}"
 
-    services = services_for(database)
-    services.github = FakeApp()
+    services = services_for(database, github=FakeApp())
     ctx = WebhookContext(services, "d1", installation_id=42, repository="acme/app")
     assert await ctx.github() == "client-for-42"
     assert await ctx.github() == "client-for-42"

@@ -223,9 +223,9 @@ async def test_body_at_the_limit_is_read(flareship_client):
 
 
 async def test_store_failure_is_503_and_not_acknowledged(flareship_client):
-    from handlers.webhooks.intake import DELIVERY_WRITER
+    from bot.services import SERVICES
 
-    writer = flareship_client.app[DELIVERY_WRITER]
+    writer = flareship_client.app[SERVICES].deliveries
     real = writer.database
 
     class Broken:
