@@ -44,12 +44,16 @@ async def asset_files(ctx: StepContext) -> dict[str, bytes] | None:
     return files
 
 
-async def assets_metadata(ctx: StepContext) -> dict[str, Any] | None:
-    """Upload what Cloudflare lacks and answer the metadata's `assets` (None without assets)."""
+async def assets_metadata(ctx: StepContext, *, script: str | None = None) -> dict[str, Any] | None:
+    """Upload what Cloudflare lacks and answer the metadata's `assets` (None without assets).
+
+    `script`: the Worker whose upload session is used (default: the deployed one); a Worker
+    Preview's assets go through its parent Worker's, as `wrangler preview` does (preview.ts).
+    """
     files = await asset_files(ctx)
     if not files:
         return None
-    upload = await sync_assets(ctx.client, ctx.account_id, ctx.spec.script_name, files)
+    upload = await sync_assets(ctx.client, ctx.account_id, script or ctx.spec.script_name, files)
     await ctx.log(f"Static assets: {upload.total} file(s), {upload.uploaded} uploaded"
                   + ("" if upload.uploaded else " (Cloudflare had them all)"))
     return {"jwt": upload.jwt, "config": assets_config(ctx.spec)}

@@ -3,11 +3,12 @@
 Steps 1-3 are the normal ones (configuration, token, resources). Then: no container (a Worker
 Preview runs none; bot/engine/preview_app.py refuses them); step 5 makes sure the Preview
 `pr-<N>` exists (GET, POST on 10025) under the `from` environment's Worker, which must have been
-deployed first; step 6 uploads the PR's modules as a Preview deployment with the preview's own
-bindings (Durable Objects without namespace ids: Cloudflare gives each Preview its own storage;
-the parent's secrets only as `inherit` when wrangler's previews block says so, and the dashboard's
-base config is ignored otherwise); step 7 records the stable Preview URL and this deployment's
-own URL; step 8 probes this deployment's URL. Every step is safe to repeat: the Preview is looked
+deployed first; step 6 uploads the PR's static assets through the parent Worker's upload
+session, then its modules as a Preview deployment with the preview's own bindings (Durable
+Objects without namespace ids: Cloudflare gives each Preview its own storage; the parent's
+secrets only as `inherit` when wrangler's previews block says so, and the dashboard's base
+config is ignored otherwise); step 7 records the stable Preview URL and this deployment's own
+URL; step 8 probes this deployment's URL. Every step is safe to repeat: the Preview is looked
 up before it is created, and the upload carries the deployment id as its tag, so a lost answer
 is read back instead of deploying twice.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from bot.cloudflare.errors import CloudflareError, ParentWorkerMissing
 from bot.cloudflare.previews import build_preview_metadata, preview_migrations
 from bot.cloudflare.workers import WorkerModule
+from bot.engine.assets_step import assets_metadata
 from bot.engine.failures import step_failure
 from bot.engine.metadata import upload_modules
 from bot.engine.model import CONTAINER, DURABLE_OBJECTS, HEALTH, ROUTES, WORKER
@@ -116,13 +118,14 @@ async def deploy_to_preview(ctx: StepContext) -> str:
         if latest is not None and latest.annotations.get("workers/tag") == ctx.deployment.id:
             deployed = latest  # uploaded before a restart: not twice
         else:
+            assets = await assets_metadata(ctx, script=preview.parent_script)
             metadata = build_preview_metadata(
                 main_module=spec.main_module, compatibility_date=spec.compatibility_date,
                 compatibility_flags=spec.compatibility_flags, bindings=spec.bindings(),
                 inherit=await _inherited(ctx, preview, latest),
                 migrations=preview_migrations(_migrations(ctx), latest.migration_tag if latest else None),
                 annotations={"workers/message": message[:100], "workers/tag": ctx.deployment.id},
-                settings=_deployment_settings(spec.worker_settings, preview.settings),
+                settings={**_deployment_settings(spec.worker_settings, preview.settings), "assets": assets},
             )
             found = await ctx.client.get_preview(ctx.account_id, preview.parent_script, preview_id)
             deployed = await ctx.client.deploy_to_preview(ctx.account_id, preview.parent_script,
