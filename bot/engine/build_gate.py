@@ -2,8 +2,8 @@
 
 A queued deployment of an app with `build` may take its environment's lease only once its
 artifact is downloaded. Until then it is parked: it stays `queued`, holds no lease (so another
-deployment of the same environment runs meanwhile), its check run shows "Waiting for build"
-with the run's link, and it is looked at again every `artifacts.POLL_SECONDS` or when woken.
+deployment of the same environment runs meanwhile), its document names the runs it waits for
+(`waiting_for_build`: the check run's title says "Waiting for build", its text links the run), and it is looked at again every `artifacts.POLL_SECONDS` or when woken.
 What the wait learned (since when, which runs were announced, the downloaded artifact) is
 in the deployment's state, so a restarted engine carries on without re-announcing, without a
 new deadline and without downloading the zip again (bot/engine/artifact_cache.py).
@@ -24,7 +24,7 @@ from bot.engine import artifacts
 from bot.engine.artifact_cache import ArtifactCache
 from bot.engine.build import BuildConfig
 from bot.engine.journal import Journal
-from bot.engine.model import STEP_NAMES, Deployment
+from bot.engine.model import STEP_NAMES, BuildRun, Deployment
 from bot.engine.records import deployment_of
 from bot.engine.state import StepState
 from bot.errors import FlareshipError
@@ -101,36 +101,49 @@ class BuildGate:
             if isinstance(found, Artifact):
                 state.build_artifact, _data = await artifacts.obtain(gh, d.repository or "", found, self.cache)
                 state.build_wait = None
-                await self._save(d, state)
-                return self._remember(key)
+                return await self._unpark(key, d, state)
         except FlareshipError:
-            return self._remember(key)  # final: step 1 reports it with the run's URL
+            return await self._unpark(key, d, state)  # final: step 1 reports it with the run's URL
         except Exception as exc:  # GitHub unreachable or answering oddly: look again later
             log.warning("deployment %s: cannot look for its build artifact (%s: %s)", d.id,
                         type(exc).__name__, exc)
             if now >= deadline:
-                return self._remember(key)
+                return await self._unpark(key, d, state)
             self._park(key, now)
             return False
         if now >= deadline:
-            return self._remember(key)  # step 1 fails it: the deadline passed with the run(s) named
+            return await self._unpark(key, d, state)  # step 1 fails it: the deadline passed with the run(s) named
         previous = state.build_wait or {}
         announced: list[int] = list(previous.get("announced") or []) if previous.get("attempt") == d.attempt else []
         fresh = [run for run in found if run.id not in announced]
         wait: dict[str, Any] = {"attempt": d.attempt, "since": since.isoformat(),
                                 "announced": [*announced, *(run.id for run in fresh)]}
-        changed = state.build_wait != wait
-        state.build_wait = wait
-        if changed:
+        runs = [BuildRun(name=run.name or "workflow run", url=run.html_url) for run in found]
+        shown = d.waiting_for_build != runs
+        if state.build_wait != wait or shown:
+            state.build_wait, d.waiting_for_build = wait, runs
             await self._save(d, state)
-        for run in fresh:
+        for run in fresh:  # the log line's event carries the document: the check run says it waits
             await self.journal.log(d, artifacts.waiting_message(run), step=STEP_NAMES[0])
+        if shown and not fresh:
+            await self.journal.events.emit("status", d)
         self._park(key, now)
         return False
+
+    async def _unpark(self, key: tuple[str, datetime | None], d: Deployment, state: StepState) -> bool:
+        """Ready: save what the look learned and, when its check run said it waits, say queued again."""
+        shown = bool(d.waiting_for_build)
+        d.waiting_for_build = []
+        if shown or state.build_artifact is not None:
+            await self._save(d, state)
+        if shown:
+            await self.journal.events.emit("status", d)
+        return self._remember(key)
 
     def _park(self, key: tuple[str, datetime | None], now: datetime) -> None:
         self._parked[key] = now + timedelta(seconds=artifacts.POLL_SECONDS)
 
     async def _save(self, d: Deployment, state: StepState) -> None:
-        """Only the state column, and only while the deployment is still queued (a cancel wins)."""
-        await self.store.update_if(d.id, ("queued",), state=state.to_json(), updated_at=self.clock())
+        """The state and the document (what the check run shows), only while still queued (a cancel wins)."""
+        await self.store.update_if(d.id, ("queued",), state=state.to_json(), document=d.model_dump(mode="json"),
+                                   updated_at=self.clock())

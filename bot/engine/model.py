@@ -123,6 +123,13 @@ class Release(_Model):
     created_at: datetime
 
 
+class BuildRun(_Model):
+    """A workflow run a parked deployment waits for (its check run names and links it)."""
+
+    name: str
+    url: str
+
+
 class DeploymentError(_Model):
     code: str
     message: str
@@ -161,6 +168,8 @@ class Deployment(_Model):
     error: DeploymentError | None = None
     correlation_id: str | None = None
     queue_position: int | None = None
+    #: Set while the build gate parks it (queued, no lease): the workflow runs it waits for.
+    waiting_for_build: list[BuildRun] = Field(default_factory=list)
     #: The resolved app description (AppSpec dump), minus module contents.
     config: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)

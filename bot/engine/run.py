@@ -161,6 +161,7 @@ class DeploymentRun:
         if d.status == "queued":
             d.status = "in_progress"
             d.started_at = d.started_at or env.clock()
+            d.waiting_for_build = []  # its check run stops saying it waits for the build
             await self.save(log_line=f"Deployment to {d.environment} started ({d.kind}, attempt {d.attempt})")
             await self.emit("status")
         else:

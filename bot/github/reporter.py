@@ -118,7 +118,10 @@ def check_run_title(deployment: Any, queue_position: int | None = None) -> str:
     n, step = step_position(deployment)
     what = "Rollback of" if deployment.kind == "rollback" else "Deploy to"
     status = deployment.status
-    if status in ("queued", "initiated"):
+    if status == "queued" and deployment.waiting_for_build:
+        names = ", ".join(dict.fromkeys(run.name for run in deployment.waiting_for_build))
+        title = f"Waiting for build: {names} for {env}"
+    elif status in ("queued", "initiated"):
         title = f"Queued: position {queue_position} for {env}" if queue_position else f"Queued for {env}"
     elif status == "in_progress":
         title = f"step {n}/{total}: {step.name if step else 'finishing'}"
@@ -149,7 +152,12 @@ def check_run_summary(deployment: Any, queue_position: int | None = None) -> str
         lines.append("")
         lines.append(f"Rolling back `{deployment.rollback_of}`"
                      + (f" to release `{target.id}` (`{short_sha(target.sha)}`)" if target else ""))
-    if deployment.status in ("queued", "initiated"):
+    if deployment.status == "queued" and deployment.waiting_for_build:
+        lines.append("")
+        runs = ", ".join(f"[{cell(run.name)}]({run.url})" for run in deployment.waiting_for_build)
+        lines.append(f"⏳ Waiting for the build of `{short_sha(deployment.sha)}`: {runs}. "
+                     f"It holds no lock on {env} meanwhile.")
+    elif deployment.status in ("queued", "initiated"):
         lines.append("")
         where = f": position **{queue_position}** in the queue." if queue_position else "."
         lines.append(f"⏳ Waiting for {env}{where}")

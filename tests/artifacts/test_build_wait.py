@@ -18,7 +18,9 @@ from bot.engine.artifacts import BuildSource
 from bot.engine.build import BuildConfig
 from bot.engine.model import STEP_NAMES
 from bot.github.actions import Artifact
+from bot.github.reporter import Reporter
 from bot.sim.github.actions import add_artifact, add_run, finish_run, make_zip
+from bot.store.pr_state import PullRequestState
 from tests.artifacts.test_build_deploy import BUNDLE, REPO, SHA, SOURCE
 from tests.engine.harness import ACCOUNT_ID, make_engine, wait_final
 from tests.plugins.github_sim import INSTALLATION_ID, make_github_app, seed_repo
@@ -106,6 +108,57 @@ async def test_a_finished_run_wakes_the_wait_and_a_retry_downloads_nothing(sim_e
         assert _zips(github_sim) == 1  # the retry read the cached zip
         assert (await engine.store.get(d.id)).state["build_artifact"] == record
     finally:
+        await engine.stop()
+        await clients.aclose()
+
+
+def _check_run_titles(github_sim) -> list[str]:
+    """The title of every check-run write, in order (duplicates collapsed)."""
+    titles: list[str] = []
+    for r in github_sim.sim.calls():
+        if r.method in ("POST", "PATCH") and "/check-runs" in r.path and r.status < 300:
+            title = (r.body.get("output") or {}).get("title")
+            if title and (not titles or titles[-1] != title):
+                titles.append(title)
+    return titles
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"])
+async def test_the_check_run_title_says_it_waits_for_the_build_then_that_it_runs(sim_env, database, github_sim,
+                                                                                github_session, monkeypatch):
+    monkeypatch.setattr(artifacts_module, "POLL_SECONDS", 0.05)
+    seed_repo(github_sim, REPO, sha=SHA, files=SOURCE)
+    run = add_run(github_sim.sim, REPO, SHA, status="in_progress")
+    app = make_github_app(github_session, github_sim)
+    engine, clients = make_engine(sim_env.settings(database.url), database, github=app)
+    reporter = Reporter(engine=engine, github=app.client, store=PullRequestState(database),
+                        public_url="http://127.0.0.1:8000", interval=0.01)
+    reporter.start()
+    await engine.start()
+    try:
+        d = await engine.request_deploy(_request(SHA), DeployOptions())
+
+        async def shown() -> bool:
+            await reporter.drain()
+            return any(t.startswith("Waiting for build") for t in _check_run_titles(github_sim))
+        await _until(shown)
+        [check] = github_sim.sim.repo(REPO).check_runs.values()
+        assert check["status"] == "queued"
+        assert check["output"]["title"] == f"Waiting for build: {run.name} for staging"
+        [awaited] = (await engine.get(d.id)).waiting_for_build
+        assert awaited.url.endswith(f"/{REPO}/actions/runs/{run.id}")
+        assert awaited.url in check["output"]["text"] and f"]({awaited.url})" in check["output"]["summary"]
+
+        finish_run(github_sim.sim, run, artifacts={"worker": BUNDLE})
+        assert (await wait_final(engine, d.id)).status == "completed"
+        await reporter.drain()
+        titles = _check_run_titles(github_sim)
+        waited = titles.index(f"Waiting for build: {run.name} for staging")
+        after = titles[waited + 1:]
+        assert after[-1] == "Live on staging" and not [t for t in after if t.startswith("Waiting")]
+        assert (await engine.get(d.id)).waiting_for_build == []  # the running deployment no longer waits
+    finally:
+        await reporter.stop()
         await engine.stop()
         await clients.aclose()
 
