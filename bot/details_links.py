@@ -51,20 +51,18 @@ class DetailsLinks:
     def check(self, deployment_id: str, token: str | None, now: datetime | None = None) -> None:
         """Raise AUTH_007 (401) unless `token` was issued for `deployment_id` and has not expired."""
         if not token:
-            raise FlareshipError("AUTH_007", "This page needs the signed link from the check run's Details button",
-                                 status=401)
+            raise FlareshipError("AUTH_007", "This page needs the signed link from the check run's Details button")
         expires_text, _, signature = token.partition(".")
         if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12 or not hmac.compare_digest(
             signature, self._signature(deployment_id, int(expires_text))
         ):
-            raise FlareshipError("AUTH_007", "This link is not valid for this deployment", status=401)
+            raise FlareshipError("AUTH_007", "This link is not valid for this deployment")
         expires = datetime.fromtimestamp(int(expires_text), UTC)
         if (now or datetime.now(UTC)) >= expires:
             raise FlareshipError(
                 "AUTH_007",
                 f"This link expired on {expires:%Y-%m-%d}; the deployment stays readable through the REST API "
                 "(GET /deploy/{id}/status with an API token)",
-                status=401,
             )
 
     def _signature(self, deployment_id: str, expires: int) -> str:

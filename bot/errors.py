@@ -79,7 +79,9 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
               "Retry after a short wait"),
     ErrorKind("SYS_003", 429, "Rate limit exceeded", True,
               "Wait for the time given in Retry-After, then retry"),
-    ErrorKind("SYS_004", 504, "Request timeout", True, "Retry after a short wait"),
+    ErrorKind("SYS_004", 504, "Request timeout", True, "Retry after a short wait",
+              # The client's own request body did not arrive in time (bot/server.py).
+              MappingProxyType({"request_timeout": 408})),
     ErrorKind("SYS_005", 404, "Resource not found", False, "Check the id or path"),
     # System (added)
     ErrorKind("SYS_006", 400, "Malformed request", False,
@@ -89,11 +91,8 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
 
 
 class FlareshipError(Exception):
-    """An error with a catalogue code; its HTTP status is the code's, or the named `variant`'s.
-
-    `status` is the older spelling, for front doors that still pass a number (and for aiohttp's
-    own refusals, whose status is aiohttp's); new code names a variant of the catalogue.
-    """
+    """An error with a catalogue code; its HTTP status is the code's, or the named `variant`'s
+    (never a number chosen by the raiser: `aiohttp_refusal` alone carries aiohttp's own)."""
 
     def __init__(
         self,
@@ -101,22 +100,27 @@ class FlareshipError(Exception):
         message: str | None = None,
         *,
         step: str | None = None,
-        status: int | None = None,
         details: dict[str, Any] | None = None,
         retry_after: float | None = None,
         variant: str | None = None,
     ):
         kind = CATALOGUE[code]
-        if variant is not None:
-            status = kind.variants[variant]
         self.code = code
         self.kind = kind
         self.message = message or kind.message
         self.step = step
-        self.status = status or kind.status
+        self.status = kind.variants[variant] if variant is not None else kind.status
         self.details = details or {}
         self.retry_after = retry_after
         super().__init__(f"{code}: {self.message}")
+
+    @classmethod
+    def aiohttp_refusal(cls, code: str, message: str, status: int) -> FlareshipError:
+        """aiohttp's own refusal (unknown route, wrong method, body too large) in the envelope,
+        with aiohttp's status: the one status that does not come from the catalogue."""
+        error = cls(code, message)
+        error.status = status
+        return error
 
     @property
     def retryable(self) -> bool:

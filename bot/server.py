@@ -244,7 +244,8 @@ class RequestBodyTimeout(FlareshipError):
     stream, so the handler's read raises it and the envelope middleware answers 408)."""
 
     def __init__(self, seconds: float):
-        super().__init__("SYS_004", f"The request body did not arrive within {seconds:g} s", status=408)
+        super().__init__("SYS_004", f"The request body did not arrive within {seconds:g} s",
+                         variant="request_timeout")
 
 
 def drop_rest_of_body(request: web.BaseRequest, error: BaseException) -> None:

@@ -112,7 +112,7 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
         message = f"Method {request.method} is not allowed on {request.path}"
     if exc.status == 413:
         message = "Request body is too large"
-    response = json_error(FlareshipError(code, message, status=exc.status))
+    response = json_error(FlareshipError.aiohttp_refusal(code, message, exc.status))
     if exc.status == 405 and "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
     return response
@@ -134,6 +134,6 @@ def _unreadable_body(request: web.Request, exc: Exception) -> web.Response:
         client_event("request bodies that could not be read", "refused %s %s from %s: its body could not be read: %s",
                      request.method, request.path, request.remote, reason)
         message = f"The request body could not be read: {reason}"
-    response = json_error(FlareshipError("SYS_006", message, status=400))
+    response = json_error(FlareshipError("SYS_006", message))
     response.force_close()
     return response

@@ -63,7 +63,7 @@ def _github_error(exc: gidgethub.HTTPException, what: str) -> FlareshipError:
     if status == 403:
         return FlareshipError("AUTH_002", f"GitHub refused access to {what}")
     if status == 422:
-        return FlareshipError("SYS_006", f"GitHub rejected the request: {exc}", status=422)
+        return FlareshipError("SYS_006", f"GitHub rejected the request: {exc}", variant="unprocessable")
     return FlareshipError("SYS_002", f"GitHub answered {status}")
 
 
@@ -179,7 +179,7 @@ async def validate_permissions(request: web.Request) -> web.Response:
     result: dict[str, Any] = {"environment": body.environment, "scopes": list(token.scopes), "allowed": allowed, "github": None}
     if body.githubUser or body.repository:
         if not (body.githubUser and body.repository):
-            raise FlareshipError("SYS_006", "githubUser and repository go together", status=422,
+            raise FlareshipError("SYS_006", "githubUser and repository go together", variant="unprocessable",
                                  details={"field": "githubUser" if not body.githubUser else "repository",
                                           "reason": "required with the other"})
         authorize(request, "read")
@@ -207,7 +207,7 @@ async def create_api_token(request: web.Request) -> web.Response:
             expires_in=timedelta(days=body.expiresInDays) if body.expiresInDays else None,
         )
     except ScopeError as exc:
-        raise FlareshipError("SYS_006", str(exc), status=422, details={"field": "scopes", "reason": str(exc)}) from None
+        raise FlareshipError("SYS_006", str(exc), variant="unprocessable", details={"field": "scopes", "reason": str(exc)}) from None
     return json_success({"token": plaintext, "apiToken": token_json(record)}, status=201)
 
 

@@ -44,14 +44,14 @@ def validation_error(exc: ValidationError) -> FlareshipError:
     return FlareshipError(
         "SYS_006",
         f"Invalid request body: {first['field']}: {first['reason']}",
-        status=422,
+        variant="unprocessable",
         details={"field": first["field"], "reason": first["reason"], "errors": errors},
     )
 
 
 async def read_limited(request: web.Request, limit: int = MAX_API_BODY) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise FlareshipError("SYS_006", f"Request body is larger than {limit} bytes", status=413)
+        raise FlareshipError("SYS_006", f"Request body is larger than {limit} bytes", variant="too_large")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -60,7 +60,7 @@ async def read_limited(request: web.Request, limit: int = MAX_API_BODY) -> bytes
             break
         size += len(chunk)
         if size > limit:
-            raise FlareshipError("SYS_006", f"Request body is larger than {limit} bytes", status=413)
+            raise FlareshipError("SYS_006", f"Request body is larger than {limit} bytes", variant="too_large")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -90,12 +90,12 @@ def check_json_content_type(request: web.Request) -> None:
     content_type = request.content_type.lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise FlareshipError(
-            "SYS_006", f"Content-Type must be application/json, not {content_type or 'missing'}", status=415
+            "SYS_006", f"Content-Type must be application/json, not {content_type or 'missing'}", variant="unsupported_media_type"
         )
     charset = request.charset
     if charset is not None and charset.strip().lower() not in _UTF8_NAMES:
         raise FlareshipError(
-            "SYS_006", f"JSON request bodies must be UTF-8, not charset={charset[:40]}", status=415,
+            "SYS_006", f"JSON request bodies must be UTF-8, not charset={charset[:40]}", variant="unsupported_media_type",
             details={"field": "Content-Type", "reason": "charset must be utf-8"},
         )
 
@@ -105,10 +105,9 @@ def decode_json(raw: bytes) -> object:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FlareshipError("SYS_006", f"The request body is not valid UTF-8 (byte {exc.start})",
-                             status=400) from None
+        raise FlareshipError("SYS_006", f"The request body is not valid UTF-8 (byte {exc.start})") from None
     too_deep = FlareshipError(
-        "SYS_006", f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels", status=400,
+        "SYS_006", f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels",
         details={"field": "body", "reason": f"nested deeper than {MAX_JSON_DEPTH} levels"},
     )
     try:
@@ -116,7 +115,7 @@ def decode_json(raw: bytes) -> object:
     except RecursionError:
         raise too_deep from None
     except ValueError as exc:
-        raise FlareshipError("SYS_006", f"Malformed JSON: {exc}", status=400) from None
+        raise FlareshipError("SYS_006", f"Malformed JSON: {exc}") from None
     if json_depth(data) > MAX_JSON_DEPTH:
         raise too_deep
     return data
@@ -128,12 +127,12 @@ async def parse_body(request: web.Request, model: type[M], *, optional: bool = F
     if not raw.strip():
         if optional:
             return model()
-        raise FlareshipError("SYS_006", "A JSON request body is required", status=400)
+        raise FlareshipError("SYS_006", "A JSON request body is required")
     check_json_content_type(request)
     data = decode_json(raw)
     if not isinstance(data, dict):
         raise FlareshipError(
-            "SYS_006", "The request body must be a JSON object", status=422,
+            "SYS_006", "The request body must be a JSON object", variant="unprocessable",
             details={"field": "body", "reason": "must be an object"},
         )
     try:

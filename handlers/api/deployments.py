@@ -72,7 +72,7 @@ def _credentials(body: models.ValidateRequest, settings: Settings) -> Cloudflare
         if creds.api_token is None or not creds.account_id:
             raise FlareshipError(
                 "SYS_006", f"No Cloudflare credentials given and none configured for {body.environment}",
-                status=422, details={"field": "credentials", "reason": "required: none configured"},
+                variant="unprocessable", details={"field": "credentials", "reason": "required: none configured"},
             )
         return creds
     register_secret(body.credentials.cloudflareApiToken)
@@ -128,12 +128,12 @@ async def _prepare_request(request: web.Request, body: models.PrepareRequest | m
     if body.config is None and body.repository is None:
         raise FlareshipError(
             "SYS_006", "Give either `config` (the app to deploy) or `repository`",
-            status=422, details={"field": "config", "reason": "config or repository is required"},
+            variant="unprocessable", details={"field": "config", "reason": "config or repository is required"},
         )
     if body.config is not None and body.repository is not None:
         raise FlareshipError(
             "SYS_006", "Give `config` or `repository`, not both",
-            status=422, details={"field": "repository", "reason": "conflicts with config"},
+            variant="unprocessable", details={"field": "repository", "reason": "conflicts with config"},
         )
     installation_id = sha = None
     ref = body.ref
@@ -172,7 +172,7 @@ async def execute_deploy(request: web.Request) -> web.Response:
         if body.config is not None or body.repository is not None:
             raise FlareshipError(
                 "SYS_006", "Give deploymentId or config/repository, not both",
-                status=422, details={"field": "deploymentId", "reason": "conflicts with config/repository"},
+                variant="unprocessable", details={"field": "deploymentId", "reason": "conflicts with config/repository"},
             )
         prepared = await engine.get(body.deploymentId)
         if prepared.environment != body.environment:
@@ -235,7 +235,7 @@ async def retry_failed_step(request: web.Request) -> web.Response:
     authorize(request, "retry", deployment.environment)
     if body.stepName is not None and body.stepName not in {s.name for s in deployment.steps}:
         raise FlareshipError(
-            "SYS_006", f"Unknown step {body.stepName!r}", status=422,
+            "SYS_006", f"Unknown step {body.stepName!r}", variant="unprocessable",
             details={"field": "stepName", "reason": "not one of the deployment's steps"},
         )
     retried = await engine.retry(deployment.id, step_name=body.stepName, max_retries=body.maxRetries)

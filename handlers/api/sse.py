@@ -45,7 +45,7 @@ def _event_id(raw: str, field: str) -> int:
     if not _EVENT_ID.fullmatch(raw):
         raise FlareshipError(
             "SYS_006", f"{field} must be an event id of this stream (1 to 18 ASCII digits), not {raw[:40]!r}",
-            status=400, details={"field": field, "reason": "must be a non-negative integer event id"},
+            details={"field": field, "reason": "must be a non-negative integer event id"},
         )
     return int(raw)
 

@@ -93,7 +93,7 @@ INTAKE_RULES = web.AppKey("webhook_intake_rules", IntakeRules)
 
 
 def _too_large() -> FlareshipError:
-    return FlareshipError("SYS_006", f"Webhook body exceeds {MAX_WEBHOOK_BYTES} bytes", status=413)
+    return FlareshipError("SYS_006", f"Webhook body exceeds {MAX_WEBHOOK_BYTES} bytes", variant="too_large")
 
 
 async def read_capped(request: web.Request, limit: int = MAX_WEBHOOK_BYTES) -> bytes:
@@ -144,21 +144,21 @@ def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, content
             raise ValidationFailure("signature is missing")
         sansio.validate_event(body, signature=signature, secret=secret)
     except ValidationFailure:
-        raise FlareshipError("AUTH_007", "Webhook signature (X-Hub-Signature-256) is missing or invalid", status=401) from None
+        raise FlareshipError("AUTH_007", "Webhook signature (X-Hub-Signature-256) is missing or invalid") from None
     event_name = headers.get("X-GitHub-Event")
     delivery_id = headers.get("X-GitHub-Delivery")
     if not event_name:
-        raise FlareshipError("SYS_006", "Webhook is missing the X-GitHub-Event header", status=400)
+        raise FlareshipError("SYS_006", "Webhook is missing the X-GitHub-Event header")
     _check_header("X-GitHub-Event", event_name, MAX_EVENT_CHARS)
     if not delivery_id:
-        raise FlareshipError("SYS_006", "Webhook is missing the X-GitHub-Delivery header", status=400)
+        raise FlareshipError("SYS_006", "Webhook is missing the X-GitHub-Delivery header")
     _check_header("X-GitHub-Delivery", delivery_id, MAX_ID_CHARS)
     document = _json_document(body, content_type)
     action, installation_id, repository, hook_id = _read_columns(document)
     _check_text("action", action, MAX_ACTION_CHARS)
     _check_text("repository.full_name", repository, MAX_REPOSITORY_CHARS)
     if installation_id is not None and installation_id not in _BIGINT:
-        raise FlareshipError("SYS_006", "installation.id is out of range (a 64-bit integer)", status=400)
+        raise FlareshipError("SYS_006", "installation.id is out of range (a 64-bit integer)")
     return VerifiedWebhook(event_name, delivery_id, document.decode("utf-8"), action, installation_id, repository, hook_id)
 
 
@@ -167,7 +167,7 @@ def _check_header(name: str, value: str, limit: int) -> None:
     non-ASCII character), at most `limit` characters (the stored column's size)."""
     if len(value) > limit or not _VISIBLE_ASCII.fullmatch(value):
         raise FlareshipError(
-            "SYS_006", f"{name} must be 1 to {limit} visible ASCII characters (letters, digits, punctuation)", status=400
+            "SYS_006", f"{name} must be 1 to {limit} visible ASCII characters (letters, digits, punctuation)"
         )
 
 
@@ -175,7 +175,7 @@ def _check_text(field: str, value: str | None, limit: int) -> None:
     """A stored column read from the payload: at most `limit` characters, and no NUL (which
     PostgreSQL cannot store in text)."""
     if value is not None and (len(value) > limit or "\x00" in value):
-        raise FlareshipError("SYS_006", f"{field} must be at most {limit} characters, without NUL", status=400)
+        raise FlareshipError("SYS_006", f"{field} must be at most {limit} characters, without NUL")
 
 
 def _json_document(body: bytes, content_type: str) -> bytes:
@@ -188,7 +188,7 @@ def _json_document(body: bytes, content_type: str) -> bytes:
         except (UnicodeDecodeError, ValueError, KeyError):
             raise _not_json() from None
     raise FlareshipError(
-        "SYS_006", "Webhook content type must be application/json or application/x-www-form-urlencoded", status=415
+        "SYS_006", "Webhook content type must be application/json or application/x-www-form-urlencoded", variant="unsupported_media_type"
     )
 
 
@@ -219,7 +219,7 @@ def _read_columns(document: bytes) -> tuple[str | None, int | None, str | None, 
         except orjson.JSONDecodeError:
             raise _not_json() from None
     if not isinstance(root, _OBJECTS):
-        raise FlareshipError("SYS_006", "Webhook body must be a JSON object", status=400)
+        raise FlareshipError("SYS_006", "Webhook body must be a JSON object")
     action = root.get("action")
     return (
         action if isinstance(action, str) else None,
@@ -237,7 +237,7 @@ def _member(root: Any, key: str, field: str, kind: type) -> Any:
 
 
 def _not_json() -> FlareshipError:
-    return FlareshipError("SYS_006", "Webhook body is not valid JSON", status=400)
+    return FlareshipError("SYS_006", "Webhook body is not valid JSON")
 
 
 def delivery_from_webhook(webhook: VerifiedWebhook) -> NewDelivery:
@@ -271,7 +271,7 @@ async def _receive(request: web.Request) -> tuple[web.Response, str]:
     rules = request.app[INTAKE_RULES]
     secret = rules.secret
     if not secret:
-        raise FlareshipError("SYS_002", "GITHUB_WEBHOOK_SECRET is not configured; webhooks cannot be verified", status=503)
+        raise FlareshipError("SYS_002", "GITHUB_WEBHOOK_SECRET is not configured; webhooks cannot be verified")
     content_type = request.content_type
     event = verify_webhook(request.headers, body, secret, content_type)
     if event.event == "ping":
@@ -287,9 +287,9 @@ async def _receive(request: web.Request) -> tuple[web.Response, str]:
     try:
         stored = await request.app[SERVICES].deliveries.store(delivery)
     except DeliveryRefused as exc:  # this row alone failed, for what it holds: GitHub's repeat would too
-        raise FlareshipError("SYS_006", f"The delivery was refused by the store: {exc.reason}", status=400) from None
+        raise FlareshipError("SYS_006", f"The delivery was refused by the store: {exc.reason}") from None
     except Exception:
-        raise FlareshipError("SYS_002", "The delivery could not be stored; it was not accepted", status=503) from None
+        raise FlareshipError("SYS_002", "The delivery could not be stored; it was not accepted") from None
     if stored == DUPLICATE:
         log.info("webhook %s %s is a repeat; acknowledged, not processed again", event.event, event.delivery_id)
         return json_success({**ack, "status": "duplicate"}), "duplicate"
