@@ -1,6 +1,6 @@
 """Signed, expiring links to a deployment's live page: the check run's Details link.
 
-The page opens from GitHub without an API token (PRODUCT.md, "Details page"): its link carries
+The page opens from GitHub without an API token (README.md, "The Details page"): its link carries
 `?token=EXPIRES.SIGNATURE`, an HMAC-SHA256 over the deployment id and the expiry time, keyed by
 a key derived (HKDF) from the webhook secret, the one secret every Flareship has. A token lets
 its holder read that one deployment's page until it expires, nothing else; rotating the webhook

@@ -1,7 +1,7 @@
 """The error catalogue: one table maps every code to its HTTP status, retryability and advice.
 
 Engine, clients and front doors raise `FlareshipError(code, ...)`; the HTTP layer turns it into
-the seed's error envelope in one place, so no `except` block re-invents a status code.
+the REST API's error envelope (docs/rest-api.md) in one place, so no `except` block re-invents a status code.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def error_body(
     step: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The seed's standard error envelope (pure: no I/O, no clock)."""
+    """The REST API's error envelope, `{error: {...}}` (pure: no I/O, no clock)."""
     kind = CATALOGUE[code]
     return {
         "error": {
@@ -154,7 +154,7 @@ def error_body(
 
 
 def success_body(data: Any, *, correlation_id: str, timestamp: str, version: str) -> dict[str, Any]:
-    """The seed's standard success envelope."""
+    """The REST API's success envelope, `{success, data, metadata}`."""
     return {
         "success": True,
         "data": data,

@@ -1,7 +1,7 @@
 """Every setting Flareship reads, validated once at start-up (never at import time).
 
 Sources, strongest first: the process environment, `<NAME>_FILE` for secret settings (Docker and
-Kubernetes secrets), then `.env` in the working directory (PRODUCT.md "Operating Flareship").
+Kubernetes secrets), then `.env` in the working directory (README.md "Running it for real").
 Only `load_settings` reads `.env` and the `_FILE` files, so a `Settings(...)` built in code
 (tests, the demo) sees the environment alone.
 """
@@ -56,7 +56,7 @@ class CloudflareCredentials:
 
 
 class Settings(BaseSettings):
-    """The operator's configuration, from environment variables (see PRODUCT.md)."""
+    """The operator's configuration, from environment variables (README.md lists them)."""
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 

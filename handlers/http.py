@@ -1,6 +1,6 @@
 """What both front doors share over HTTP: correlation ids, the two envelopes, and error mapping.
 
-Every error leaves the server as the seed's error envelope, built in exactly one place
+Every error leaves the server as the REST API's error envelope (docs/rest-api.md), built in exactly one place
 (`envelope_middleware`) from the catalogue in `bot.errors`.
 """
 

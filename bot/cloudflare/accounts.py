@@ -103,7 +103,7 @@ def token_problem(info: TokenInfo, now: datetime) -> str | None:
 
 
 def plan_from_names(account_type: str | None, names: list[str]) -> str:
-    """The seed's `accountInfo.type`: enterprise, else the best plan subscriptions show, else free."""
+    """`accountInfo.type` of /deploy/validate: enterprise, else the best plan subscriptions show, else free."""
     if account_type == "enterprise":
         return "enterprise"
     lowered = " ".join(names).lower()
@@ -245,7 +245,7 @@ class AccountsAPI(CloudflareTransport):
 
     async def account_plan(self, account_id: str, *, account: dict | None = None,
                            containers_ok: bool | None = None) -> AccountPlan:
-        """Account type and Workers plan from the signals available (see cloudflare-api.md §5)."""
+        """Account type and Workers plan from the signals available (the account, its subscriptions and whether the Containers API answers)."""
         account = account if account is not None else await self.get_account(account_id)
         subscriptions = await self.get_subscriptions(account_id)
         names = []

@@ -1,8 +1,8 @@
 """`CloudflareClient`: one token's view of the Cloudflare API, composed of one module per concern.
 
 Transport (envelope, budget, retries) lives in `transport.py`; the operations in `accounts.py`,
-`workers.py`, `containers.py` and `previews.py`. Nothing here imports the 100 MB `cloudflare` SDK (see
-cloudflare-api.md §15).
+`workers.py`, `containers.py` and `previews.py`. Nothing here imports the
+`cloudflare` SDK (about 100 MB installed): the few endpoints are called with httpx directly.
 """
 
 from __future__ import annotations

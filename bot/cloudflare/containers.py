@@ -43,7 +43,7 @@ class ContainerDeployResult:
 
 
 def application_name(script: str, class_name: str) -> str:
-    """`{script}-{class_name lowercased}` (PRODUCT.md)."""
+    """`{script}-{class_name lowercased}`: one container application per Worker and class."""
     return f"{script}-{class_name.lower()}"
 
 

@@ -46,7 +46,7 @@ _AMBIGUOUS = (TransportError, ServerError, UnexpectedResponse)
 SECRET_KINDS = ("secret_text", "secret_key")
 
 
-# -- names (PRODUCT.md "Previews") ------------------------------------------------------------
+# -- names (README.md "Previews") -------------------------------------------------------------
 
 
 def preview_name(pr_number: int) -> str:

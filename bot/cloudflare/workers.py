@@ -57,7 +57,8 @@ class WorkerModule:
 
 
 def module_content_type(name: str) -> str:
-    """The multipart part type Cloudflare expects for a module file name (cloudflare-api.md §6)."""
+    """The multipart part type Cloudflare expects for a module file name
+    (https://developers.cloudflare.com/workers/configuration/multipart-upload-metadata/)."""
     return _MODULE_TYPES.get(posixpath.splitext(name)[1].lower(), "application/octet-stream")
 
 
@@ -66,7 +67,7 @@ def durable_object_binding(name: str, class_name: str) -> dict:
 
 
 def var_bindings(variables: Mapping[str, Any]) -> list[dict]:
-    """String vars become plain_text bindings, anything else json (PRODUCT.md)."""
+    """String vars become plain_text bindings, anything else json (as wrangler sends `vars`)."""
     out = []
     for key, value in variables.items():
         if isinstance(value, str):
@@ -120,7 +121,7 @@ def build_upload_metadata(
     """The `metadata` part of a Worker upload (pure).
 
     `keep_bindings` defaults to the secret kinds, so secrets set outside Flareship survive every
-    upload (PRODUCT.md "What a deploy must leave alone"); `compatibility_flags` is always sent, as
+    upload (README.md "Deploying a real project"); `compatibility_flags` is always sent, as
     wrangler does. `settings` carries the other metadata keys wrangler sends as written
     (observability, placement, limits, tail_consumers, logpush, assets).
     """

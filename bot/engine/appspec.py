@@ -1,7 +1,8 @@
 """`AppSpec`: the resolved description of what to deploy to one environment.
 
-Built from the repository config (+ wrangler fallback) or from the seed's REST config (a generated
-Worker in front of a container). Naming rules live here (PRODUCT.md "Details the contract fixes").
+Built from the repository config (+ wrangler fallback) or from the REST API's config (a generated
+Worker in front of a container). Naming rules live here: the script is the app name in production and `{app}-{environment}`
+elsewhere, a container application `{script}-{class name lowercased}`.
 Pure: no I/O.
 """
 
@@ -289,7 +290,7 @@ def resolve_repository_app(
 
 
 class SeedConfig(BaseModel):
-    """The seed's `/deploy/prepare` config object."""
+    """The `config` object of `POST /deploy/prepare` (docs/rest-api.md)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     appName: str

@@ -1,4 +1,4 @@
-"""Finding, waiting for and unpacking the build artifact of a deployed SHA (PRODUCT.md "Build artifacts").
+"""Finding, waiting for and unpacking the build artifact of a deployed SHA (docs/build-workflow.md).
 
 The artifact's zip comes from outside and is read in memory with the checks such an archive
 deserves: no absolute or escaping paths, no links, a cap on files and on inflated bytes (the
@@ -160,7 +160,7 @@ def extract_zip(data: bytes, *, max_bytes: int = MAX_INFLATED_BYTES, max_files: 
 
 @dataclass
 class BuildOutput:
-    """What a build artifact holds, laid out as PRODUCT.md "Build artifacts" names it."""
+    """What a build artifact holds, laid out as docs/build-workflow.md names it."""
 
     modules: list[Module]
     #: Static assets by their path under the assets folder (`/index.html` -> `index.html`).

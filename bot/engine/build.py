@@ -1,4 +1,4 @@
-"""`app.build`: deploying what the repository's own CI built (PRODUCT.md "Build artifacts").
+"""`app.build`: deploying what the repository's own CI built (docs/build-workflow.md).
 
 Flareship never runs repository code, so a main module that cannot run unbuilt (TypeScript, JSX,
 bare npm imports) or a container built from a Dockerfile needs a `build` section naming the

@@ -1,4 +1,4 @@
-"""The wait for a build, outside any environment lease (PRODUCT.md "Build artifacts").
+"""The wait for a build, outside any environment lease (docs/build-workflow.md).
 
 A queued deployment of an app with `build` may take its environment's lease only once its
 artifact is downloaded. Until then it is parked: it stays `queued`, holds no lease (so another

@@ -122,7 +122,7 @@ class AppConfig(_Strict):
     container: ContainerConfig | None = None
     durable_objects: list[DurableObjectConfig] | None = None
     vars: dict[str, Any] | None = None
-    #: Deploy what CI built (PRODUCT.md "Build artifacts"; bot/engine/build.py).
+    #: Deploy what CI built (docs/build-workflow.md; bot/engine/build.py).
     build: BuildConfig | None = None
 
     @field_validator("compatibility_date", mode="before")
@@ -222,7 +222,7 @@ class CostConfig(_Strict):
 
 
 class PreviewsConfig(_Strict):
-    """`previews:` (PRODUCT.md "Previews"): one preview per pull request, hung off the `from` environment."""
+    """`previews:` (README.md "Previews"): one preview per pull request, hung off the `from` environment."""
 
     enabled: bool = False
     #: push: every push to an open PR (authors meeting `from`'s permission); comment: only `/deploy preview`.

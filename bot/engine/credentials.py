@@ -1,7 +1,7 @@
 """Probing Cloudflare credentials for the REST front door (`/deploy/validate`, `/auth/cloudflare/verify`).
 
 Nothing is stored: a token is checked, its permissions probed, and the answer shaped for the
-seed's response bodies.
+REST API's response bodies (handlers/api/models.py).
 """
 
 from __future__ import annotations

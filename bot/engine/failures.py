@@ -50,7 +50,7 @@ def catalogue_error(exc: CloudflareError, step: str | None = None) -> FlareshipE
         return FlareshipError(step_code or "SYS_001", message, step=step)
     details = exc.details()
     if isinstance(exc, AuthenticationError):
-        # A token that expires after authentication succeeded is the seed's AUTH_005.
+        # A token that expires after authentication succeeded is AUTH_005 (bot/errors.py).
         mid_operation = step not in (None, AUTHENTICATE, VALIDATE)
         return FlareshipError("AUTH_005" if exc.expired and mid_operation else "AUTH_003", message, step=step,
                               details=details)

@@ -3,7 +3,7 @@
 The shape follows https://github.com/cloudflare/workers-sdk, packages/deploy-helpers/src/deploy/
 helpers/create-worker-upload-form.ts (checked against wrangler 4.86.0's own uploads, recorded in
 tests/fixtures/projects/*/expected-metadata.json). Flareship adds `keep_bindings` for secrets on
-every upload (PRODUCT.md "What a deploy must leave alone") and its `annotations`. Pure.
+every upload (README.md "Deploying a real project") and its `annotations`. Pure.
 """
 
 from __future__ import annotations

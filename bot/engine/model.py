@@ -221,8 +221,8 @@ class DeploymentEvent(_Model):
 class PrepareRequest(_Model):
     """What a front door asks the engine to prepare.
 
-    Exactly one source of the app description: `app` (already resolved), `config` (the seed's
-    REST shape: appName, containerImage, durableObjects, environmentVars) or `repository` + `sha`
+    Exactly one source of the app description: `app` (already resolved), `config` (the REST
+    API's shape: appName, containerImage, durableObjects, environmentVars) or `repository` + `sha`
     (the app description is read from the repository at that SHA). `repo_config` is the policy
     config a front door read from the default branch; environment settings come from it when given.
     """

@@ -26,7 +26,8 @@ from bot.errors import FlareshipError
 if TYPE_CHECKING:
     from bot.cloudflare.client import CloudflareClient
 
-#: Worker scripts per account (cloudflare-api.md §2: 10037).
+#: Worker scripts per account; more are refused with Cloudflare error 10037
+#: (https://developers.cloudflare.com/workers/platform/limits/#number-of-workers).
 WORKER_LIMITS = {"free": 100, "paid": 500}
 
 
@@ -197,7 +198,7 @@ BOUND_RESOURCES = {
 
 def missing_bound_resources(spec: AppSpec, existing: dict[str, set[str]]) -> list[Problem]:
     """Pure: one DEPLOY_011 per binding whose KV namespace, D1 database, R2 bucket or queue is not on
-    the account (PRODUCT.md "The wrangler config"); `existing` maps kv/d1/r2/queues to ids or names."""
+    the account (README.md "Deploying a real project"); `existing` maps kv/d1/r2/queues to ids or names."""
     problems = []
     for binding in spec.bindings():
         kind = binding.get("type")

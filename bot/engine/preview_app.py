@@ -1,4 +1,4 @@
-"""The `from` environment's resolved app, turned into a pull request's preview (PRODUCT.md "Previews").
+"""The `from` environment's resolved app, turned into a pull request's preview (README.md "Previews").
 
 Bindings are the preview's own (bot/engine/preview_bindings.py): wrangler's `previews` block, or
 the `from` environment's. What belongs to the real environment is dropped: routes, custom

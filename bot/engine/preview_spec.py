@@ -1,6 +1,6 @@
 """What a pull request's preview is: its names, and the `from` environment's app turned into it.
 
-PRODUCT.md "Previews": the preview of PR 17 is `pr-17`. Its deployments run in the engine under
+README.md "Previews": the preview of PR 17 is `pr-17`. Its deployments run in the engine under
 the environment `preview/pr-17` (one lease per PR, so two PRs never wait for each other) with the
 `from` environment's Cloudflare token and account. In `previews` mode it is a Worker Preview of
 `from`'s script; in `script` mode a Worker `{script}-pr-17` with its own Durable Object namespaces

@@ -371,7 +371,7 @@ async def upload_worker_version(ctx: StepContext) -> str:
             if result.get("migration_tag"):
                 ctx.state.migration_tag = result["migration_tag"]
             await ctx.log(f"Uploaded version {ctx.state.version_id}")
-        # A PUT deploys the new version at 100% (cloudflare-api.md section 6): nothing more to send.
+        # A PUT deploys the new version at 100% (https://developers.cloudflare.com/api/resources/workers/subresources/scripts/methods/update/): nothing more to send.
     except CloudflareError as exc:
         raise step_failure(exc, WORKER) from None
     await ctx.log(f"Version {ctx.state.version_id} deployed at 100%")

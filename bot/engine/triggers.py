@@ -1,7 +1,7 @@
 """Desired vs actual for what reaches a Worker: workers.dev, routes, custom domains, crons, consumers.
 
 One small pure function per resource, each answering the calls to make; step 7 makes them
-(`bot.engine.triggers_apply`). The rules are PRODUCT.md's "What a deploy must leave alone" and
+(`bot.engine.triggers_apply`). The rules are README.md's ("Deploying a real project") and
 wrangler's (workers-sdk packages/wrangler/src/triggers/deploy.ts): workers.dev only when
 `workers_dev` is true, or unset with no route; preview URLs only when `preview_urls` is set.
 """

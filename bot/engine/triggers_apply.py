@@ -3,7 +3,7 @@
 workers.dev is switched on or off as the config says (the account's subdomain is never
 registered: a health check that needs one fails with a clear reason), zone routes and custom
 domains are reconciled, cron schedules replaced when they differ, queue consumers attached.
-Returns the health-check target (PRODUCT.md "What a deploy must leave alone").
+Returns the health-check target (README.md "Deploying a real project").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which wrangler keys Flareship honours, which change nothing it uploads, and which it refuses.
 
-PRODUCT.md "The wrangler config": every key that changes the upload is honoured or refused, never
+README.md "Deploying a real project": every key that changes the upload is honoured or refused, never
 dropped. A refused key fails the deployment at step 1 with DEPLOY_001 naming every such key and its
 file. Keys are those of wrangler's schema (https://github.com/cloudflare/workers-sdk,
 packages/workers-utils/src/config/environment.ts and config.ts). Pure.

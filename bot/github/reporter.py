@@ -31,7 +31,7 @@ __all__ = ["COMMENT_MARKER", "MAX_OUTPUT_CHARS", "CommentWriter", "Reporter", "c
 
 log = logging.getLogger(__name__)
 
-#: GitHub's limits on check-run output and actions (github-api.md).
+#: GitHub's limits on check-run output and actions (https://docs.github.com/en/rest/checks/runs).
 MAX_TITLE_CHARS = 255
 MAX_ACTIONS = 3
 MAX_ACTION_LABEL, MAX_ACTION_DESCRIPTION, MAX_ACTION_IDENTIFIER = 20, 40, 20

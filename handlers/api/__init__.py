@@ -1,4 +1,4 @@
-"""The REST API (the seed's controllers), plus the bare liveness check."""
+"""The REST API (deployments, auth, monitoring; docs/rest-api.md), plus the bare liveness check."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ async def verify_cloudflare_token(request: web.Request) -> web.Response:
 
 
 async def _token_user(engine: Engine, api_token: str) -> dict[str, str | None]:
-    """The seed's `user` of a verified token: who it acts for, or null fields and the reason."""
+    """The `user` of a verified token: who it acts for, or null fields and the reason."""
     try:
         user = await engine.cloudflare.for_token(api_token).token_user()
     except CloudflareError as exc:

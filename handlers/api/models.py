@@ -1,4 +1,4 @@
-"""Request and response bodies of the REST API, named exactly as the seed spec names them.
+"""Request and response bodies of the REST API, named exactly as the REST API's contract (GET /openapi.json) names them.
 
 These pydantic models are the one source of truth: handlers validate request bodies with them
 and `/openapi.json` is generated from their JSON schemas.
@@ -24,11 +24,11 @@ Environment = Field(
 )
 
 PermissionLevel = Literal["read", "write", "admin"]
-#: The seed's statuses (plus `cancelled`); a deployment waiting in the queue reads `initiated`.
+#: The REST API's statuses (the original set plus `cancelled`); a deployment waiting in the queue reads `initiated`.
 DeploymentStatus = Literal["initiated", "in_progress", "completed", "failed", "rolled_back", "cancelled"]
 #: The engine's own statuses, accepted as a filter on GET /deployments (`queued` included).
 DeploymentStatusFilter = Literal["queued", "initiated", "in_progress", "completed", "failed", "rolled_back", "cancelled"]
-#: The seed's step statuses; a step with nothing to do is `completed` with `skipped: true`.
+#: The REST API's step statuses; a step with nothing to do is `completed` with `skipped: true`.
 StepStatus = Literal["pending", "running", "completed", "failed"]
 ServiceStatus = Literal["healthy", "degraded", "unhealthy"]
 
@@ -263,7 +263,7 @@ class CancelResponse(Out):
 
 
 class GitHubPermissions(BaseModel):
-    """The seed's three permissions, plus any other GitHub App permission name."""
+    """The three permissions the original API named, plus any other GitHub App permission name."""
 
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, PermissionLevel] = Field(init=False)

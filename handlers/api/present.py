@@ -1,4 +1,4 @@
-"""Turn engine records into the seed's response shapes (pure: no I/O, the clock is passed in)."""
+"""Turn engine records into the REST API's response shapes (pure: no I/O, the clock is passed in)."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ def iso(value: datetime | None) -> str | None:
 
 
 def seed_status(status: str) -> str:
-    """The seed's deployment statuses: a deployment waiting in the queue has been initiated
-    (its `queuePosition` says where it waits); `cancelled` is the one status the seed lacks."""
+    """The REST API's deployment statuses: a deployment waiting in the queue has been initiated
+    (its `queuePosition` says where it waits); `cancelled` is the one added to the original API's set."""
     return "initiated" if status == "queued" else status
 
 
 def seed_step(step: Step) -> dict[str, Any]:
-    """A step in the seed's statuses: a step with nothing to do (no container) is completed."""
+    """A step in the REST API's statuses: a step with nothing to do (no container) is completed."""
     skipped = step.status == "skipped"
     return {"status": "completed" if skipped else step.status, **({"skipped": True} if skipped else {})}
 
@@ -158,18 +158,18 @@ def summary_json(deployment: Deployment) -> dict[str, Any]:
 
 
 def log_json(line: LogLine) -> dict[str, Any]:
-    """One SSE event's data: the seed's three fields (plus the step, additive)."""
+    """One SSE event's data: timestamp, level and message (plus the step)."""
     return {"timestamp": iso(line.timestamp), "level": line.level, "message": line.message, "step": line.step}
 
 
-#: The final event's level and wording by final status (the seed's levels: info, warn, error).
+#: The final event's level and wording by final status (levels: info, warn, error).
 _END_LEVELS: dict[str, str] = {"completed": "info", "cancelled": "warn", "rolled_back": "warn", "failed": "error"}
 _END_WORDS: dict[str, str] = {"completed": "completed", "cancelled": "was cancelled",
                               "rolled_back": "was rolled back", "failed": "failed"}
 
 
 def end_json(deployment: Deployment, now: datetime) -> dict[str, Any]:
-    """The `end` event's data: the seed's three fields like every event, then the final status
+    """The `end` event's data: timestamp, level and message like every event, then the final status
     (and the error, when there is one). `now` stands in for a missing end time."""
     words = _END_WORDS.get(deployment.status, deployment.status)
     message = f"Deployment {deployment.id} {words}"

@@ -1,7 +1,7 @@
 """A pull request's preview through the one command path: decide, record, supersede, queue.
 
 Used by `pull_request` opened/reopened/synchronize (trigger `push`) and by `/deploy preview`.
-The safety model of PRODUCT.md "Previews": no preview for a fork unless `previews.allow_forks`;
+The safety model of README.md "Previews": no preview for a fork unless `previews.allow_forks`;
 the person (the PR's author for a push, the commenter for a command) must meet the `from`
 environment's `required_permission` (or be in its `allowed_users`); at most `previews.max` open
 previews per repository, the PR over it told why. The preview is recorded (bot/store/previews.py)
