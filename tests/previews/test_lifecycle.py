@@ -97,3 +97,14 @@ async def test_closed_while_its_preview_deploys(previews):
     assert (await previews.record()).state == "removed"
     assert not previews.on_cloudflare(7)
     assert all(previews.states(d)[-1] == "inactive" for d in previews.gh_deployments())
+
+
+@pytest.mark.parametrize("previews_mode", ["previews"])
+async def test_previews_mode_needs_the_from_environments_worker(previews, previews_mode):
+    del previews.cloudflare_sim.sim.scripts[("0123456789abcdef0123456789abcdef", "shop-staging")]
+    previews.open_pr(7)
+    await previews.opened(7)
+    [deployment] = await previews.deployments()
+    assert deployment.status == "failed" and deployment.error.code == "DEPLOY_002"
+    assert "deploy staging once before its previews" in deployment.error.message
+    assert "DEPLOY_002" in previews.comment_body()

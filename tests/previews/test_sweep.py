@@ -78,3 +78,24 @@ async def test_crash_between_cloudflare_delete_and_github_statuses_ends_consiste
     assert not previews.on_cloudflare(7)
     health = (await (await previews.client.get("/health/deployment")).json())["data"]["previews"]
     assert health == {**health, "pendingRemovals": 0, "failingRemovals": []}
+
+
+@pytest.mark.parametrize("previews_mode", ["previews", "script"])
+async def test_process_stopping_right_after_the_cloudflare_delete(fast_sweep, previews_mode):
+    """The crash exactly between the two: the row says `removing`, Cloudflare has nothing, GitHub still shows it live."""
+    previews = fast_sweep
+    previews.open_pr(7)
+    await previews.opened(7)
+    cleaner = previews.services.previews
+    record = await cleaner.store.begin_removal(REPOSITORY, 7)
+    await cleaner.delete_on_cloudflare(record)  # ... and the process dies here
+    await previews.stop()
+    assert not previews.on_cloudflare(7)
+    assert [previews.states(d)[-1] for d in previews.gh_deployments()] == ["success"]
+    await previews.start()
+
+    async def removed() -> bool:
+        return (await previews.record()).state == "removed"
+    await _until(removed)
+    assert [previews.states(d)[-1] for d in previews.gh_deployments()] == ["inactive"]
+    assert "🗑️ removed" in previews.comment_body()
