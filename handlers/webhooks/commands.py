@@ -22,7 +22,8 @@ Flareship commands (first line of a pull-request comment):
   /status [ENV]                show the current state
   /lock ENV [reason...]        stop deploys to ENV until /unlock
   /unlock ENV
-  /help"""
+  /help
+With previews on, ENV `preview` is this pull request's own preview (/deploy, /status, /cancel)."""
 
 #: Commands whose ENV is optional; the handler fills in the config's default environment.
 ENV_OPTIONAL = frozenset({"deploy", "prepare", "validate", "retry", "cancel", "status"})
