@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
+
+
+async def _until(predicate, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
 
 
 async def _get(url: str) -> httpx.Response:
@@ -38,11 +48,14 @@ async def test_open_push_twice_close(previews, previews_mode):
         assert record.script_name == "shop-staging-pr-7"
 
     # Two pushes in a row: the first one's preview deployment is cancelled, not queued behind.
-    previews.cloudflare_sim.sim.set_latency(0.15)
+    # Its upload is held at Cloudflare until the next push has arrived, however loaded the machine.
+    upload = (("POST", "re:/accounts/[^/]+/workers/workers/shop-staging/previews/[^/]+/deployments")
+              if previews_mode == "previews" else ("PUT", "re:/accounts/[^/]+/workers/scripts/shop-staging-pr-7"))
+    held = previews.cloudflare_sim.sim.inject_fault(*upload, delay=2, after=True, times=1)
     second = await previews.pushed(7, settle=False)
+    await _until(lambda: held.hits > 0)
     third = await previews.pushed(7, settle=False)
     await previews.settle()
-    previews.cloudflare_sim.sim.set_latency(0)
     by_sha = {d.sha: d for d in await previews.deployments()}
     assert by_sha[second].status == "cancelled"
     # Cancelled for the newer push: "Superseded by a newer push" when it had started, "the pull
