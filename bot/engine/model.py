@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: The pipeline's step names, as check runs, logs and the REST API show them: defined here only.
 VALIDATE = "Validating configuration"
@@ -106,8 +106,20 @@ class DeployOptions(_Model):
     max_retries: int = Field(default=3, ge=0, le=20)
 
 
+class ReleaseContainer(_Model):
+    """One container application as a release left it: rollback returns it to this image."""
+
+    class_name: str | None = None
+    app_id: str
+    image: str
+    image_digest: str | None = None
+
+
 class Release(_Model):
-    """What was live after a deployment: enough to return to it (version + image digest)."""
+    """What was live after a deployment: enough to return to it (version + every container's image).
+
+    `image`, `image_digest` and `container_app_id` are the first container (older releases
+    recorded only those); `containers` lists all of them."""
 
     id: str
     target: str
@@ -121,6 +133,12 @@ class Release(_Model):
     sha: str | None = None
     deployment_id: str
     created_at: datetime
+    containers: list[ReleaseContainer] = Field(default_factory=list)
+
+    @field_validator("containers", mode="before")
+    @classmethod
+    def _no_containers(cls, value: Any) -> Any:
+        return [] if value is None else value  # a row written before the column was filled
 
 
 class BuildRun(_Model):

@@ -20,7 +20,9 @@ from bot.engine.model import (
     VALIDATE,
     WORKER,
     Release,
+    ReleaseContainer,
 )
+from bot.engine.state import StepState
 from bot.engine.steps import StepContext, authenticate, health_check, workers_url
 from bot.errors import FlareshipError
 
@@ -47,19 +49,27 @@ async def _restore_application(ctx: StepContext, app_id: str, image: str, releas
     await ctx.log(f"Container image restored to {image}")
 
 
+def release_containers(state: StepState) -> list[ReleaseContainer]:
+    """What a release records of a deployment's containers: every application steps 4-5 left."""
+    return [ReleaseContainer(class_name=name, app_id=str(entry["app_id"]), image=str(entry["image"]),
+                             image_digest=entry.get("image_digest"))
+            for name, entry in (state.containers or {}).items() if entry.get("app_id") and entry.get("image")]
+
+
+def containers_of(target: Release) -> list[ReleaseContainer]:
+    """`target`'s containers; a release copied into a document before they were recorded has its first."""
+    if target.containers:
+        return list(target.containers)
+    if target.image and target.container_app_id:
+        return [ReleaseContainer(app_id=target.container_app_id, image=target.image,
+                                 image_digest=target.image_digest)]
+    return []
+
+
 async def restore_container(ctx: StepContext, target: Release) -> None:
-    """Every container application of `target` back to its image: the first from the release, the
-    others from the state of the deployment that made it (a release records one container)."""
-    if not (target.image and target.container_app_id):
-        return
-    apps = [(target.container_app_id, target.image)]
-    if ctx.release_containers is not None:
-        for entry in (await ctx.release_containers(target)).values():
-            app_id, image = entry.get("app_id"), entry.get("image")
-            if app_id and image and app_id != target.container_app_id:
-                apps.append((str(app_id), str(image)))
-    for app_id, image in apps:
-        await _restore_application(ctx, app_id, image, target.id)
+    """Every container application of `target` back to the image the release recorded for it."""
+    for container in containers_of(target):
+        await _restore_application(ctx, container.app_id, container.image, target.id)
 
 
 async def restore_worker(ctx: StepContext, target: Release) -> None:
@@ -117,7 +127,7 @@ async def rollback_skip(ctx: StepContext) -> str:
 
 async def rollback_container(ctx: StepContext) -> str:
     target = ctx.deployment.rollback_target
-    if not (target and target.image and target.container_app_id):
+    if target is None or not containers_of(target):
         return "skipped"
     try:
         await restore_container(ctx, target)
@@ -140,6 +150,8 @@ async def rollback_worker(ctx: StepContext) -> str:
     ctx.state.image = target.image
     ctx.state.image_digest = target.image_digest
     ctx.state.container_app_id = target.container_app_id
+    ctx.state.containers = {c.class_name or c.app_id: {"image": c.image, "image_digest": c.image_digest,
+                                                        "app_id": c.app_id} for c in containers_of(target)}
     ctx.state.migration_tag = target.migration_tag
     return "completed"
 

@@ -37,7 +37,7 @@ from bot.engine.ports import Clock, CloudflareAccounts, EngineSettings
 from bot.engine.preview_spec import credentials_environment
 from bot.engine.preview_steps import pipeline_for
 from bot.engine.records import deployment_of
-from bot.engine.rollback import ROLLBACK_PIPELINE, restore_release
+from bot.engine.rollback import ROLLBACK_PIPELINE, release_containers, restore_release
 from bot.engine.scheduler import LeaseLost
 from bot.engine.source import RepoSource
 from bot.engine.state import StepState
@@ -152,10 +152,6 @@ class DeploymentRun:
                            clock=env.clock, announce=announce, cache=env.artifacts, record=state.build_artifact,
                            remember=remember)
 
-    async def _release_containers(self, release: Release) -> dict[str, dict[str, Any]]:
-        row = await self.env.store.get(release.deployment_id)
-        return dict(StepState.from_json(row.state).containers or {}) if row is not None else {}
-
     async def execute(self, lost: asyncio.Event) -> None:
         d, env = self.deployment, self.env
         if d.status == "queued":
@@ -177,7 +173,7 @@ class DeploymentRun:
             account_id=account_id, settings=env.settings, http=env.http, log=self.step_log,
             load_source=self._load_source, today=env.clock().date(), dry_run=d.options.dry_run,
             health_interval=env.health_interval, other_owners=self._other_owners(account_id),
-            build=self._build_source(spec), release_containers=self._release_containers,
+            build=self._build_source(spec),
         )
         if self.state.rolling_back:
             await self._rollback_on_failure(resumed=True)
@@ -245,6 +241,7 @@ class DeploymentRun:
                 script_name=d.script_name, version_id=state.version_id, image=state.image,
                 image_digest=state.image_digest, container_app_id=state.container_app_id,
                 migration_tag=state.migration_tag, sha=d.sha, deployment_id=d.id, created_at=now,
+                containers=release_containers(state),
             )
             state.release_id = release.id
             d.release = release

@@ -38,7 +38,6 @@ from bot.engine.model import (
     VALIDATE,
     WORKER,
     Deployment,
-    Release,
 )
 from bot.engine.ports import CloudflareAccounts, EngineSettings
 from bot.engine.preflight import (
@@ -75,9 +74,6 @@ class StepContext:
     other_owners: Callable[[], Awaitable[set[str]]] | None = None
     #: The CI build artifact of an app with `build` (bot/engine/artifacts.py): modules, assets, image.
     build: BuildSource | None = None
-    #: A release's container images and applications by class name (its deployment's state), so
-    #: a rollback restores every container, not only the one the release records.
-    release_containers: Callable[[Release], Awaitable[dict[str, dict[str, Any]]]] | None = None
     _modules: list[Module] | None = field(default=None, repr=False)
 
     async def modules(self) -> list[Module]:

@@ -77,6 +77,8 @@ releases = sa.Table(
     sa.Column("sha", sa.String(64), nullable=True),
     sa.Column("deployment_id", sa.String(40), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    #: Every container application: [{"class_name", "app_id", "image", "image_digest"}] (migration 0009).
+    sa.Column("containers", sa.JSON, nullable=True),
     sa.Index("ix_releases_target_environment_created_at", "target", "environment", "created_at"),
 )
 

@@ -114,6 +114,7 @@ async def test_one_build_image_cannot_serve_two_dockerfiles(sim_env, database, g
 
 
 async def test_a_rollback_restores_every_containers_image(sim_env, database, github_sim, github_session):
+    """From the release alone: the deployment that made it may have been pruned since."""
     first = (sim_env.add_image("acme/app", "v1"), sim_env.add_image("acme/sidecar", "v1"))
     second = (sim_env.add_image("acme/app", "v2"), sim_env.add_image("acme/sidecar", "v2"))
     seed_repo(github_sim, REPO, sha=SHA, files=_files(*first))
@@ -122,7 +123,7 @@ async def test_a_rollback_restores_every_containers_image(sim_env, database, git
     sim = sim_env.sim
     await engine.start()
     try:
-        deployed = []
+        deployed, made = [], []
         for sha, images in ((SHA, first), (NEXT_SHA, second)):
             seed_repo(github_sim, REPO, sha=sha, files=_files(*images))
             d = await engine.request_deploy(PrepareRequest(environment="staging", repository=REPO, sha=sha,
@@ -130,12 +131,17 @@ async def test_a_rollback_restores_every_containers_image(sim_env, database, git
             d = await wait_final(engine, d.id)
             assert d.status == "completed", d.error
             deployed.append({name: app["configuration"]["image"] for name, app in _applications(sim).items()})
+            made.append(d)
         assert deployed[0] != deployed[1] and set(deployed[0]) == {"containers-template-staging-mycontainer",
                                                                     "sidecar-app"}
+        assert len(made[0].release.containers) == 2
+        await engine.store.update(made[0].id, state={})  # the first deployment's state is gone
         rollback = await engine.rollback(d.id, reason="bad sidecar")
         rollback = await wait_final(engine, rollback.id)
         assert rollback.status == "completed", rollback.error
         assert {name: app["configuration"]["image"] for name, app in _applications(sim).items()} == deployed[0]
+        restored = {c.image for c in rollback.release.containers}  # the rollback's own release: both again
+        assert restored == set(deployed[0].values())
     finally:
         await engine.stop()
         await clients.aclose()
