@@ -60,7 +60,7 @@ async def _migrated_database(settings: Settings) -> AsyncIterator[Database]:
         await database.close()
 
 
-def _cloudflare_clients(settings: Settings, database: Database) -> CloudflareClients:
+def cloudflare_clients(settings: Settings, database: Database) -> CloudflareClients:
     """Cloudflare clients with one request budget per token, sized by the settings: on PostgreSQL
     the budget is shared by every replica (bot/store/cloudflare_budget.py), on SQLite in-process."""
     limit, window = settings.cloudflare_budget_limit, settings.cloudflare_budget_window
@@ -124,7 +124,7 @@ async def running_services(settings: Settings, router: routing.Router) -> AsyncI
         http = await stack.enter_async_context(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)))
         github = github_from_settings(http, settings)
         database = await stack.enter_async_context(_migrated_database(settings))
-        cloudflare = _cloudflare_clients(settings, database)
+        cloudflare = cloudflare_clients(settings, database)
         lease = settings.deployment_lease_seconds
         engine = Engine(EngineParts(settings, database, github), cloudflare=cloudflare, lease_seconds=lease,
                         heartbeat_seconds=lease / 3)

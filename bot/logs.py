@@ -71,6 +71,11 @@ def register_secret(value: str | None, *, pinned: bool = False) -> None:
             _prune(now)
 
 
+def ephemeral_secret_count() -> int:
+    """How many short-lived secrets are remembered now (at most EPHEMERAL_MAX after a prune)."""
+    return len(_ephemeral)
+
+
 def _prune(now: float) -> None:
     for key in list(_ephemeral):
         if len(_ephemeral) > EPHEMERAL_MAX or _ephemeral[key] < now - EPHEMERAL_TTL:

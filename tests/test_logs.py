@@ -45,6 +45,6 @@ def test_ephemeral_secrets_expire_and_stay_bounded(monkeypatch):
     monkeypatch.setattr(logs, "EPHEMERAL_MAX", 50)
     for i in range(200):
         logs.register_secret(f"bounded-secret-{i:04d}-xxxxxxxx")
-    assert len(logs._ephemeral) <= 51
-    assert "bounded-secret-0199-xxxxxxxx" in logs._ephemeral  # the newest are kept
-    assert "bounded-secret-0000-xxxxxxxx" not in logs._ephemeral
+    assert logs.ephemeral_secret_count() <= 51
+    assert logs.redact("bounded-secret-0199-xxxxxxxx") == logs.MASK  # the newest are kept
+    assert logs.redact("bounded-secret-0000-xxxxxxxx") == "bounded-secret-0000-xxxxxxxx"

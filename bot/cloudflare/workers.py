@@ -199,7 +199,8 @@ def rollback_target(deployments: list[dict], version_id: str | None = None) -> s
 class WorkersAPI(ResourcesAPI):
     """Mixin over CloudflareTransport (with the binding and trigger calls of `ResourcesAPI`)."""
 
-    _version_retry_delays: tuple[float, ...] = VERSION_RETRY_DELAYS
+    #: Waits before looking again for a version just uploaded (CloudflareClient's argument).
+    version_retry_delays: tuple[float, ...] = VERSION_RETRY_DELAYS
 
     if TYPE_CHECKING:  # provided by CloudflareTransport (bot/cloudflare/transport.py)
         max_attempts: int
@@ -368,7 +369,7 @@ class WorkersAPI(ResourcesAPI):
     async def get_version(self, account_id: str, script: str, version_id: str) -> dict:
         """GET a version, retrying 100146 (a fresh version is not visible at once)."""
         path = f"/accounts/{account_id}/workers/scripts/{script}/versions/{version_id}"
-        for delay in (*self._version_retry_delays, None):
+        for delay in (*self.version_retry_delays, None):
             try:
                 return await self.call("GET", path)
             except NotFound as exc:

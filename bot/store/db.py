@@ -81,7 +81,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     """An async engine plus the few operations every area needs (transactions, migrations, close)."""
 
-    def __init__(self, url: str, *, echo: bool = False):
+    def __init__(self, url: str, *, echo: bool = False, checkpoint_interval: float = 1.0):
+        """`checkpoint_interval`: on SQLite, the least seconds between two background WAL
+        checkpoints (see _Checkpointer)."""
         self.url = normalize_database_url(url)
         self.engine: AsyncEngine = self._create_engine(self.url, echo)
         # SQLite has one writer at a time; a second one polls with sleeps of up to 100 ms
@@ -91,7 +93,8 @@ class Database:
         self._lock_owner: asyncio.Task[Any] | None = None
         self._sync_engine: sa.Engine | None = None
         self._sync_connection: sa.Connection | None = None
-        self._checkpointer = _Checkpointer(self.url, self.write_lock) if self.dialect == "sqlite" else None
+        self._checkpointer = (_Checkpointer(self.url, self.write_lock, checkpoint_interval)
+                              if self.dialect == "sqlite" else None)
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod

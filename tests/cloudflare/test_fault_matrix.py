@@ -159,9 +159,7 @@ OPS: dict[str, Op] = {
 async def matrix_client(cloudflare_sim, cloudflare_clock):
     cloudflare_sim.sim.add_zone(ZONE, "example.com", ACC)
     async with httpx.AsyncClient(timeout=httpx.Timeout(0.15)) as http:
-        client = make_client(cloudflare_sim, http, cloudflare_clock)
-        client._version_retry_delays = (0.0,) * 5
-        yield client
+        yield make_client(cloudflare_sim, http, cloudflare_clock, version_retry_delays=(0.0,) * 5)
 
 
 @pytest.mark.parametrize("op_name", list(OPS))

@@ -78,9 +78,7 @@ def make_client(server, http: httpx.AsyncClient, clock: FakeClock, token: str = 
 
 @pytest.fixture
 async def cloudflare_client(cloudflare_sim, cloudflare_http, cloudflare_clock) -> CloudflareClient:
-    client = make_client(cloudflare_sim, cloudflare_http, cloudflare_clock)
-    client._version_retry_delays = (0.01,) * 5
-    return client
+    return make_client(cloudflare_sim, cloudflare_http, cloudflare_clock, version_retry_delays=(0.01,) * 5)
 
 
 # -- Debian's docker-registry ---------------------------------------------------------------

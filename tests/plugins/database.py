@@ -129,7 +129,7 @@ def postgres_server():
         server.stop()
 
 
-async def _pg_admin(server: PostgresServer, statement: str, database: str = "postgres") -> None:
+async def pg_admin(server: PostgresServer, statement: str, database: str = "postgres") -> None:
     import asyncpg
 
     conn = await asyncpg.connect(host=server.host, port=server.port, user="postgres", database=database)
@@ -182,7 +182,7 @@ async def empty_database_url(database_backend, tmp_path, request) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
     server = request.getfixturevalue("postgres_server")
     name = f"empty_{os.getpid()}_{next(_counter)}"
-    await _pg_admin(server, f'CREATE DATABASE "{name}" TEMPLATE template0')
+    await pg_admin(server, f'CREATE DATABASE "{name}" TEMPLATE template0')
     return server.url(name)
 
 
@@ -199,11 +199,11 @@ async def database_url(database_backend, tmp_path, request) -> str:
         return f"sqlite+aiosqlite:///{path}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     if not server.shared_ready:
-        await _pg_admin(server, f'CREATE DATABASE "{SHARED_DB}" TEMPLATE template0')
+        await pg_admin(server, f'CREATE DATABASE "{SHARED_DB}" TEMPLATE template0')
         await _migrate(server.url(SHARED_DB))
         server.shared_ready = True
     else:
-        await _pg_admin(server, _TRUNCATE_ALL, database=SHARED_DB)
+        await pg_admin(server, _TRUNCATE_ALL, database=SHARED_DB)
     return server.url(SHARED_DB)
 
 

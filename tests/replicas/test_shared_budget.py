@@ -88,7 +88,7 @@ async def test_a_wait_longer_than_max_wait_fails_at_once(database_url) -> None:
 
 
 async def test_sqlite_keeps_the_in_process_budget(tmp_path) -> None:
-    from bot.app import _cloudflare_clients
+    from bot.app import cloudflare_clients
     from bot.settings import Settings
 
     database = Database(f"sqlite:///{tmp_path / 'f.db'}")
@@ -96,7 +96,7 @@ async def test_sqlite_keeps_the_in_process_budget(tmp_path) -> None:
         with pytest.raises(ValueError):
             SharedWindow(database, "0" * 64)
         settings = Settings(cloudflare_budget_limit=7, cloudflare_budget_window=3.0, environment_overrides={})
-        clients = _cloudflare_clients(settings, database)
+        clients = cloudflare_clients(settings, database)
         budget = clients.budget_for(TOKEN)
         assert type(budget) is RequestBudget and budget.limit == 7 and budget.window == 3.0
         await clients.aclose()
@@ -106,13 +106,13 @@ async def test_sqlite_keeps_the_in_process_budget(tmp_path) -> None:
 
 @pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
 async def test_postgresql_shares_the_budget_sized_by_the_settings(database_url) -> None:
-    from bot.app import _cloudflare_clients
+    from bot.app import cloudflare_clients
     from bot.settings import Settings
 
     database = Database(database_url)
     try:
         settings = Settings(cloudflare_budget_limit=7, cloudflare_budget_window=3.0, environment_overrides={})
-        clients = _cloudflare_clients(settings, database)
+        clients = cloudflare_clients(settings, database)
         budget = clients.budget_for(TOKEN)
         assert isinstance(budget, SharedRequestBudget) and budget.limit == 7 and budget.window == 3.0
         assert isinstance(budget.slots, SharedWindow)

@@ -36,7 +36,7 @@ from bot.sim.cloudflare.state import CloudflareSim
 from bot.sim.github import GitHubSimServer, events
 from bot.store.db import Database
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID, CF_SUBDOMAIN, CF_TOKEN
-from tests.plugins.database import PostgresServer, _pg_admin
+from tests.plugins.database import PostgresServer, pg_admin
 from tests.plugins.github_sim import seed_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +171,7 @@ async def replica_database(postgres_server) -> AsyncIterator[str]:
         postgres_server()  # skips, or fails under FLARESHIP_REQUIRE_POSTGRES=1
     server: PostgresServer = postgres_server
     name = f"replicas_{os.getpid()}_{time.monotonic_ns()}"
-    await _pg_admin(server, f'CREATE DATABASE "{name}" TEMPLATE template0')
+    await pg_admin(server, f'CREATE DATABASE "{name}" TEMPLATE template0')
     yield server.url(name).replace("postgresql+asyncpg://", "postgresql://")
 
 

@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from bot.sim.cloudflare import start_cloudflare_sim
-from bot.sim.cloudflare.validation import _apis
+from bot.sim.cloudflare.validation import spec_documents
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID, CF_TOKEN
 
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]
@@ -42,7 +42,7 @@ def sim_in_thread():
 
 def operations():
     out = []
-    for _api, spec in _apis():
+    for _api, spec in spec_documents():
         schema = schemathesis.from_dict(spec, base_url="http://placeholder/client/v4")
         for result in schema.get_all_operations():
             operation = result.ok()

@@ -100,8 +100,7 @@ async def test_sqlite_wal_is_reset_under_writes_that_never_pause(tmp_path, monke
 
     monkeypatch.setattr(db_module, "WAL_SIZE_LIMIT", 256 * 1024)
     path = tmp_path / "w.db"
-    database = Database(f"sqlite:///{path}")
-    database._checkpointer.interval = 0.01
+    database = Database(f"sqlite:///{path}", checkpoint_interval=0.01)
 
     def write(conn, n):
         conn.execute(sa.text("CREATE TABLE IF NOT EXISTS t (x TEXT)"))

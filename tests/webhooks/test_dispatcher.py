@@ -139,7 +139,7 @@ async def test_stop_gives_unstarted_claims_back(database):
 
     @router.register("push")
     async def stop_after_first(event, ctx):
-        dispatcher._stopping = True  # as stop() does, while a batch is in hand
+        await dispatcher.stop()  # while a batch is in hand (run_once runs in no task of its own)
 
     dispatcher = Dispatcher(services_for(database), router)
     assert await dispatcher.run_once() == 1

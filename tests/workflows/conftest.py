@@ -58,7 +58,8 @@ class Workflow:
 
     # -- payloads -----------------------------------------------------------------------
 
-    def _repository(self, payload: dict) -> None:
+    def point_at_repository(self, payload: dict) -> None:
+        """Make a recorded payload name the test repository and installation."""
         payload["repository"]["full_name"] = REPOSITORY
         payload["repository"]["name"] = REPOSITORY.split("/")[1]
         payload["repository"]["owner"]["login"] = REPOSITORY.split("/")[0]
@@ -72,7 +73,7 @@ class Workflow:
     def comment_payload(self, body: str, *, user: str = "dev", number: int = 7, bot: bool = False,
                         action: str = "created") -> dict:
         payload = copy.deepcopy(load_fixture("issue_comment.created.pull_request"))
-        self._repository(payload)
+        self.point_at_repository(payload)
         payload["action"] = action
         payload["issue"]["number"] = number
         # The comment exists on the simulated GitHub too, so reactions can land on it.
@@ -84,7 +85,7 @@ class Workflow:
 
     def label_payload(self, label: str, *, user: str = "lead", number: int = 7) -> dict:
         payload = copy.deepcopy(load_fixture("pull_request.labeled"))
-        self._repository(payload)
+        self.point_at_repository(payload)
         pr = self.sim.repo(REPOSITORY).pulls[number]
         payload["number"] = number
         payload["label"]["name"] = label
@@ -99,7 +100,7 @@ class Workflow:
 
     def merge_payload(self, merge_sha: str, *, number: int = 7, user: str = "lead") -> dict:
         payload = copy.deepcopy(load_fixture("pull_request.closed.merged"))
-        self._repository(payload)
+        self.point_at_repository(payload)
         payload["number"] = number
         payload["sender"] = self._user(user)
         pull = payload["pull_request"]
@@ -112,7 +113,7 @@ class Workflow:
                           identifier: str | None = None, user: str = "lead") -> dict:
         name = "check_run.requested_action" if action == "requested_action" else "check_run.rerequested"
         payload = copy.deepcopy(load_fixture(name))
-        self._repository(payload)
+        self.point_at_repository(payload)
         run = self.sim.repo(REPOSITORY).check_runs[check_run_id]
         payload["check_run"].update(id=check_run_id, name=run["name"], head_sha=run["head_sha"],
                                     external_id=run["external_id"], status=run["status"],

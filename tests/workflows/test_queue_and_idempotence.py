@@ -72,7 +72,7 @@ async def test_head_moving_before_a_queued_deploy_starts_deploys_nothing(workflo
     workflow.sim.set_file(REPOSITORY, NEW_HEAD, "dist/index.js", FILES["dist/index.js"])
     workflow.sim.repo(REPOSITORY).pulls[7].head_sha = NEW_HEAD
     sync = copy.deepcopy(load_fixture("pull_request.synchronize"))
-    workflow._repository(sync)
+    workflow.point_at_repository(sync)
     sync.update(number=7, before=HEAD_SHA, after=NEW_HEAD)
     sync["pull_request"]["number"] = 7
     await workflow.post("pull_request", sync)

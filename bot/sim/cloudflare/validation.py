@@ -137,7 +137,7 @@ class _Request:
 
 
 @lru_cache(maxsize=1)
-def _apis() -> tuple[tuple[OpenAPI, dict], ...]:
+def spec_documents() -> tuple[tuple[OpenAPI, dict], ...]:
     """(containers, the 2024 Cloudflare subset, Worker Previews); `_metadata_schema` relies on the order."""
     # openapi-core's path templates log every pattern they compile at DEBUG; that is noise.
     logging.getLogger("parse").setLevel(logging.WARNING)
@@ -155,20 +155,20 @@ def _validators() -> tuple[tuple[V30RequestParametersValidator, V30RequestBodyVa
     # The Worker Previews PATCHes are JSON merge patches (application/merge-patch+json, as wrangler sends them).
     extra: dict[str, Callable[[bytes], Any]] = {"application/merge-patch+json": json.loads}
     return tuple((V30RequestParametersValidator(api.spec),
-                  V30RequestBodyValidator(api.spec, extra_media_type_deserializers=extra)) for api, _ in _apis())
+                  V30RequestBodyValidator(api.spec, extra_media_type_deserializers=extra)) for api, _ in spec_documents())
 
 
 @lru_cache(maxsize=1)
 def _preview_metadata_schema() -> dict:
     """The `metadata` part of a Worker Preview deployment (`DeploymentMetadata`)."""
-    _, previews = _apis()[2]
+    _, previews = spec_documents()[2]
     return {"components": previews["components"], "$ref": "#/components/schemas/DeploymentMetadata"}
 
 
 @lru_cache(maxsize=2)
 def _metadata_schema(version_upload: bool = False) -> dict:
     """The `metadata` part's schema: a script upload's, or a version upload's."""
-    _, cf = _apis()[1]
+    _, cf = spec_documents()[1]
     if version_upload:
         body = cf["components"]["requestBodies"]["workers_version-post"]["content"]["multipart/form-data"]
         schema = copy.deepcopy(body["schema"]["properties"]["metadata"])
