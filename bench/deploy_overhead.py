@@ -142,6 +142,7 @@ async def run_scenario(latency: float, count: int, concurrent: bool, meter: Wait
     from bot.services import EngineParts
     from bot.settings import Settings
     from bot.store.db import Database
+    from bot.store.deployments import DeploymentStore
     from tests.engine.engine_factory import ACCOUNT_ID, TOKEN
 
     proc, sim = start_sim_process(latency)
@@ -156,7 +157,7 @@ async def run_scenario(latency: float, count: int, concurrent: bool, meter: Wait
     # Flareship's overhead, so it lifts the limit (production keeps it).
     clients = CloudflareClients(settings, sleep=meter.sleep,
                                 budget_factory=lambda: RequestBudget(limit=1_000_000, sleep=meter.sleep))
-    engine = Engine(EngineParts(settings, database, GitHubUnavailable()), cloudflare=clients, poll_seconds=0.5,
+    engine = Engine(EngineParts(settings, DeploymentStore(database), GitHubUnavailable()), cloudflare=clients, poll_seconds=0.5,
                     health_interval=0.05)
     done: dict[str, asyncio.Future] = {}
 

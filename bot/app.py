@@ -36,6 +36,8 @@ from bot.store.api_tokens import ApiTokenStore
 from bot.store.cloudflare_budget import SharedWindow
 from bot.store.db import Database
 from bot.store.deliveries import DeliveryWriter
+from bot.store.deployments import DeploymentStore
+from bot.store.installations import InstallationStore
 from bot.store.pr_state import PullRequestState
 from bot.store.previews import PreviewStore
 from handlers import api, pages, webhooks
@@ -126,7 +128,7 @@ async def running_services(settings: Settings, router: routing.Router) -> AsyncI
         database = await stack.enter_async_context(_migrated_database(settings))
         cloudflare = cloudflare_clients(settings, database)
         lease = settings.deployment_lease_seconds
-        engine = Engine(EngineParts(settings, database, github), cloudflare=cloudflare, lease_seconds=lease,
+        engine = Engine(EngineParts(settings, DeploymentStore(database), github), cloudflare=cloudflare, lease_seconds=lease,
                         heartbeat_seconds=lease / 3)
         await stack.enter_async_context(_running_engine(engine, cloudflare))
         secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else None
@@ -151,7 +153,8 @@ async def running_services(settings: Settings, router: routing.Router) -> AsyncI
         services = Services(
             settings=settings, http=http, database=database, github=github, metrics=metrics, health=health,
             details_links=details_links, engine=engine, pr_state=pr_state, comments=comments, reporter=reporter,
-            previews=previews, preview_sweep=preview_sweep, api_tokens=ApiTokenStore(database), deliveries=deliveries,
+            previews=previews, preview_sweep=preview_sweep, api_tokens=ApiTokenStore(database),
+            installations=InstallationStore(database), deliveries=deliveries,
         )
         metrics.attach_engine(engine)
         stack.callback(metrics.detach_engine)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # imported for type checkers only: the parts import this modu
     from bot.store.api_tokens import ApiTokenStore
     from bot.store.db import Database
     from bot.store.deliveries import DeliveryWriter
+    from bot.store.deployments import DeploymentStore
+    from bot.store.installations import InstallationStore
     from bot.store.pr_state import PullRequestState
 
 
@@ -50,6 +52,7 @@ class Services:
     previews: PreviewCleaner  # removes recorded PR previews (bot/engine/preview_cleanup.py)
     preview_sweep: PreviewSweep  # reconciles them at start-up and periodically
     api_tokens: ApiTokenStore  # the REST API's bearer tokens
+    installations: InstallationStore  # which accounts installed the App, and their repositories
     deliveries: DeliveryWriter  # the webhook intake's group-commit writer
 
 
@@ -58,7 +61,7 @@ class EngineParts:
     """What the engine is built from (bot.engine.ports.EngineServices): the parts before it."""
 
     settings: Settings
-    database: Database
+    deployments: DeploymentStore
     github: GitHubInstallations
 
 

@@ -39,7 +39,6 @@ from bot.engine.records import Records
 from bot.engine.run import RunEnvironment, run_deployment
 from bot.engine.scheduler import Scheduler
 from bot.errors import FlareshipError
-from bot.store.deployments import DeploymentStore
 
 
 def _utc() -> datetime:
@@ -69,7 +68,7 @@ class Engine:
         self.clock = clock or _utc
         #: Seconds between health probes of a deployed Worker.
         self.health_interval = health_interval
-        self.store = DeploymentStore(services.database)
+        self.store = services.deployments
         self.events = EventHub()
         self.records = Records(self.store, self.clock)
         self.journal = Journal(self.store, self.events, self.clock)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from bot.cloudflare.client import CloudflareClient
 from bot.cloudflare.registry import RegistryClient
+from bot.store.deployments import DeploymentStore
 
 #: The engine's clock: timezone-aware UTC now (tests pass a controllable one).
 Clock = Callable[[], datetime]
@@ -64,7 +65,7 @@ class EngineServices(Protocol):
     def settings(self) -> EngineSettings: ...
 
     @property
-    def database(self) -> Any: ...
+    def deployments(self) -> DeploymentStore: ...
 
     @property
     def github(self) -> GitHubInstallations | None: ...

@@ -64,7 +64,7 @@ def _installation_values(installation: Mapping[str, Any], now: datetime) -> dict
     }
 
 
-async def save_installation(conn: AsyncConnection, installation: Mapping[str, Any], *, refresh: bool = True) -> None:
+async def _save_installation(conn: AsyncConnection, installation: Mapping[str, Any], *, refresh: bool = True) -> None:
     """Create or refresh an installation from GitHub's `installation` object (a re-install undeletes).
 
     `refresh=False` only makes sure the row exists: events other than `installation` may carry a
@@ -79,7 +79,7 @@ async def save_installation(conn: AsyncConnection, installation: Mapping[str, An
     await conn.execute(insert.on_conflict_do_update(index_elements=["id"], set_=update))
 
 
-async def mark_installation_deleted(conn: AsyncConnection, installation_id: int) -> None:
+async def _mark_installation_deleted(conn: AsyncConnection, installation_id: int) -> None:
     now = utcnow()
     await conn.execute(
         sa.update(installations).where(installations.c.id == installation_id).values(deleted_at=now, updated_at=now)
@@ -89,7 +89,7 @@ async def mark_installation_deleted(conn: AsyncConnection, installation_id: int)
     )
 
 
-async def add_repositories(conn: AsyncConnection, installation_id: int, repositories: Iterable[Mapping[str, Any]]) -> None:
+async def _add_repositories(conn: AsyncConnection, installation_id: int, repositories: Iterable[Mapping[str, Any]]) -> None:
     """Record repositories (GitHub's `{id, full_name, private}` objects) as granted to the installation."""
     rows = [
         {
@@ -110,38 +110,61 @@ async def add_repositories(conn: AsyncConnection, installation_id: int, reposito
         await conn.execute(statement, rows)
 
 
-async def remove_repositories(conn: AsyncConnection, installation_id: int, repositories: Iterable[Mapping[str, Any]]) -> None:
+async def _remove_repositories(conn: AsyncConnection, installation_id: int, repositories: Iterable[Mapping[str, Any]]) -> None:
     ids = [int(repo["id"]) for repo in repositories]
     if ids:
         t = installation_repositories
         await conn.execute(sa.delete(t).where(t.c.installation_id == installation_id, t.c.repository_id.in_(ids)))
 
 
-async def get_installation(database: Database, installation_id: int) -> dict[str, Any] | None:
-    async with database.connect() as conn:
-        row = (await conn.execute(sa.select(installations).where(installations.c.id == installation_id))).first()
-    return dict(row._mapping) if row is not None else None
+class InstallationStore:
+    """The installations tables: what GitHub's installation events recorded, one transaction per event."""
 
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
-async def list_repositories(database: Database, installation_id: int) -> list[str]:
-    t = installation_repositories
-    async with database.connect() as conn:
-        rows = await conn.execute(
-            sa.select(t.c.full_name).where(t.c.installation_id == installation_id).order_by(t.c.full_name)
-        )
-        return list(rows.scalars())
+    async def installed(self, installation: Mapping[str, Any], repositories: Iterable[Mapping[str, Any]] = ()) -> None:
+        """`installation` created (with the repositories it grants) or changed: create or refresh it."""
+        async with self.database.begin() as conn:
+            await _save_installation(conn, installation)
+            await _add_repositories(conn, int(installation["id"]), repositories)
 
+    async def deleted(self, installation: Mapping[str, Any]) -> None:
+        """The App was uninstalled: the row is kept, marked deleted, its repositories forgotten."""
+        async with self.database.begin() as conn:
+            await _save_installation(conn, installation, refresh=False)
+            await _mark_installation_deleted(conn, int(installation["id"]))
 
-async def installation_for_repository(database: Database, full_name: str) -> int | None:
-    """The live installation that grants `owner/name`, if Flareship has been told of one."""
-    r, i = installation_repositories, installations
-    async with database.connect() as conn:
-        row = (
-            await conn.execute(
-                sa.select(r.c.installation_id)
-                .join(i, i.c.id == r.c.installation_id)
-                .where(sa.func.lower(r.c.full_name) == full_name.lower(), i.c.deleted_at.is_(None))
-                .limit(1)
+    async def repositories_changed(self, installation: Mapping[str, Any], added: Iterable[Mapping[str, Any]],
+                                   removed: Iterable[Mapping[str, Any]]) -> None:
+        async with self.database.begin() as conn:
+            await _save_installation(conn, installation, refresh=False)
+            await _add_repositories(conn, int(installation["id"]), added)
+            await _remove_repositories(conn, int(installation["id"]), removed)
+
+    async def get(self, installation_id: int) -> dict[str, Any] | None:
+        async with self.database.connect() as conn:
+            row = (await conn.execute(sa.select(installations).where(installations.c.id == installation_id))).first()
+        return dict(row._mapping) if row is not None else None
+
+    async def repositories(self, installation_id: int) -> list[str]:
+        t = installation_repositories
+        async with self.database.connect() as conn:
+            rows = await conn.execute(
+                sa.select(t.c.full_name).where(t.c.installation_id == installation_id).order_by(t.c.full_name)
             )
-        ).first()
-    return row[0] if row else None
+            return list(rows.scalars())
+
+    async def for_repository(self, full_name: str) -> int | None:
+        """The live installation that grants `owner/name`, if Flareship has been told of one."""
+        r, i = installation_repositories, installations
+        async with self.database.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(r.c.installation_id)
+                    .join(i, i.c.id == r.c.installation_id)
+                    .where(sa.func.lower(r.c.full_name) == full_name.lower(), i.c.deleted_at.is_(None))
+                    .limit(1)
+                )
+            ).first()
+        return row[0] if row else None

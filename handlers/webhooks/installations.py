@@ -3,51 +3,44 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from gidgethub import routing, sansio
 
-from bot.dispatcher import WebhookContext
-from bot.store import installations as store
-from bot.store.db import Database
+from bot.store.installations import InstallationStore
 
 log = logging.getLogger(__name__)
 router = routing.Router()
 
 
-def _database(ctx: WebhookContext) -> Database:
-    return ctx.services.database
+def _store(ctx: Any) -> InstallationStore:
+    store: InstallationStore = ctx.services.installations
+    return store
 
 
 @router.register("installation", action="created")
 @router.register("installation", action="new_permissions_accepted")
 @router.register("installation", action="suspend")
 @router.register("installation", action="unsuspend")
-async def installation_changed(event: sansio.Event, ctx: WebhookContext) -> None:
+async def installation_changed(event: sansio.Event, ctx: Any) -> None:
     installation = event.data["installation"]
-    async with _database(ctx).begin() as conn:
-        await store.save_installation(conn, installation)
-        if event.data.get("action") == "created":
-            await store.add_repositories(conn, installation["id"], event.data.get("repositories") or [])
+    created = event.data.get("action") == "created"
+    await _store(ctx).installed(installation, (event.data.get("repositories") or []) if created else ())
     log.info("installation %s (%s) %s", installation["id"], (installation.get("account") or {}).get("login"),
              event.data.get("action"))
 
 
 @router.register("installation", action="deleted")
-async def installation_deleted(event: sansio.Event, ctx: WebhookContext) -> None:
+async def installation_deleted(event: sansio.Event, ctx: Any) -> None:
     installation = event.data["installation"]
-    async with _database(ctx).begin() as conn:
-        await store.save_installation(conn, installation, refresh=False)
-        await store.mark_installation_deleted(conn, installation["id"])
+    await _store(ctx).deleted(installation)
     log.info("installation %s deleted", installation["id"])
 
 
 @router.register("installation_repositories")
-async def installation_repositories_changed(event: sansio.Event, ctx: WebhookContext) -> None:
+async def installation_repositories_changed(event: sansio.Event, ctx: Any) -> None:
     installation = event.data["installation"]
     added = event.data.get("repositories_added") or []
     removed = event.data.get("repositories_removed") or []
-    async with _database(ctx).begin() as conn:
-        await store.save_installation(conn, installation, refresh=False)
-        await store.add_repositories(conn, installation["id"], added)
-        await store.remove_repositories(conn, installation["id"], removed)
+    await _store(ctx).repositories_changed(installation, added, removed)
     log.info("installation %s: %d repositories added, %d removed", installation["id"], len(added), len(removed))

@@ -27,7 +27,8 @@ NOT_FINAL = ("queued", "initiated", "in_progress")
 
 
 def preview_store(path: CommandPath) -> PreviewStore:
-    return PreviewStore(path.ctx.services.database)
+    store: PreviewStore = path.ctx.services.previews.store
+    return store
 
 
 async def active_preview_deployments(engine: Any, repository: str, number: int) -> list[Any]:

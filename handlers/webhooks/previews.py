@@ -15,7 +15,7 @@ from typing import Any
 from gidgethub import routing, sansio
 
 from bot.engine.preview_spec import preview_environment
-from bot.store.previews import ACTIVE, PreviewStore
+from bot.store.previews import ACTIVE
 from handlers.webhooks import workflow
 from handlers.webhooks.command_path import CommandPath, Trigger
 from handlers.webhooks.events import PullRequestChanged, PullRequestClosed, parse_event
@@ -60,7 +60,7 @@ async def pull_request_pushed(event: sansio.Event, ctx: Any) -> None:
 
 async def _missing(ctx: Any, repository: str, number: int) -> bool:
     """The sweep found the PR's recorded preview gone on Cloudflare: the next push redeploys it."""
-    record = await PreviewStore(ctx.services.database).get(repository, number)
+    record = await ctx.services.previews.store.get(repository, number)
     return record is not None and record.state == ACTIVE and record.missing
 
 

@@ -17,7 +17,7 @@ class ApiClient:
 
     @property
     def tokens(self) -> ApiTokenStore:
-        return ApiTokenStore(self.app[SERVICES].database)
+        return self.app[SERVICES].api_tokens
 
     async def token(self, *scopes: str, name: str = "test", expires_in=None) -> str:
         _, plaintext = await self.tokens.create(name=name, scopes=list(scopes), expires_in=expires_in)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-from bot.store.api_tokens import ApiTokenStore
-
 
 async def test_status_and_cancel_preview(previews):
     previews.open_pr(7)
@@ -44,7 +42,7 @@ async def test_api_lists_preview_deployments_and_details_open(previews):
     previews.open_pr(8)
     await previews.opened(8)
     await previews.comment("/deploy staging")
-    _, token = await ApiTokenStore(previews.services.database).create(name="t", scopes=["read"])
+    _, token = await previews.services.api_tokens.create(name="t", scopes=["read"])
     response = await previews.client.get("/deployments?environment=preview",
                                          headers={"Authorization": f"Bearer {token}"})
     assert response.status == 200
