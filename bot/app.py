@@ -35,8 +35,9 @@ from bot.settings import Settings
 from bot.store.api_tokens import ApiTokenStore
 from bot.store.cloudflare_budget import SharedWindow
 from bot.store.db import Database
-from bot.store.deliveries import DeliveryWriter
+from bot.store.deliveries import DeliveryStore
 from bot.store.deployments import DeploymentStore
+from bot.store.dispatchers import DispatcherRegistry
 from bot.store.installations import InstallationStore
 from bot.store.pr_state import PullRequestState
 from bot.store.previews import PreviewStore
@@ -108,13 +109,13 @@ async def _running_health(health: HealthMonitor) -> AsyncIterator[HealthMonitor]
 
 
 @contextlib.asynccontextmanager
-async def _running_writer(writer: DeliveryWriter) -> AsyncIterator[DeliveryWriter]:
+async def _running_deliveries(deliveries: DeliveryStore) -> AsyncIterator[DeliveryStore]:
     """The intake's group-commit writer; flushed on exit, before the database closes."""
-    writer.start()
+    deliveries.start()
     try:
-        yield writer
+        yield deliveries
     finally:
-        await writer.stop()
+        await deliveries.stop()
 
 
 @contextlib.asynccontextmanager
@@ -149,12 +150,14 @@ async def running_services(settings: Settings, router: routing.Router) -> AsyncI
             on_result=lambda name, result: metrics.dependency_status(name, result.status))
         await stack.enter_async_context(_running_health(health))
         wakeup = asyncio.Event()  # the intake rings it after each commit; the dispatcher waits on it
-        deliveries = await stack.enter_async_context(_running_writer(DeliveryWriter(database, on_stored=wakeup.set)))
+        deliveries = await stack.enter_async_context(
+            _running_deliveries(DeliveryStore(database, on_stored=wakeup.set)))
         services = Services(
             settings=settings, http=http, database=database, github=github, metrics=metrics, health=health,
             details_links=details_links, engine=engine, pr_state=pr_state, comments=comments, reporter=reporter,
             previews=previews, preview_sweep=preview_sweep, api_tokens=ApiTokenStore(database),
             installations=InstallationStore(database), deliveries=deliveries,
+            dispatchers=DispatcherRegistry(database),
         )
         metrics.attach_engine(engine)
         stack.callback(metrics.detach_engine)

@@ -25,13 +25,15 @@ from gidgethub import routing, sansio
 
 from bot.lanes import Lanes
 from bot.logs import correlated
-from bot.store import deliveries, dispatchers
+from bot.store import dispatchers
 from bot.store.deliveries import StoredDelivery
 
 if TYPE_CHECKING:
     from bot.engine.ports import GitHubInstallations
     from bot.metrics import Metrics
     from bot.store.db import Database
+    from bot.store.deliveries import DeliveryStore
+    from bot.store.dispatchers import DispatcherRegistry
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,12 @@ class DispatchServices(Protocol):
 
     @property
     def metrics(self) -> Metrics: ...
+
+    @property
+    def deliveries(self) -> DeliveryStore: ...
+
+    @property
+    def dispatchers(self) -> DispatcherRegistry: ...
 
 
 @dataclass
@@ -134,7 +142,7 @@ class Dispatcher:
     async def start(self) -> None:
         """Register, take back what dead owners left, then dispatch and beat in the background."""
         self.owner = dispatchers.new_owner_id()
-        await dispatchers.register(self.database, self.owner)
+        await self.services.dispatchers.register(self.owner)
         requeued = await self._beat(at_start=True)
         if requeued:
             log.info("resuming %d webhook deliveries interrupted by a previous process", requeued)
@@ -166,7 +174,7 @@ class Dispatcher:
         if self.owner is not None:
             owner, self.owner = self.owner, None
             try:
-                await asyncio.shield(dispatchers.deregister(self.database, owner))
+                await asyncio.shield(self.services.dispatchers.deregister(owner))
             except Exception as exc:  # the others take its claims back once its heartbeat is stale
                 log.warning("could not leave the dispatcher registry: %s", exc)
 
@@ -186,8 +194,7 @@ class Dispatcher:
         if self.owner is None:
             return 0
         everyone = at_start and self.database.dialect == "sqlite"
-        beat = await dispatchers.beat(
-            self.database, self.owner, stale_after=0 if everyone else self.owner_timeout,
+        beat = await self.services.dispatchers.beat(self.owner, stale_after=0 if everyone else self.owner_timeout,
             legacy_lease=None if everyone else self.claim_lease,
         )
         if not beat.registered:
@@ -209,8 +216,8 @@ class Dispatcher:
             self._claimed.pop(delivery.id, None)
         log.warning("webhook dispatcher %s was taken for dead (heartbeat older than %ss); %d queued deliveries "
                     "left to whoever claims them again", old, self.owner_timeout, len(dropped))
-        await dispatchers.register(self.database, self.owner)
-        await deliveries.release(self.database, [d.id for d in dropped], old)  # claimed after the strike-off
+        await self.services.dispatchers.register(self.owner)
+        await self.services.deliveries.release([d.id for d in dropped], old)  # claimed after the strike-off
 
     async def _prune_if_due(self) -> None:
         """Drop handled deliveries past their retention (`deliveries.KEEP_DONE` / `KEEP_FAILED`)."""
@@ -218,7 +225,7 @@ class Dispatcher:
             return
         self._next_prune = time.monotonic() + self.prune_interval
         try:
-            pruned = await deliveries.prune(self.database)
+            pruned = await self.services.deliveries.prune()
         except Exception as exc:  # housekeeping: try again at the next interval
             log.warning("could not prune old webhook deliveries: %s", exc)
             return
@@ -239,7 +246,7 @@ class Dispatcher:
                     await self._prune_if_due()
                     room = self.batch_size - len(self._claimed)
                     if room >= max(1, self.batch_size // 2):
-                        claimed = await deliveries.claim_pending(self.database, room, self.owner)
+                        claimed = await self.services.deliveries.claim_pending(room, self.owner)
                         self._admit(claimed)
                     if not self._claimed or time.monotonic() - self._outcomes.flushed_at >= self.flush_interval:
                         await self._flush()
@@ -266,7 +273,7 @@ class Dispatcher:
         The background task (`start`) does the same continuously; this is the unit tests and
         one-off runs use (without `start` the claims name no owner).
         """
-        claimed = await deliveries.claim_pending(self.database, self.batch_size, self.owner)
+        claimed = await self.services.deliveries.claim_pending(self.batch_size, self.owner)
         try:
             self._admit(claimed)
             await self._lanes.drain()
@@ -312,7 +319,7 @@ class Dispatcher:
         unfinished, self._claimed = list(self._claimed), {}
         if unfinished:
             try:
-                await asyncio.shield(deliveries.release(self.database, unfinished, self.owner))
+                await asyncio.shield(self.services.deliveries.release(unfinished, self.owner))
             except Exception as exc:  # taken back once this process's heartbeat is stale (or at the next start)
                 log.warning("could not give back %d claimed webhook deliveries: %s", len(unfinished), exc)
 
@@ -329,7 +336,7 @@ class Dispatcher:
         if not (done or failed):
             return
         try:
-            await deliveries.record_outcomes(self.database, done, failed)
+            await self.services.deliveries.record_outcomes(done, failed)
         except Exception as exc:
             self._outcomes.put_back(done, failed)
             log.warning("could not record %d webhook outcomes yet: %s", len(done) + len(failed), exc)

@@ -30,8 +30,9 @@ if TYPE_CHECKING:  # imported for type checkers only: the parts import this modu
     from bot.metrics import Metrics
     from bot.store.api_tokens import ApiTokenStore
     from bot.store.db import Database
-    from bot.store.deliveries import DeliveryWriter
+    from bot.store.deliveries import DeliveryStore
     from bot.store.deployments import DeploymentStore
+    from bot.store.dispatchers import DispatcherRegistry
     from bot.store.installations import InstallationStore
     from bot.store.pr_state import PullRequestState
 
@@ -53,7 +54,8 @@ class Services:
     preview_sweep: PreviewSweep  # reconciles them at start-up and periodically
     api_tokens: ApiTokenStore  # the REST API's bearer tokens
     installations: InstallationStore  # which accounts installed the App, and their repositories
-    deliveries: DeliveryWriter  # the webhook intake's group-commit writer
+    deliveries: DeliveryStore  # webhook deliveries: the intake's group commit, the dispatcher's claims
+    dispatchers: DispatcherRegistry  # the dispatching processes and their heartbeats
 
 
 @dataclass(frozen=True, slots=True)

@@ -599,3 +599,54 @@ async def count_by_status(database: Database) -> dict[str, int]:
     counts = dict.fromkeys(STATUSES, 0)
     counts.update({status: n for status, n in rows})
     return counts
+
+
+class DeliveryStore:
+    """The webhook deliveries table, the one way in from outside the store: the intake's
+    group-commit writes (`store`; on SQLite through the raw-connection fast path above), the
+    dispatcher's claims, outcomes and releases, and the counts the monitoring reads."""
+
+    def __init__(self, database: Database, *, on_stored: Callable[[], None] | None = None) -> None:
+        self.database = database
+        #: The group-commit writer behind `store` (started and stopped with this store).
+        self.writer = DeliveryWriter(database, on_stored=on_stored)
+
+    def start(self) -> None:
+        self.writer.start()
+
+    async def stop(self) -> None:
+        await self.writer.stop()
+
+    async def store(self, delivery: NewDelivery) -> str:
+        """STORED, REQUEUED or DUPLICATE once committed (see `store_new_deliveries`)."""
+        return await self.writer.store(delivery)
+
+    def busy(self, window: float = 0.1) -> bool:
+        """Whether webhooks arrived in the last `window` seconds."""
+        return self.writer.busy(window)
+
+    async def insert(self, items: Sequence[NewDelivery]) -> list[str]:
+        """Store `items` in one transaction, outside the group commit (tools and tests)."""
+        async with self.database.begin() as conn:
+            return await insert_deliveries(conn, items)
+
+    async def claim_pending(self, limit: int, owner: str | None = None) -> list[StoredDelivery]:
+        return await claim_pending(self.database, limit, owner)
+
+    async def record_outcomes(self, done: Sequence[int], failed: Sequence[tuple[int, str]]) -> None:
+        await record_outcomes(self.database, done, failed)
+
+    async def release(self, ids: Sequence[int], owner: str | None = None) -> None:
+        await release(self.database, ids, owner)
+
+    async def prune(self, now: datetime | None = None) -> int:
+        return await prune(self.database, now)
+
+    async def requeue_interrupted(self, claimed_before: datetime | None = None) -> int:
+        return await requeue_interrupted(self.database, claimed_before)
+
+    async def get(self, delivery_id: str) -> StoredDelivery | None:
+        return await get_delivery(self.database, delivery_id)
+
+    async def count_by_status(self) -> dict[str, int]:
+        return await count_by_status(self.database)

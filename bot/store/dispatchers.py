@@ -133,3 +133,22 @@ async def registered(database: Database) -> list[Registration]:
     async with database.connect() as conn:
         rows = (await conn.execute(sa.select(dispatchers).order_by(dispatchers.c.started_at))).all()
     return [Registration(**row._mapping) for row in rows]
+
+
+class DispatcherRegistry:
+    """The dispatchers table: which processes dispatch webhooks, and their heartbeats."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def register(self, owner: str) -> None:
+        await register(self.database, owner)
+
+    async def beat(self, owner: str, *, stale_after: float, legacy_lease: float | None) -> Beat:
+        return await beat(self.database, owner, stale_after=stale_after, legacy_lease=legacy_lease)
+
+    async def deregister(self, owner: str) -> int:
+        return await deregister(self.database, owner)
+
+    async def registered(self) -> list[Registration]:
+        return await registered(self.database)

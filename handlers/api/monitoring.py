@@ -19,7 +19,6 @@ from bot.dispatcher import DISPATCHER
 from bot.engine.model import STEP_NAMES, Deployment
 from bot.health import readiness
 from bot.services import SERVICES
-from bot.store import deliveries
 from handlers.api import models
 from handlers.api.bodies import query_model
 from handlers.api.deployments import engine_of
@@ -195,7 +194,7 @@ async def _backlog(app: web.Application) -> None:
     services = app[SERVICES]
     try:
         async with asyncio.timeout(COUNTS_TIMEOUT):
-            counts = await deliveries.count_by_status(services.database)
+            counts = await services.deliveries.count_by_status()
     except Exception:
         return
     services.metrics.dispatcher_backlog(counts)

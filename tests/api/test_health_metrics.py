@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.health import HealthMonitor, Probe, classify
 from bot.metrics import Metrics
+from bot.store.deliveries import DeliveryStore
 
 
 def test_classify_is_pure():
@@ -266,7 +267,6 @@ def test_dependency_up_stays_binary_and_degraded_is_its_own_gauge():
 async def test_metrics_latency_by_route_template_webhook_acks_and_backlog(api):
     from bot.dispatcher import DISPATCHER
     from bot.services import SERVICES
-    from bot.store import deliveries
     from tests.plugins.webhooks import post_webhook
 
     for deployment_id in ("dep_one", "dep_two", "dep_three"):
@@ -278,7 +278,7 @@ async def test_metrics_latency_by_route_template_webhook_acks_and_backlog(api):
     await api.app[DISPATCHER].stop()
     stored = await post_webhook(api.client, "issue_comment", "issue_comment.created.pull_request")
     assert stored.status == 202
-    assert (await deliveries.count_by_status(api.app[SERVICES].database)).get("pending") == 1
+    assert (await DeliveryStore(api.app[SERVICES].database).count_by_status()).get("pending") == 1
 
     samples = _samples(await (await api.client.get("/metrics")).text())
     status_route = ("flareship_http_request_duration_seconds_count",

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from bot.store.deliveries import DeliveryStore
+
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "github-webhooks"
 TEST_WEBHOOK_SECRET = "test-webhook-secret-4f1c9d2e"
 #: A loopback port nothing listens on: a handler that calls GitHub without a simulator fails fast.
@@ -89,7 +91,7 @@ async def wait_processed(database, delivery_id: str, timeout: float = 10.0):
 
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        stored = await deliveries.get_delivery(database, delivery_id)
+        stored = await DeliveryStore(database).get(delivery_id)
         if stored is not None and stored.status in (deliveries.DONE, deliveries.FAILED):
             return stored
         if asyncio.get_running_loop().time() > deadline:

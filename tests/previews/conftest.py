@@ -16,6 +16,7 @@ import pytest
 
 from bot.services import SERVICES
 from bot.sim.github import events as sim_events
+from bot.store.deliveries import DeliveryStore
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID, CF_TOKEN
 from tests.plugins.github_sim import seed_repo
 from tests.plugins.webhooks import post_webhook
@@ -132,12 +133,11 @@ class Previews:
 
     async def settle(self, timeout: float = 30.0) -> None:
         """Every delivery handled, no deployment active, GitHub written."""
-        from bot.store import deliveries
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            counts = await deliveries.count_by_status(self.services.database)
+            counts = await DeliveryStore(self.services.database).count_by_status()
             engine = await self.services.engine.counts()
             busy = counts.get("pending", 0) + counts.get("processing", 0) + engine.get("active", 0) \
                 + engine.get("queued", 0)

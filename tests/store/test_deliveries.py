@@ -10,7 +10,7 @@ import pytest
 
 from bot.store import deliveries
 from bot.store.base import utcnow
-from bot.store.deliveries import DUPLICATE, REQUEUED, STORED, DeliveryWriter, NewDelivery
+from bot.store.deliveries import DUPLICATE, REQUEUED, STORED, DeliveryStore, DeliveryWriter, NewDelivery
 
 
 def make(delivery_id: str, event: str = "push", **kw) -> NewDelivery:
@@ -24,7 +24,7 @@ async def test_insert_reports_new_and_repeated_ids(database):
         assert await deliveries.insert_deliveries(conn, [make("a"), make("b"), make("a")]) == [STORED, STORED, DUPLICATE]
     async with database.begin() as conn:
         assert await deliveries.insert_deliveries(conn, [make("b"), make("c")]) == [DUPLICATE, STORED]
-    assert (await deliveries.count_by_status(database))["pending"] == 3
+    assert (await DeliveryStore(database).count_by_status())["pending"] == 3
 
 
 async def test_a_full_batch_fits_one_statement_and_keeps_every_field(database):
@@ -33,7 +33,7 @@ async def test_a_full_batch_fits_one_statement_and_keeps_every_field(database):
              for i in range(DeliveryWriter(database).max_batch)]
     async with database.begin() as conn:
         assert await deliveries.insert_deliveries(conn, batch) == [STORED] * len(batch)
-    stored = await deliveries.get_delivery(database, "full7")
+    stored = await DeliveryStore(database).get("full7")
     assert (stored.event, stored.action, stored.installation_id, stored.repository, stored.payload) == (
         "issue_comment", "created", 2**40 + 7, None, '{"n": 7}')
     assert (stored.status, stored.attempts, stored.last_error) == ("pending", 0, None)
@@ -50,8 +50,8 @@ async def test_payloads_are_kept_compressed_on_sqlite_and_as_text_on_postgresql(
     text = fixture_body("issue_comment.created.pull_request").decode()
     async with database.begin() as conn:
         await deliveries.insert_deliveries(conn, [make("big", payload=text), make("uni", payload='{"é": "✓"}')])
-    assert (await deliveries.get_delivery(database, "big")).payload == text
-    assert (await deliveries.get_delivery(database, "uni")).payload == '{"é": "✓"}'
+    assert (await DeliveryStore(database).get("big")).payload == text
+    assert (await DeliveryStore(database).get("uni")).payload == '{"é": "✓"}'
     async with database.connect() as conn:
         raw = (await conn.execute(sa.text("SELECT payload FROM webhook_deliveries WHERE delivery_id = 'big'"))).scalar()
     if database.dialect == "sqlite":
@@ -59,7 +59,7 @@ async def test_payloads_are_kept_compressed_on_sqlite_and_as_text_on_postgresql(
         assert len(raw) < len(text) / 3
     else:
         assert raw == text
-    claimed = {d.delivery_id: d.payload for d in await deliveries.claim_pending(database, 10)}
+    claimed = {d.delivery_id: d.payload for d in await DeliveryStore(database).claim_pending(10)}
     assert claimed == {"big": text, "uni": '{"é": "✓"}'}
 
 
@@ -70,7 +70,7 @@ async def test_payloads_stored_as_text_still_read_back(database):
     async with database.begin() as conn:
         await deliveries.insert_deliveries(conn, [make("old")])
         await conn.execute(sa.text("UPDATE webhook_deliveries SET payload = '{\"legacy\": true}' WHERE delivery_id = 'old'"))
-    assert (await deliveries.get_delivery(database, "old")).payload == '{"legacy": true}'
+    assert (await DeliveryStore(database).get("old")).payload == '{"legacy": true}'
 
 
 async def test_one_commit_sorts_new_repeated_and_redelivered_deliveries(database):
@@ -78,8 +78,8 @@ async def test_one_commit_sorts_new_repeated_and_redelivered_deliveries(database
     of a failed one is queued again, and an id twice in the batch is stored once."""
     async with database.begin() as conn:
         await deliveries.insert_deliveries(conn, [make("handled"), make("broken")])
-    handled, broken = await deliveries.claim_pending(database, 2)
-    await deliveries.record_outcomes(database, [handled.id], [(broken.id, "boom")])
+    handled, broken = await DeliveryStore(database).claim_pending(2)
+    await DeliveryStore(database).record_outcomes([handled.id], [(broken.id, "boom")])
     writer = DeliveryWriter(database)
     try:
         results = await asyncio.gather(*(writer.store(make(i)) for i in ("n1", "handled", "broken", "n2", "n1")))
@@ -87,9 +87,9 @@ async def test_one_commit_sorts_new_repeated_and_redelivered_deliveries(database
         await writer.stop()
     assert results == [STORED, DUPLICATE, REQUEUED, STORED, DUPLICATE]
     assert writer.batches == 1
-    counts = await deliveries.count_by_status(database)
+    counts = await DeliveryStore(database).count_by_status()
     assert counts == {"pending": 3, "processing": 0, "done": 1, "failed": 0}
-    assert (await deliveries.get_delivery(database, "n2")).payload == "{}"
+    assert (await DeliveryStore(database).get("n2")).payload == "{}"
 
 
 async def test_two_writers_storing_the_same_ids_store_each_once(database, database_url):
@@ -106,7 +106,7 @@ async def test_two_writers_storing_the_same_ids_store_each_once(database, databa
             await writer.stop()
         await other.close()
     assert [sorted(results[2 * n : 2 * n + 2]) for n in range(len(ids))] == [[DUPLICATE, STORED]] * len(ids)
-    assert (await deliveries.count_by_status(database))["pending"] == len(ids)
+    assert (await DeliveryStore(database).count_by_status())["pending"] == len(ids)
 
 
 async def test_group_commit_writes_concurrent_deliveries_in_few_transactions(database):
@@ -122,7 +122,7 @@ async def test_group_commit_writes_concurrent_deliveries_in_few_transactions(dat
         assert woken
     finally:
         await writer.stop()
-    assert (await deliveries.count_by_status(database))["pending"] == 200
+    assert (await DeliveryStore(database).count_by_status())["pending"] == 200
 
 
 async def test_writer_stop_flushes_what_is_waiting(database):
@@ -163,8 +163,8 @@ async def test_a_row_the_store_refuses_fails_alone_and_the_rest_of_its_batch_is_
     results = await _store_all(DeliveryWriter(database), batch)
     assert isinstance(results[3], DeliveryRefused) and "out of range" in results[3].reason
     assert results[:3] + results[4:] == [STORED] * 29
-    assert (await deliveries.count_by_status(database))["pending"] == 29
-    assert await deliveries.get_delivery(database, "b3") is None
+    assert (await DeliveryStore(database).count_by_status())["pending"] == 29
+    assert await DeliveryStore(database).get("b3") is None
     logged = _logged(caplog)
     assert "b3" in logged and "one by one" in logged
     assert MARKER not in logged and "parameters" not in logged.lower() and str(2**64) not in logged
@@ -217,23 +217,23 @@ async def test_an_unavailable_store_fails_the_batch_once_not_row_by_row(database
 async def test_claim_takes_oldest_first_and_counts_attempts(database):
     async with database.begin() as conn:
         await deliveries.insert_deliveries(conn, [make(f"c{i}") for i in range(5)])
-    first = await deliveries.claim_pending(database, 2)
+    first = await DeliveryStore(database).claim_pending(2)
     assert [d.delivery_id for d in first] == ["c0", "c1"]
     assert all(d.status == "processing" and d.attempts == 1 for d in first)
-    second = await deliveries.claim_pending(database, 10)
+    second = await DeliveryStore(database).claim_pending(10)
     assert [d.delivery_id for d in second] == ["c2", "c3", "c4"]
-    assert await deliveries.claim_pending(database, 10) == []
+    assert await DeliveryStore(database).claim_pending(10) == []
 
-    await deliveries.record_outcomes(database, [first[0].id], [(first[1].id, "KeyError: 'x'")])
-    done, failed = await deliveries.get_delivery(database, "c0"), await deliveries.get_delivery(database, "c1")
+    await DeliveryStore(database).record_outcomes([first[0].id], [(first[1].id, "KeyError: 'x'")])
+    done, failed = await DeliveryStore(database).get("c0"), await DeliveryStore(database).get("c1")
     assert done.status == "done" and done.processed_at is not None and done.last_error is None
     assert failed.status == "failed" and failed.last_error == "KeyError: 'x'"
 
-    assert await deliveries.requeue_interrupted(database) == 3
+    assert await DeliveryStore(database).requeue_interrupted() == 3
     async with database.begin() as conn:  # GitHub's "Redeliver": same id; only the failed one runs again
         assert await deliveries.insert_deliveries(conn, [make("c0"), make("c1"), make("c1")]) == [
             DUPLICATE, REQUEUED, DUPLICATE]
-    again = await deliveries.claim_pending(database, 10)
+    again = await DeliveryStore(database).claim_pending(10)
     assert [d.delivery_id for d in again] == ["c1", "c2", "c3", "c4"]
     assert again[0].attempts == 2
 
@@ -245,9 +245,9 @@ async def test_error_text_is_redacted_and_truncated(database):
     register_secret(secret)
     async with database.begin() as conn:
         await deliveries.insert_deliveries(conn, [make("e1")])
-    [claimed] = await deliveries.claim_pending(database, 1)
-    await deliveries.record_outcomes(database, [], [(claimed.id, f"boom {secret} " + "x" * 10_000)])
-    stored = await deliveries.get_delivery(database, "e1")
+    [claimed] = await DeliveryStore(database).claim_pending(1)
+    await DeliveryStore(database).record_outcomes([], [(claimed.id, f"boom {secret} " + "x" * 10_000)])
+    stored = await DeliveryStore(database).get("e1")
     assert secret not in stored.last_error
     assert len(stored.last_error) <= deliveries.MAX_ERROR_CHARS
 
@@ -256,7 +256,7 @@ async def test_times_come_back_as_utc(database):
     local = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone(timedelta(hours=2)))
     async with database.begin() as conn:
         await deliveries.insert_deliveries(conn, [make("t1", received_at=local)])
-    stored = await deliveries.get_delivery(database, "t1")
+    stored = await DeliveryStore(database).get("t1")
     assert stored.received_at == local
     assert stored.received_at.utcoffset() == timedelta(0)
 
@@ -271,12 +271,12 @@ async def test_prune_drops_handled_deliveries_past_their_retention_only(database
     monkeypatch.setattr(deliveries, "PRUNE_CHUNK", 3)  # several chunks
     now = utcnow()
     await _insert(database, [make(f"p{i}") for i in range(12)])
-    claimed = await deliveries.claim_pending(database, 12)
+    claimed = await DeliveryStore(database).claim_pending(12)
     by_id = {d.delivery_id: d.id for d in claimed}
     done_old = [by_id[f"p{i}"] for i in range(5)]
     done_recent, failed_old, failed_recent = [by_id["p5"]], [by_id["p6"], by_id["p7"]], [by_id["p8"]]
-    await deliveries.record_outcomes(database, done_old + done_recent, [(pk, "boom") for pk in failed_old + failed_recent])
-    await deliveries.release(database, [by_id["p9"]])  # p9 pending again; p10, p11 still processing
+    await DeliveryStore(database).record_outcomes(done_old + done_recent, [(pk, "boom") for pk in failed_old + failed_recent])
+    await DeliveryStore(database).release([by_id["p9"]])  # p9 pending again; p10, p11 still processing
 
     import sqlalchemy as sa
 
@@ -286,10 +286,10 @@ async def test_prune_drops_handled_deliveries_past_their_retention_only(database
                          (done_recent, deliveries.KEEP_DONE / 2), (failed_recent, deliveries.KEEP_DONE * 1.5)):
             await conn.execute(sa.update(t).where(t.c.id.in_(pks)).values(processed_at=now - age - timedelta(minutes=1)))
 
-    assert await deliveries.prune(database, now) == 7
-    kept = await deliveries.count_by_status(database)
+    assert await DeliveryStore(database).prune(now) == 7
+    kept = await DeliveryStore(database).count_by_status()
     assert kept == {"pending": 1, "processing": 2, "done": 1, "failed": 1}
-    assert await deliveries.prune(database, now) == 0
+    assert await DeliveryStore(database).prune(now) == 0
 
 
 async def _insert(database, items) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gidgethub import routing
@@ -12,15 +12,14 @@ from gidgethub import routing
 from bot.engine.ports import GitHubInstallations
 from bot.github.app import GitHubUnavailable
 from bot.metrics import Metrics
-from bot.store import deliveries
 from bot.store.base import utcnow
 from bot.store.db import Database
-from bot.store.deliveries import NewDelivery
+from bot.store.deliveries import DeliveryStore, NewDelivery
+from bot.store.dispatchers import DispatcherRegistry
 
 
 async def store(database: Database, *items: NewDelivery) -> None:
-    async with database.begin() as conn:
-        await deliveries.insert_deliveries(conn, list(items))
+    await DeliveryStore(database).insert(list(items))
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
@@ -36,12 +35,15 @@ class DispatchParts:
     these tests use none of the others."""
 
     database: Database
-    github: GitHubInstallations = field(default_factory=GitHubUnavailable)
-    metrics: Metrics = field(default_factory=Metrics)
+    github: GitHubInstallations
+    metrics: Metrics
+    deliveries: DeliveryStore
+    dispatchers: DispatcherRegistry
 
 
 def services_for(database: Database, *, github: GitHubInstallations | None = None) -> DispatchParts:
-    return DispatchParts(database, github or GitHubUnavailable())
+    return DispatchParts(database, github or GitHubUnavailable(), Metrics(), DeliveryStore(database),
+                         DispatcherRegistry(database))
 
 
 def about(delivery_id: str, repository: str | None, *, installation: int | None = 42, event: str = "push") -> NewDelivery:

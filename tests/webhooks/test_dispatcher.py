@@ -10,7 +10,7 @@ from gidgethub import routing
 from bot.dispatcher import Dispatcher, WebhookContext
 from bot.store import deliveries
 from bot.store.base import utcnow
-from bot.store.deliveries import NewDelivery
+from bot.store.deliveries import DeliveryStore, NewDelivery
 from tests.webhooks.dispatching import services_for, store, wait_until
 
 
@@ -40,7 +40,7 @@ async def test_processes_in_order_and_marks_done(database):
     assert await dispatcher.run_once() == 3
     assert [s[0] for s in seen] == ["p1", "p2", "p3"]
     assert seen[0] == ("p1", "p1", 42, "acme/app", "main")
-    assert (await deliveries.count_by_status(database))["done"] == 3
+    assert (await DeliveryStore(database).count_by_status())["done"] == 3
     assert await dispatcher.run_once() == 0  # nothing runs twice
 
 
@@ -50,10 +50,10 @@ async def test_a_raising_handler_marks_failed_and_the_rest_still_run(database):
     dispatcher = Dispatcher(services_for(database), recording_router(seen))
     assert await dispatcher.run_once() == 4
     assert [s[0] for s in seen] == ["ok1", "ok2"]
-    bad = await deliveries.get_delivery(database, "bad")
+    bad = await DeliveryStore(database).get("bad")
     assert bad.status == "failed" and bad.attempts == 1
     assert bad.last_error == "ValueError: handler exploded on bad"
-    junk = await deliveries.get_delivery(database, "junk")
+    junk = await DeliveryStore(database).get("junk")
     assert junk.status == "failed" and "JSONDecodeError" in junk.last_error
     assert dispatcher.failed == 2 and dispatcher.processed == 2
 
@@ -68,7 +68,7 @@ async def test_a_hanging_handler_times_out(database):
     await store(database, make("slow"))
     dispatcher = Dispatcher(services_for(database), router, handler_timeout=0.05)
     assert await dispatcher.run_once() == 1
-    assert "timed out" in (await deliveries.get_delivery(database, "slow")).last_error
+    assert "timed out" in (await DeliveryStore(database).get("slow")).last_error
 
 
 async def test_background_task_is_woken_and_survives_failures(database):
@@ -82,13 +82,13 @@ async def test_background_task_is_woken_and_survives_failures(database):
     finally:
         await dispatcher.stop()
     assert [s[0] for s in seen] == ["w1", "w3"]
-    counts = await deliveries.count_by_status(database)
+    counts = await DeliveryStore(database).count_by_status()
     assert counts["done"] == 2 and counts["failed"] == 1
 
 
 async def test_restart_resumes_what_was_stored_or_interrupted(database):
     await store(database, make("r1"), make("r2"), make("r3"))
-    [r1] = await deliveries.claim_pending(database, 1)  # r1: a previous process crashed while handling it
+    [r1] = await DeliveryStore(database).claim_pending(1)  # r1: a previous process crashed while handling it
     await _backdate_claim(database, r1.id, hours=1)
     seen: list = []
     dispatcher = Dispatcher(services_for(database), recording_router(seen), poll_interval=30)
@@ -98,8 +98,8 @@ async def test_restart_resumes_what_was_stored_or_interrupted(database):
     finally:
         await dispatcher.stop()
     assert [s[0] for s in seen] == ["r1", "r2", "r3"]
-    assert (await deliveries.get_delivery(database, "r1")).attempts == 2
-    assert (await deliveries.count_by_status(database))["done"] == 3
+    assert (await DeliveryStore(database).get("r1")).attempts == 2
+    assert (await DeliveryStore(database).count_by_status())["done"] == 3
 
 
 async def _backdate_claim(database, pk: int, *, hours: float) -> None:
@@ -114,7 +114,7 @@ async def test_a_fresh_claim_is_a_live_replicas_until_its_lease_runs_out(databas
     """SQLite belongs to one process: at start-up every claim is a dead one. On PostgreSQL another
     replica may be handling it: it is left alone until older than the lease, then taken back."""
     await store(database, make("live"))
-    [_claimed] = await deliveries.claim_pending(database, 1)
+    [_claimed] = await DeliveryStore(database).claim_pending(1)
     seen: list = []
     dispatcher = Dispatcher(services_for(database), recording_router(seen), poll_interval=0.05)
     dispatcher.claim_lease = 0.6
@@ -124,12 +124,12 @@ async def test_a_fresh_claim_is_a_live_replicas_until_its_lease_runs_out(databas
             await wait_until(lambda: dispatcher.processed == 1)
         else:
             await asyncio.sleep(0.3)
-            assert seen == [] and (await deliveries.get_delivery(database, "live")).status == "processing"
+            assert seen == [] and (await DeliveryStore(database).get("live")).status == "processing"
             await wait_until(lambda: dispatcher.processed == 1)  # the sweep after the lease
     finally:
         await dispatcher.stop()
     assert [s[0] for s in seen] == ["live"]
-    assert (await deliveries.get_delivery(database, "live")).attempts == 2
+    assert (await DeliveryStore(database).get("live")).attempts == 2
 
 
 async def test_stop_gives_unstarted_claims_back(database):
@@ -143,7 +143,7 @@ async def test_stop_gives_unstarted_claims_back(database):
 
     dispatcher = Dispatcher(services_for(database), router)
     assert await dispatcher.run_once() == 1
-    counts = await deliveries.count_by_status(database)
+    counts = await DeliveryStore(database).count_by_status()
     assert counts == {"pending": 4, "processing": 0, "done": 1, "failed": 0}
 
 
@@ -178,13 +178,13 @@ async def test_handlers_give_way_while_webhooks_arrive(database):
     assert await dispatcher.run_once() == 3
     # 3 x 20 ms of handling, each followed by a 60 ms pause (25% share)
     assert time.monotonic() - started >= 0.2
-    assert (await deliveries.count_by_status(database))["done"] == 3
+    assert (await DeliveryStore(database).count_by_status())["done"] == 3
 
 
 async def test_the_dispatcher_prunes_expired_deliveries_as_it_runs(database):
     await store(database, make("old"))
-    [old] = await deliveries.claim_pending(database, 1)
-    await deliveries.record_outcomes(database, [old.id], [])
+    [old] = await DeliveryStore(database).claim_pending(1)
+    await DeliveryStore(database).record_outcomes([old.id], [])
     import sqlalchemy as sa
 
     t = deliveries.webhook_deliveries
@@ -195,12 +195,12 @@ async def test_the_dispatcher_prunes_expired_deliveries_as_it_runs(database):
     await dispatcher.start()
     try:
         for _ in range(200):
-            if await deliveries.get_delivery(database, "old") is None:
+            if await DeliveryStore(database).get("old") is None:
                 break
             await asyncio.sleep(0.01)
     finally:
         await dispatcher.stop()
-    assert await deliveries.get_delivery(database, "old") is None
+    assert await DeliveryStore(database).get("old") is None
 
 
 def _about(delivery_id: str, repository: str | None, event: str = "push") -> NewDelivery:
@@ -241,7 +241,7 @@ async def test_repositories_run_side_by_side_and_each_in_order(database):
     assert events.index("end a1") < events.index("start a2")
     assert max(events.index(f"end {d}") for d in ("a1", "a2", "b1", "b2")) < events.index("start i1")
     assert events.index("end i1") < events.index("start b3")
-    assert (await deliveries.count_by_status(database))["done"] == 6
+    assert (await DeliveryStore(database).count_by_status())["done"] == 6
 
 
 async def test_a_handler_cut_short_by_stop_gives_its_delivery_back(database):
@@ -258,7 +258,7 @@ async def test_a_handler_cut_short_by_stop_gives_its_delivery_back(database):
     await dispatcher.start()
     await asyncio.wait_for(entered.wait(), 5)
     await dispatcher.stop(timeout=0.2)
-    assert (await deliveries.get_delivery(database, "stuck")).status == "pending"
+    assert (await DeliveryStore(database).get("stuck")).status == "pending"
 
 
 async def test_a_slow_repository_does_not_hold_up_deliveries_that_arrive_later(database):
@@ -300,7 +300,7 @@ async def test_a_slow_repository_does_not_hold_up_deliveries_that_arrive_later(d
     assert [e for e in events if e.startswith("start a")] == [f"start a{n}" for n in range(1, 7)]
     assert events.index("end a1") < events.index("start a2")
     assert events.index("end c1") < events.index("start c2") < events.index("start c3")
-    assert (await deliveries.count_by_status(database))["done"] == 11
+    assert (await DeliveryStore(database).count_by_status())["done"] == 11
 
 
 async def _pending(database):
@@ -331,4 +331,4 @@ async def test_outcomes_that_cannot_be_recorded_are_kept_for_the_next_flush(data
     finally:
         await dispatcher.stop()
     assert len(attempts) >= 2
-    assert (await deliveries.count_by_status(database))["done"] == 2
+    assert (await DeliveryStore(database).count_by_status())["done"] == 2

@@ -23,8 +23,9 @@ import pytest
 from gidgethub import routing
 
 from bot.dispatcher import Dispatcher
-from bot.store import deliveries, dispatchers
 from bot.store.db import Database
+from bot.store.deliveries import DeliveryStore
+from bot.store.dispatchers import DispatcherRegistry
 from tests.webhooks.dispatching import about, services_for, store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,8 +124,8 @@ async def test_claims_of_a_sigkilled_dispatcher_are_taken_back_within_seconds(da
         assert recovery.other_repository < recovery.first_taken_back, recovery  # acme/new did not wait
     else:  # a restarted SQLite process owns the file: every claim in it is a dead one
         assert recovery.first_taken_back <= 4.0, recovery
-    assert [(await deliveries.get_delivery(database, d)).attempts for d in ("a1", "a2", "b1", "a3")] == [2, 2, 2, 1]
-    assert await dispatchers.registered(database) == []  # the dead one struck off, the survivor left
+    assert [(await DeliveryStore(database).get(d)).attempts for d in ("a1", "a2", "b1", "a3")] == [2, 2, 2, 1]
+    assert await DispatcherRegistry(database).registered() == []  # the dead one struck off, the survivor left
 
 
 async def _child(args: argparse.Namespace) -> None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 
 from bot.dispatcher import Dispatcher
-from bot.store import deliveries, dispatchers
+from bot.store.deliveries import DeliveryStore
 from bot.store.delivery_order import Blockers, Slot, lane_key
+from bot.store.dispatchers import DispatcherRegistry
 from tests.webhooks.dispatching import about, logging_router, services_for, store, wait_until
 
 
@@ -59,7 +60,7 @@ async def test_an_installation_change_is_a_barrier_for_its_installation_only(dat
         release.set()
     assert await run == 5
     assert events.index("end a1") < events.index("start i1") < events.index("end i1") < events.index("start c1")
-    assert (await deliveries.count_by_status(database))["done"] == 5
+    assert (await DeliveryStore(database).count_by_status())["done"] == 5
 
 
 async def test_a_barrier_admitted_while_its_installation_runs_waits_and_holds_what_follows(database):
@@ -90,13 +91,13 @@ async def test_a_barrier_admitted_while_its_installation_runs_waits_and_holds_wh
 async def test_claims_keep_barriers_across_replicas(database):
     """A replica does not claim past another owner's installation change, nor an installation
     change past another owner's delivery of its installation; other installations are claimed."""
-    await dispatchers.register(database, "other")
+    await DispatcherRegistry(database).register("other")
     await store(database, about("i1", None, installation=7, event="installation"), about("p1", "acme/app"))
-    await deliveries.claim_pending(database, 10, "other")
+    await DeliveryStore(database).claim_pending(10, "other")
     await store(database, about("s1", "seven/site", installation=7), about("i2", None, event="installation"),
                 about("q1", "acme/app"), about("n1", None, installation=7, event="security_advisory"),
                 about("r1", "eight/site", installation=8))
-    claimed = await deliveries.claim_pending(database, 10, "me")
+    claimed = await DeliveryStore(database).claim_pending(10, "me")
     assert [d.delivery_id for d in claimed] == ["r1"]
 
 

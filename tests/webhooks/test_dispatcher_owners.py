@@ -15,13 +15,15 @@ import sqlalchemy as sa
 from gidgethub import routing
 
 from bot.dispatcher import Dispatcher
-from bot.store import deliveries, dispatchers
+from bot.store import deliveries
 from bot.store.base import utcnow
+from bot.store.deliveries import DeliveryStore
+from bot.store.dispatchers import DispatcherRegistry
 from tests.webhooks.dispatching import about, logging_router, services_for, store, wait_until
 
 
 async def status(database, delivery_id: str) -> tuple[str, str | None]:
-    stored = await deliveries.get_delivery(database, delivery_id)
+    stored = await DeliveryStore(database).get(delivery_id)
     assert stored is not None
     return stored.status, stored.claimed_by
 
@@ -29,11 +31,11 @@ async def status(database, delivery_id: str) -> tuple[str, str | None]:
 @contextlib.asynccontextmanager
 async def beating(database, owner: str, interval: float = 0.05) -> AsyncIterator[None]:
     """`owner` is a live replica elsewhere: registered, beating, striking nobody off."""
-    await dispatchers.register(database, owner)
+    await DispatcherRegistry(database).register(owner)
 
     async def beat() -> None:
         while True:
-            await dispatchers.beat(database, owner, stale_after=3600, legacy_lease=3600)
+            await DispatcherRegistry(database).beat(owner, stale_after=3600, legacy_lease=3600)
             await asyncio.sleep(interval)
 
     task = asyncio.ensure_future(beat())
@@ -50,19 +52,19 @@ async def test_a_running_dispatcher_is_registered_its_claims_name_it_and_stoppin
     dispatcher = Dispatcher(services_for(database), logging_router(events, hold={"h1"}, release=release), poll_interval=0.05)
     await dispatcher.start()
     try:
-        [me] = await dispatchers.registered(database)
+        [me] = await DispatcherRegistry(database).registered()
         assert (me.id, me.pid) == (dispatcher.owner, os.getpid()) and me.host
         await store(database, about("h1", "acme/app"), about("h2", "acme/app"))
         dispatcher.wake()
         await wait_until(lambda: "start h1" in events)
         assert await status(database, "h1") == ("processing", dispatcher.owner)
         assert await status(database, "h2") == ("processing", dispatcher.owner)  # queued behind h1
-        before = (await dispatchers.registered(database))[0].heartbeat_at
+        before = (await DispatcherRegistry(database).registered())[0].heartbeat_at
         await asyncio.sleep(dispatcher.heartbeat_interval + 0.3)
-        assert (await dispatchers.registered(database))[0].heartbeat_at > before
+        assert (await DispatcherRegistry(database).registered())[0].heartbeat_at > before
     finally:
         await dispatcher.stop(timeout=0.2)
-    assert await dispatchers.registered(database) == []
+    assert await DispatcherRegistry(database).registered() == []
     assert [(await status(database, d))[0] for d in ("h1", "h2")] == ["pending", "pending"]
 
 
@@ -71,8 +73,8 @@ async def test_claims_of_an_owner_that_stopped_beating_are_taken_back_in_seconds
     its heartbeat is stale; then they are taken back and run before those later ones. (SQLite
     belongs to one process: there, at start-up, every other owner is a dead one.)"""
     await store(database, about("a1", "acme/app"), about("a2", "acme/app"))
-    await dispatchers.register(database, "dead")
-    assert [d.delivery_id for d in await deliveries.claim_pending(database, 10, "dead")] == ["a1", "a2"]
+    await DispatcherRegistry(database).register("dead")
+    assert [d.delivery_id for d in await DeliveryStore(database).claim_pending(10, "dead")] == ["a1", "a2"]
     died = time.monotonic()  # it beat once, at registration, and never again
     await store(database, about("a3", "acme/app"), about("b1", "acme/other"))
     events: list[str] = []
@@ -93,8 +95,8 @@ async def test_claims_of_an_owner_that_stopped_beating_are_taken_back_in_seconds
         assert 1.0 - 0.1 <= taken_back_after < 1.0 + 3.0, taken_back_after  # not before the timeout, soon after
     else:
         assert taken_back_after < 3.0, taken_back_after
-    assert [d.id for d in await dispatchers.registered(database)] == []
-    assert (await deliveries.get_delivery(database, "a1")).attempts == 2
+    assert [d.id for d in await DispatcherRegistry(database).registered()] == []
+    assert (await DeliveryStore(database).get("a1")).attempts == 2
     assert dispatcher.taken_back == 2
 
 
@@ -107,7 +109,7 @@ async def test_a_live_owners_claims_are_never_overtaken(database):
     try:
         async with beating(database, "other"):
             await store(database, about("a1", "acme/app"), about("i1", None, installation=7, event="installation"))
-            claimed = await deliveries.claim_pending(database, 10, "other")
+            claimed = await DeliveryStore(database).claim_pending(10, "other")
             assert [d.delivery_id for d in claimed] == ["a1", "i1"]
             await store(database, about("a2", "acme/app"), about("b1", "acme/other"),
                         about("c1", "x/site", installation=7), about("d1", "y/site", installation=8))
@@ -117,7 +119,7 @@ async def test_a_live_owners_claims_are_never_overtaken(database):
             # a2 follows a1 (its repository); c1 follows the installation change of installation 7
             assert sorted(events) == ["end b1", "end d1", "start b1", "start d1"], events
             assert await status(database, "a1") == ("processing", "other")
-            await deliveries.record_outcomes(database, [d.id for d in claimed], [])  # the other one finishes
+            await DeliveryStore(database).record_outcomes([d.id for d in claimed], [])  # the other one finishes
             dispatcher.wake()
             await wait_until(lambda: "end a2" in events and "end c1" in events)
     finally:
@@ -141,13 +143,13 @@ async def test_claims_queued_behind_a_slow_delivery_stay_while_their_owner_beats
     try:
         async with beating(database, "sweeper"):  # another replica sweeping with the same timeout
             await asyncio.sleep(0.2)
-            await dispatchers.beat(database, "sweeper", stale_after=0.4, legacy_lease=3600)
+            await DispatcherRegistry(database).beat("sweeper", stale_after=0.4, legacy_lease=3600)
             await wait_until(lambda: dispatcher.processed == 2)
-            await dispatchers.beat(database, "sweeper", stale_after=0.4, legacy_lease=3600)
+            await DispatcherRegistry(database).beat("sweeper", stale_after=0.4, legacy_lease=3600)
     finally:
         await dispatcher.stop()
     assert runs == ["q1", "q2"]
-    assert [(await deliveries.get_delivery(database, d)).attempts for d in ("q1", "q2")] == [1, 1]
+    assert [(await DeliveryStore(database).get(d)).attempts for d in ("q1", "q2")] == [1, 1]
 
 
 async def test_a_dispatcher_taken_for_dead_forgets_its_queued_claims_and_registers_again(database):
@@ -163,34 +165,34 @@ async def test_a_dispatcher_taken_for_dead_forgets_its_queued_claims_and_registe
         await store(database, about("s1", "acme/app"), about("s2", "acme/app"))
         dispatcher.wake()
         await wait_until(lambda: "start s1" in events)
-        await dispatchers.register(database, "sweeper")  # strikes everyone else off, as if `first` were silent
-        beat = await dispatchers.beat(database, "sweeper", stale_after=0, legacy_lease=3600)
+        await DispatcherRegistry(database).register("sweeper")  # strikes everyone else off, as if `first` were silent
+        beat = await DispatcherRegistry(database).beat("sweeper", stale_after=0, legacy_lease=3600)
         assert beat.dead == [first] and beat.taken_back == 2
         for _ in range(500):
-            if {r.id for r in await dispatchers.registered(database)} == {"sweeper", dispatcher.owner}:
+            if {r.id for r in await DispatcherRegistry(database).registered()} == {"sweeper", dispatcher.owner}:
                 break
             await asyncio.sleep(0.01)
-        assert {r.id for r in await dispatchers.registered(database)} == {"sweeper", dispatcher.owner} != {"sweeper", first}
+        assert {r.id for r in await DispatcherRegistry(database).registered()} == {"sweeper", dispatcher.owner} != {"sweeper", first}
         release.set()
         await wait_until(lambda: "end s2" in events)
         second = dispatcher.owner
     finally:
         await dispatcher.stop()
     assert events == ["start s1", "end s1", "start s2", "end s2"]  # each once; s2 claimed again by the new id
-    s2 = await deliveries.get_delivery(database, "s2")
+    s2 = await DeliveryStore(database).get("s2")
     assert (s2.status, s2.claimed_by) == ("done", second)
-    assert (await deliveries.get_delivery(database, "s1")).status == "done"  # s1 ran here, to the end
+    assert (await DeliveryStore(database).get("s1")).status == "done"  # s1 ran here, to the end
 
 
 async def test_claims_from_before_owners_are_taken_back_after_the_lease(database):
     """A claim naming no owner (a process from before revision 0006) keeps the old lease rule."""
     await store(database, about("old", "acme/app"))
-    await deliveries.claim_pending(database, 1)
+    await DeliveryStore(database).claim_pending(1)
     t = deliveries.webhook_deliveries
     async with database.begin() as conn:
         await conn.execute(sa.update(t).values(claimed_at=utcnow() - timedelta(seconds=5)))
-    await dispatchers.register(database, "me")
-    kept = await dispatchers.beat(database, "me", stale_after=10, legacy_lease=60)
+    await DispatcherRegistry(database).register("me")
+    kept = await DispatcherRegistry(database).beat("me", stale_after=10, legacy_lease=60)
     assert kept.taken_back == 0 and await status(database, "old") == ("processing", None)
-    taken = await dispatchers.beat(database, "me", stale_after=10, legacy_lease=1)
+    taken = await DispatcherRegistry(database).beat("me", stale_after=10, legacy_lease=1)
     assert taken.taken_back == 1 and await status(database, "old") == ("pending", None)

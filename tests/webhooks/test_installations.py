@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from bot.store import deliveries
+from bot.store.deliveries import DeliveryStore
 from bot.store.installations import InstallationStore
 from tests.plugins.webhooks import load_fixture, post_webhook
 from tests.plugins.webhooks import wait_processed as processed
@@ -58,5 +58,5 @@ async def test_a_replayed_installation_event_is_not_processed_twice(flareship_cl
     await processed(database, "i-once")
     again = await post_webhook(flareship_client, "installation", created, delivery_id="i-once")
     assert again.status == 200
-    stored = await deliveries.get_delivery(database, "i-once")
+    stored = await DeliveryStore(database).get("i-once")
     assert stored.status == "done" and stored.attempts == 1

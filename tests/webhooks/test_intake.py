@@ -9,6 +9,7 @@ import pytest
 
 from bot.store import deliveries
 from bot.store.db import Database
+from bot.store.deliveries import DeliveryStore
 from tests.plugins.webhooks import TEST_WEBHOOK_SECRET, fixture_body, post_webhook, sign, webhook_headers
 
 PR_COMMENT = "issue_comment.created.pull_request"
@@ -31,7 +32,7 @@ async def test_event_is_stored_before_the_202(flareship_client, database_url):
     await flareship_client.close()
     observer = Database(database_url)
     try:
-        stored = await deliveries.get_delivery(observer, "d-stored-1")
+        stored = await DeliveryStore(observer).get("d-stored-1")
     finally:
         await observer.close()
     payload = json.loads(fixture_body(PR_COMMENT))
@@ -59,7 +60,7 @@ async def test_repeated_delivery_is_acknowledged_once(flareship_client, database
     assert first.status == 202
     assert again.status == 200
     assert (await again.json())["data"]["status"] == "duplicate"
-    counts = await deliveries.count_by_status(database)
+    counts = await DeliveryStore(database).count_by_status()
     assert sum(counts.values()) == 1
 
 
@@ -69,17 +70,17 @@ async def test_githubs_redelivery_of_a_failed_delivery_runs_it_again(flareship_c
     await _hold_the_dispatcher(flareship_client)  # these rows' outcomes are set by hand below
     for delivery_id in ("d-failed", "d-done"):
         assert (await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id=delivery_id)).status == 202
-    failed, done = await deliveries.get_delivery(database, "d-failed"), await deliveries.get_delivery(database, "d-done")
-    await deliveries.record_outcomes(database, [done.id], [(failed.id, "ConnectionError: GitHub was down")])
+    failed, done = await DeliveryStore(database).get("d-failed"), await DeliveryStore(database).get("d-done")
+    await DeliveryStore(database).record_outcomes([done.id], [(failed.id, "ConnectionError: GitHub was down")])
 
     again = await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-failed")
     assert again.status == 202 and (await again.json())["data"]["status"] == "requeued"
-    requeued = await deliveries.get_delivery(database, "d-failed")
+    requeued = await DeliveryStore(database).get("d-failed")
     assert (requeued.id, requeued.status, requeued.processed_at) == (failed.id, "pending", None)
 
     repeat = await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-done")
     assert repeat.status == 200 and (await repeat.json())["data"]["status"] == "duplicate"
-    assert (await deliveries.get_delivery(database, "d-done")).status == "done"
+    assert (await DeliveryStore(database).get("d-done")).status == "done"
 
 
 async def test_concurrent_repeats_store_one_row(flareship_client, database):
@@ -88,14 +89,14 @@ async def test_concurrent_repeats_store_one_row(flareship_client, database):
         *(post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-race") for _ in range(10))
     )
     assert sorted(r.status for r in responses) == [200] * 9 + [202]
-    assert sum((await deliveries.count_by_status(database)).values()) == 1
+    assert sum((await DeliveryStore(database).count_by_status()).values()) == 1
 
 
 async def test_ping_answers_200_and_is_not_stored(flareship_client, database):
     response = await post_webhook(flareship_client, "ping", "ping", delivery_id="d-ping")
     assert response.status == 200
     assert (await response.json())["data"]["status"] == "pong"
-    assert await deliveries.get_delivery(database, "d-ping") is None
+    assert await DeliveryStore(database).get("d-ping") is None
 
 
 @pytest.mark.parametrize("secret", [None, "the-wrong-secret"])
@@ -103,7 +104,7 @@ async def test_missing_or_bad_signature_is_401(flareship_client, database, secre
     response = await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id="d-forged", secret=secret)
     error = await _error(response, 401, "AUTH_007")
     assert "signature" in error["message"].lower()
-    assert await deliveries.get_delivery(database, "d-forged") is None
+    assert await DeliveryStore(database).get("d-forged") is None
 
 
 async def test_legacy_sha1_signature_alone_is_401(flareship_client, database):
@@ -116,7 +117,7 @@ async def test_legacy_sha1_signature_alone_is_401(flareship_client, database):
     del headers["X-Hub-Signature-256"]
     headers["X-Hub-Signature"] = "sha1=" + hmac.new(TEST_WEBHOOK_SECRET.encode(), body, hashlib.sha1).hexdigest()
     await _error(await flareship_client.post("/webhooks/github", data=body, headers=headers), 401, "AUTH_007")
-    assert await deliveries.get_delivery(database, "d-sha1") is None
+    assert await DeliveryStore(database).get("d-sha1") is None
 
 
 async def test_the_ack_carries_the_delivery_id_as_correlation_id(flareship_client):
@@ -144,7 +145,7 @@ async def test_malformed_json_is_400(flareship_client, database):
     headers = webhook_headers("issue_comment", "d-broken", body)
     error = await _error(await flareship_client.post("/webhooks/github", data=body, headers=headers), 400, "SYS_006")
     assert "json" in error["message"].lower()
-    assert await deliveries.get_delivery(database, "d-broken") is None
+    assert await DeliveryStore(database).get("d-broken") is None
 
 
 @pytest.mark.parametrize("body", [b'{"action": "caf\xe9"}', b"", b"\xef\xbb\xbf{}"])
@@ -174,7 +175,7 @@ async def test_form_encoded_webhooks_are_accepted(flareship_client, database):
     headers = webhook_headers("issue_comment", "d-form", body, content_type="application/x-www-form-urlencoded")
     response = await flareship_client.post("/webhooks/github", data=body, headers=headers)
     assert response.status == 202
-    stored = await deliveries.get_delivery(database, "d-form")
+    stored = await DeliveryStore(database).get("d-form")
     assert json.loads(stored.payload) == json.loads(fixture_body(PR_COMMENT))
 
 
@@ -225,7 +226,7 @@ async def test_body_at_the_limit_is_read(flareship_client):
 async def test_store_failure_is_503_and_not_acknowledged(flareship_client):
     from bot.services import SERVICES
 
-    writer = flareship_client.app[SERVICES].deliveries
+    writer = flareship_client.app[SERVICES].deliveries.writer
     real = writer.database
 
     class Broken:
@@ -314,4 +315,4 @@ async def test_big_integers_do_not_stop_a_delivery(flareship_client, database):
     response = await flareship_client.post("/webhooks/github", data=body,
                                            headers=webhook_headers("issue_comment", "d-bigint", body))
     assert response.status == 202
-    assert (await deliveries.get_delivery(database, "d-bigint")).payload == body.decode()
+    assert (await DeliveryStore(database).get("d-bigint")).payload == body.decode()

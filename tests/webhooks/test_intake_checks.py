@@ -17,7 +17,7 @@ import logging
 import pytest
 from gidgethub import routing
 
-from bot.store import deliveries
+from bot.store.deliveries import DeliveryStore
 from tests.plugins.webhooks import fixture_body, post_webhook, sign
 
 PR_COMMENT = "issue_comment.created.pull_request"
@@ -56,13 +56,13 @@ async def test_ids_and_event_names_must_be_short_visible_ascii(flareship_client,
     status, answer = await _raw_post(flareship_client, _signed_head(event, delivery_id, body), body)
     assert status == 400 and answer["error"]["code"] == "SYS_006", answer
     assert "visible ASCII" in answer["error"]["message"]
-    assert sum((await deliveries.count_by_status(database)).values()) == 0
+    assert sum((await DeliveryStore(database).count_by_status()).values()) == 0
 
 
 async def test_an_id_of_exactly_100_characters_is_stored(flareship_client, database):
     delivery_id = "d" * 100
     assert (await post_webhook(flareship_client, "issue_comment", PR_COMMENT, delivery_id=delivery_id)).status == 202
-    assert await deliveries.get_delivery(database, delivery_id) is not None
+    assert await DeliveryStore(database).get(delivery_id) is not None
 
 
 def _comment(**changes) -> dict:
@@ -88,14 +88,14 @@ async def test_stored_columns_that_do_not_fit_are_refused_before_storing(flaresh
     assert response.status == 400, await response.text()
     error = (await response.json())["error"]
     assert error["code"] == "SYS_006" and field in error["message"]
-    assert await deliveries.get_delivery(database, "d-too-big") is None
+    assert await DeliveryStore(database).get("d-too-big") is None
 
 
 async def test_columns_at_their_limits_are_stored(flareship_client, database):
     payload = _comment(action="created", repository__full_name="a/" + "r" * 253, installation__id=2**63 - 1)
     response = await post_webhook(flareship_client, "issue_comment", payload, delivery_id="d-at-limits")
     assert response.status == 202, await response.text()
-    stored = await deliveries.get_delivery(database, "d-at-limits")
+    stored = await DeliveryStore(database).get("d-at-limits")
     assert (len(stored.repository), stored.installation_id) == (255, 2**63 - 1)
 
 
@@ -117,7 +117,7 @@ async def test_one_bad_delivery_among_sixty_fails_only_itself(flareship_client, 
     statuses = [r.status for r in responses]
     assert statuses[30] == 400
     assert statuses[:30] + statuses[31:] == [202] * 60
-    assert (await deliveries.count_by_status(database))["pending"] == 60
+    assert (await DeliveryStore(database).count_by_status())["pending"] == 60
     assert all(marker not in r.getMessage() and "c" * 101 not in r.getMessage() for r in caplog.records)
 
 
@@ -144,7 +144,7 @@ async def test_events_no_handler_takes_are_acknowledged_counted_and_not_stored(f
     response = await post_webhook(flareship_client, event, fixture, delivery_id=f"d-ignored-{event}")
     assert response.status == 202
     assert (await response.json())["data"] == {"deliveryId": f"d-ignored-{event}", "event": event, "status": "ignored"}
-    assert await deliveries.get_delivery(database, f"d-ignored-{event}") is None
+    assert await DeliveryStore(database).get(f"d-ignored-{event}") is None
     assert _ignored_count(flareship_client, event) == 1
 
 
@@ -164,7 +164,7 @@ async def test_events_a_handler_takes_are_stored(flareship_client, database, eve
     await flareship_client.app[DISPATCHER].stop()
     response = await post_webhook(flareship_client, event, fixture, delivery_id=f"d-taken-{event}")
     assert response.status == 202 and (await response.json())["data"]["status"] == "queued"
-    assert await deliveries.get_delivery(database, f"d-taken-{event}") is not None
+    assert await DeliveryStore(database).get(f"d-taken-{event}") is not None
 
 
 async def test_an_ignored_delivery_is_still_verified_first(flareship_client):

@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from bot.server import Limits, LogThrottle, install_accept_error_throttle, serving
-from bot.store import deliveries
+from bot.store.deliveries import DeliveryStore
 from tests.plugins.webhooks import TEST_WEBHOOK_SECRET, fixture_body, webhook_headers
 
 PR_COMMENT = "issue_comment.created.pull_request"
@@ -194,7 +194,7 @@ async def _stored_none(server, delivery_id: str) -> bool:
     from bot.services import SERVICES
 
     database = server.runner.app[SERVICES].database
-    return await deliveries.get_delivery(database, delivery_id) is None
+    return await DeliveryStore(database).get(delivery_id) is None
 
 
 async def test_headers_that_never_end_are_cut_off_and_answered_408(serve, caplog):

@@ -13,6 +13,7 @@ import copy
 import pytest
 
 from bot.services import SERVICES
+from bot.store.deliveries import DeliveryStore
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID, CF_TOKEN
 from tests.plugins.github_sim import seed_repo
 from tests.plugins.webhooks import load_fixture, post_webhook
@@ -141,10 +142,9 @@ class Workflow:
         """Wait until every stored delivery is handled, no deployment is active, and GitHub is written."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        from bot.store import deliveries
 
         while True:
-            counts = await deliveries.count_by_status(self.services.database)
+            counts = await DeliveryStore(self.services.database).count_by_status()
             engine_counts = await self.services.engine.counts()
             busy = counts.get("pending", 0) + counts.get("processing", 0) + engine_counts.get("active", 0) \
                 + engine_counts.get("queued", 0)
