@@ -11,26 +11,9 @@ from bot.engine import DeployOptions, PrepareRequest
 from bot.engine import artifacts as artifacts_module
 from bot.errors import FlareshipError
 from bot.sim.github.actions import add_run, finish_run
+from tests.artifacts.shop import BUNDLE, REPO, SHA, SOURCE
 from tests.engine.harness import ACCOUNT_ID, make_engine, wait_final
 from tests.plugins.github_sim import INSTALLATION_ID, make_github_app, seed_repo
-
-SHA = "e" * 40
-REPO = "acme/shop"
-CONFIG = """
-app:
-  name: shop
-  main: src/index.ts
-  compatibility_date: "2025-06-01"
-  build: {artifact: worker, timeout_minutes: 5}
-environments:
-  staging: {health_check: {path: /, timeout_seconds: 5}}
-"""
-SOURCE = {".github/flareship.yml": CONFIG, "src/index.ts": "export default { fetch(): Response { return x; } };\n",
-          "package.json": "{}"}
-BUNDLE = {"index.js": 'import { greet } from "./chunks/greet.js";\n'
-                      "export default { async fetch() { return new Response(greet()); } };\n",
-          "chunks/greet.js": "export const greet = () => 'built by CI';\n",
-          "index.js.map": "{}"}
 
 pytestmark = pytest.mark.parametrize("database_backend", ["sqlite"])
 

@@ -21,7 +21,7 @@ from bot.github.actions import Artifact
 from bot.github.reporter import Reporter
 from bot.sim.github.actions import add_artifact, add_run, finish_run, make_zip
 from bot.store.pr_state import PullRequestState
-from tests.artifacts.test_build_deploy import BUNDLE, REPO, SHA, SOURCE
+from tests.artifacts.shop import BUNDLE, REPO, SHA, SOURCE
 from tests.engine.harness import ACCOUNT_ID, make_engine, wait_final
 from tests.plugins.github_sim import INSTALLATION_ID, make_github_app, seed_repo
 

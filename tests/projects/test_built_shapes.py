@@ -9,7 +9,7 @@ import asyncio
 from bot.engine import artifacts as artifacts_module
 from bot.engine.metadata import wrangler_view
 from bot.sim.github.actions import add_run, finish_run, workflow_run_completed
-from tests.projects.test_real_shapes import ACC, expected, project_files, seed_resources, uploads
+from tests.projects.shapes import ACC, expected, project_files, seed_resources, uploads
 from tests.workflows.conftest import BASE_SHA, CONFIG, HEAD_SHA, INSTALLATION_ID, REPOSITORY
 
 BUILD_CONFIG = "app:\n  main: src/index.ts\n  build: {artifact: worker}\n" + CONFIG.split("\n", 4)[4]
@@ -61,7 +61,7 @@ async def test_containers_template_deploys_its_built_image_through_webhooks(work
     layout), Sidecar from an image already in the account's registry; `/deploy staging` uploads the
     Worker, pushes the built image tagged with the SHA and updates one application per container."""
     from bot.sim.registry import build_test_image, seed_image
-    from tests.artifacts.test_built_image import oci_layout_tar
+    from tests.artifacts.images import oci_layout_tar
 
     sim, cf = workflow.sim, workflow.cloudflare_sim
     files = project_files("container")

@@ -9,7 +9,6 @@ Flareship always adds.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -19,40 +18,12 @@ from bot.engine.metadata import worker_metadata, wrangler_view
 from bot.engine.migrations import pending_migrations
 from bot.engine.wrangler import find_wrangler
 from bot.errors import FlareshipError
-from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID as ACC
+from tests.projects.shapes import ACC, FIXTURES, expected, project_files, seed_resources, uploads
 from tests.workflows.conftest import BASE_SHA, CONFIG, HEAD_SHA, REPOSITORY
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "projects"
 #: Shapes deployed end to end here; `container` is deployed from a CI artifact in test_built_shapes.py.
 DEPLOYED = [
     "d1-typescript", "kv-todo", "durable-objects", "environments", "crons", "routes", "services-queues"]
-ZONE = "e" * 32
-
-
-def project_files(name: str) -> dict[str, bytes]:
-    root = FIXTURES / name
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()
-            and p.name != "expected-metadata.json"}
-
-
-def expected(name: str) -> dict:
-    return json.loads((FIXTURES / name / "expected-metadata.json").read_text())
-
-
-def seed_resources(sim) -> None:
-    """What the fixtures bind to, on the simulated account (a binding to anything else is refused)."""
-    storage = sim.storage
-    storage.add_kv_namespace(ACC, "todo", id="cf8aa41453dc4be09ff86530895773e1")
-    storage.add_kv_namespace(ACC, "cache-staging", id="00000000000000000000000000000002")
-    storage.add_d1_database(ACC, "d1-template-database", uuid_="151f7d9b-365f-41d7-83ed-0bf4eeef5086")
-    storage.add_r2_bucket(ACC, "order-files")
-    storage.add_queue(ACC, "orders-queue")
-    sim.add_zone(ZONE, "example.com", ACC)
-
-
-def uploads(cloudflare_sim, script: str) -> list[dict]:
-    script_state = cloudflare_sim.sim.script(ACC, script)
-    return [v.metadata for v in script_state.versions] if script_state else []
 
 
 async def deploy(workflow, name: str, *, policy: str = CONFIG) -> dict:

@@ -14,7 +14,7 @@ from bot.engine.appspec import resolve_repository_app
 from bot.engine.config import parse_repo_config
 from bot.engine.wrangler import find_wrangler
 from bot.errors import FlareshipError
-from tests.projects.test_real_shapes import project_files
+from tests.projects.shapes import project_files
 
 ROOT = Path(__file__).resolve().parents[2]
 

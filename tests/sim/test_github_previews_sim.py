@@ -8,7 +8,7 @@ import pytest
 from bot.sim.github import events
 from tests.plugins.github_sim import INSTALLATION_ID, REPOSITORY, seed_repo
 from tests.plugins.webhooks import load_fixture
-from tests.sim.test_github_sim import HEAD, Api
+from tests.sim.github_raw import HEAD, Api
 
 NUMBER = 7
 
