@@ -209,11 +209,11 @@ async def test_a_cached_zip_that_does_not_match_the_digest_is_downloaded_again(t
     assert again == data and _zips(github_sim) == 1
 
 
-def test_the_cache_is_bounded_by_size_and_age(tmp_path):
+async def test_the_cache_is_bounded_by_size_and_age(tmp_path):
     cache = ArtifactCache(tmp_path, max_total_bytes=25, max_age_seconds=3600)
     keys = [cache_key("o", REPO, _artifact(b"x" * 10, i)) for i in range(4)]
     for i, key in enumerate(keys):
-        cache._put(key, b"x" * 10)
+        await cache.put(key, b"x" * 10)
         path = tmp_path / f"{key}.zip"
         os.utime(path, (time.time() - 100 + i, time.time() - 100 + i))  # oldest first
     kept = sorted(p.name for p in tmp_path.iterdir())
@@ -223,7 +223,7 @@ def test_the_cache_is_bounded_by_size_and_age(tmp_path):
     cache.prune()
     assert not old.exists() and (tmp_path / f"{keys[3]}.zip").exists()
     with pytest.raises(ValueError):
-        cache._path("../escape")
+        await cache.get("../escape")
 
 
 @pytest.mark.parametrize("database_backend", ["sqlite"])

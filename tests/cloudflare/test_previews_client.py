@@ -268,24 +268,24 @@ def test_preview_from_api_keeps_server_urls():
     assert Preview.from_api({"id": "p", "name": "n", "slug": "n"}).url is None
 
 
-async def test_the_multipart_body_is_what_wrangler_sends(cloudflare_sim, cloudflare_client):
+async def test_the_multipart_body_is_what_wrangler_sends(cloudflare_sim, cloudflare_client, cloudflare_http):
     """metadata as a plain field, each module a `files` part named by filename with its type."""
     seen: list[httpx.Request] = []
-    real_send = cloudflare_client._http.send
+    real_send = cloudflare_http.send  # the client's HTTP transport (tests/plugins/cloudflare_sim.py)
 
     async def spy(request, **kw):
         request.read()  # the multipart stream can be read again when sent
         seen.append(request)
         return await real_send(request, **kw)
 
-    cloudflare_client._http.send = spy
+    cloudflare_http.send = spy
     try:
         await parent(cloudflare_client)
         preview = await cloudflare_client.ensure_preview(CF_ACCOUNT_ID, WORKER, "pr-15")
         await cloudflare_client.deploy_to_preview(CF_ACCOUNT_ID, WORKER, preview, metadata(),
                                                   [WorkerModule("index.js", MAIN), WorkerModule("lib.wasm", b"\0asm")])
     finally:
-        cloudflare_client._http.send = real_send
+        cloudflare_http.send = real_send
     upload = next(r for r in seen if r.method == "POST" and r.url.path.endswith("/deployments"))
     body = upload.content.decode("latin-1")
     assert 'Content-Disposition: form-data; name="metadata"\r\n\r\n{' in body
