@@ -130,7 +130,8 @@ async def running_services(settings: Settings, router: routing.Router) -> AsyncI
         cloudflare = cloudflare_clients(settings, database)
         lease = settings.deployment_lease_seconds
         engine = Engine(EngineParts(settings, DeploymentStore(database), github), cloudflare=cloudflare, lease_seconds=lease,
-                        heartbeat_seconds=lease / 3)
+                        heartbeat_seconds=lease / 3, poll_seconds=settings.deployment_poll_seconds,
+                        health_interval=settings.health_check_interval)
         await stack.enter_async_context(_running_engine(engine, cloudflare))
         secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else None
         details_links = DetailsLinks(secret, settings.public_url)
@@ -138,11 +139,13 @@ async def running_services(settings: Settings, router: routing.Router) -> AsyncI
         comments = CommentWriter(pr_state)
         reporter = reporter_for(engine=engine, github=github.client, pr_state=pr_state, comments=comments,
                                 public_url=settings.public_url, interval=settings.github_report_interval,
+                                retry_delay=settings.github_report_retry_delay,
                                 details_url=lambda deployment: details_links.url(deployment.id))
         await stack.enter_async_context(_running_reporter(reporter, github))
         previews, preview_sweep = previews_for(
             engine=engine, store=PreviewStore(database), github=github.client if github.configured else None,
-            pr_state=pr_state, comments=comments, interval=settings.preview_sweep_seconds)
+            pr_state=pr_state, comments=comments, interval=settings.preview_sweep_seconds,
+            retry_base=settings.preview_removal_retry_seconds)
         await stack.enter_async_context(running_previews(engine, preview_sweep))
         metrics = Metrics()
         health = HealthMonitor.from_settings(

@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     #: Seconds the PR reporter gathers a deployment's events before one write of its check run,
     #: GitHub deployment status and comment (fewer writes than one per event).
     github_report_interval: float = Field(default=1.0, gt=0)
+    #: Seconds before the reporter's first retry of a failed write (doubling, at most 30 s).
+    github_report_retry_delay: float = Field(default=1.0, gt=0)
+    #: Seconds between the engine's scheduler passes when nothing wakes it, and between health
+    #: probes of a Worker just deployed (step 8).
+    deployment_poll_seconds: float = Field(default=1.0, gt=0)
+    health_check_interval: float = Field(default=1.0, gt=0)
+    #: Seconds before a failed preview removal is first tried again (doubling).
+    preview_removal_retry_seconds: float = Field(default=30.0, gt=0)
 
     cloudflare_api_url: str = DEFAULT_CLOUDFLARE_API_URL
     cloudflare_api_token: SecretStr | None = None

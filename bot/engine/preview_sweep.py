@@ -159,7 +159,7 @@ async def preview_busy(engine: Any, repository: str, number: int) -> bool:
 
 
 def previews_for(*, engine: Any, store: PreviewStore, github: Any, pr_state: Any, comments: Any,
-                 interval: float) -> tuple[PreviewCleaner, PreviewSweep]:
+                 interval: float, retry_base: float) -> tuple[PreviewCleaner, PreviewSweep]:
     """The cleaner and the sweep of a running app (built by the composition root, bot/app.py);
     `github` is an installation-client factory, or None where GitHub is not configured."""
 
@@ -167,7 +167,7 @@ def previews_for(*, engine: Any, store: PreviewStore, github: Any, pr_state: Any
         return await preview_busy(engine, repository, number)
 
     cleaner = PreviewCleaner(store=store, connect=engine.preparer.client_for, github=github, pr_state=pr_state,
-                             comments=comments, clock=engine.clock, busy=busy)
+                             comments=comments, clock=engine.clock, retry_base=retry_base, busy=busy)
     return cleaner, PreviewSweep(cleaner, busy=busy, interval=interval, clock=engine.clock)
 
 

@@ -599,9 +599,10 @@ async def pull_request_head(github: GitHubFactory, deployment: Any) -> str | Non
 
 
 def reporter_for(*, engine: Any, github: GitHubFactory, pr_state: PullRequestState, comments: CommentWriter,
-                 public_url: str, details_url: Callable[[Any], str], interval: float = 1.0) -> Reporter:
+                 public_url: str, details_url: Callable[[Any], str], interval: float = 1.0,
+                 retry_delay: float = 1.0) -> Reporter:
     """The PR reporter of a running app (built by the composition root, bot/app.py)."""
     return Reporter(
         engine=engine, github=github, store=pr_state, comments=comments, public_url=public_url,
-        interval=interval, head_sha=lambda deployment: pull_request_head(github, deployment), details_url=details_url,
+        interval=interval, retry_delay=retry_delay, head_sha=lambda deployment: pull_request_head(github, deployment), details_url=details_url,
     )

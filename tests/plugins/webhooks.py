@@ -29,6 +29,10 @@ from bot.store.deliveries import DeliveryStore
 
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "github-webhooks"
 TEST_WEBHOOK_SECRET = "test-webhook-secret-4f1c9d2e"
+#: Settings that make a deployment's background loops quick enough for tests (the reporter's
+#: coalescing and retries, the scheduler's passes, step 8's health probes).
+FAST = {"github_report_interval": 0.05, "github_report_retry_delay": 0.05, "deployment_poll_seconds": 0.05,
+        "health_check_interval": 0.05}
 #: A loopback port nothing listens on: a handler that calls GitHub without a simulator fails fast.
 UNREACHABLE_URL = "http://127.0.0.1:9"
 

@@ -19,7 +19,7 @@ from bot.sim.github import events as sim_events
 from bot.store.deliveries import DeliveryStore
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID, CF_TOKEN
 from tests.plugins.github_sim import seed_repo
-from tests.plugins.webhooks import post_webhook
+from tests.plugins.webhooks import FAST, post_webhook
 
 REPOSITORY = "acme/shop"
 INSTALLATION_ID = 5151
@@ -57,12 +57,7 @@ class Previews:
         self.commits = 0
 
     async def start(self) -> None:
-        self.client = await self.make_client(**self.settings)
-        services = self.services
-        services.reporter.interval = services.reporter.retry_delay = 0.05
-        services.engine.poll_seconds = services.engine.health_interval = 0.05
-        if services.previews is not None:
-            services.previews.retry_base = 0.2
+        self.client = await self.make_client(**{**FAST, "preview_removal_retry_seconds": 0.2, **self.settings})
 
     async def restart(self) -> None:
         await self.stop()

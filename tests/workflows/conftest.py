@@ -16,7 +16,7 @@ from bot.services import SERVICES
 from bot.store.deliveries import DeliveryStore
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID, CF_TOKEN
 from tests.plugins.github_sim import seed_repo
-from tests.plugins.webhooks import load_fixture, post_webhook
+from tests.plugins.webhooks import FAST, load_fixture, post_webhook
 
 REPOSITORY = "acme/widgets"
 INSTALLATION_ID = 4242
@@ -194,12 +194,9 @@ async def workflow(github_sim, cloudflare_sim, make_flareship_client):
         cloudflare_account_id=CF_ACCOUNT_ID,
         workers_url_template=cloudflare_sim.workers_url_template,
         container_registry_url=cloudflare_sim.registry_url,
+        **FAST,
     )
     flow = Workflow(client, github_sim, cloudflare_sim)
-    flow.services.reporter.interval = 0.05
-    flow.services.reporter.retry_delay = 0.05
-    flow.services.engine.poll_seconds = 0.05
-    flow.services.engine.health_interval = 0.05
     flow.add_pull_request(7)
     return flow
 
