@@ -545,7 +545,6 @@ async def pull_request_preview(demo: Demo, story: Story) -> None:
     story.chapter(f"8. dev opens PR #{PREVIEW_PR}: it gets its own preview, updated by each push, gone when closed")
     sim, cf = demo.github.sim, demo.cloudflare.sim
     services = demo.app[SERVICES]
-    assert services.previews is not None  # the app wires one (bot/app.py)
     store = services.previews.store
     sim.add_commit(REPO, PREVIEW_SHA, parent=HEAD_SHA, files={"src/lib/util.ts": "export const answer = 44;\n"},
                    branch="feature/preview")

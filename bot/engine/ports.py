@@ -21,7 +21,13 @@ Clock = Callable[[], datetime]
 
 
 class GitHubInstallations(Protocol):
-    """Installation-authenticated GitHub clients (a gidgethub `GitHubAPI`; its calls are untyped JSON)."""
+    """Installation-authenticated GitHub clients (a gidgethub `GitHubAPI`; its calls are untyped JSON).
+
+    `configured` is False where no GitHub App is set up (bot.github.app.GitHubUnavailable, whose
+    `client` answers SYS_002)."""
+
+    @property
+    def configured(self) -> bool: ...
 
     async def client(self, installation_id: int, /) -> Any: ...
 
@@ -68,4 +74,4 @@ class EngineServices(Protocol):
     def deployments(self) -> DeploymentStore: ...
 
     @property
-    def github(self) -> GitHubInstallations | None: ...
+    def github(self) -> GitHubInstallations: ...

@@ -32,7 +32,7 @@ router = routing.Router()
 async def pull_request_pushed(event: sansio.Event, ctx: Any) -> None:
     # synchronize also goes to head_moves, which warns about a malformed payload once.
     changed = parse_event(PullRequestChanged, event, quiet=event.data.get("action") == "synchronize")
-    if changed is None or not workflow.ready(ctx) or ctx.services.database is None:
+    if changed is None or not workflow.ready(ctx):
         return
     pull, repository = changed.pull_request, changed.repository.full_name
     author = pull.user or changed.sender
@@ -67,28 +67,24 @@ async def _missing(ctx: Any, repository: str, number: int) -> bool:
 @router.register("pull_request", action="closed")
 async def pull_request_closed(event: sansio.Event, ctx: Any) -> None:
     closed = parse_event(PullRequestClosed, event, quiet=True)  # merges warns about a malformed one
-    cleaner = getattr(ctx.services, "previews", None)
-    if closed is None or cleaner is None or ctx.services.engine is None:
+    if closed is None:
         return
+    cleaner = ctx.services.previews
     repository, number = closed.repository.full_name, closed.pull_request.number
     record = await cleaner.store.get(repository, number)
     if record is None or record.state == "removed":
         return
     reporter = ctx.services.reporter
     for deployment in await active_preview_deployments(ctx.services.engine, repository, number):
-        if reporter is not None:
-            reporter.note_cancel(deployment.id, "The pull request closed; its preview is removed.")
+        reporter.note_cancel(deployment.id, "The pull request closed; its preview is removed.")
         try:
             await ctx.services.engine.cancel(deployment.id)
         except Exception as exc:
             log.info("could not cancel preview deployment %s: %s", deployment.id, exc)
     await _stopped(ctx.services.engine, repository, number)
-    if reporter is not None:  # the cancelled deployment's last GitHub status lands before `inactive`
-        await reporter.drain(timeout=10)
+    await reporter.drain(timeout=10)  # the cancelled deployment's last GitHub status lands before `inactive`
     if not await cleaner.remove(repository, number):
-        sweep = getattr(ctx.services, "preview_sweep", None)
-        if sweep is not None:
-            sweep.wake()  # it retries when the backoff allows
+        ctx.services.preview_sweep.wake()  # it retries when the backoff allows
 
 
 async def _stopped(engine: Any, repository: str, number: int, timeout: float = 30.0) -> None:
