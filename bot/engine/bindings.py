@@ -71,53 +71,30 @@ def _optional(item: dict[str, Any], *fields: str) -> dict[str, Any]:
     return {f: item[f] for f in fields if item.get(f) is not None}
 
 
-def _simple(kind: str) -> Callable[[_Reader, Any], list[dict[str, Any]]]:
-    """`browser`, `version_metadata`: a single `{binding}` table."""
+def _simple(kind: str, *optional: str) -> Callable[[_Reader, Any], list[dict[str, Any]]]:
+    """`ai`, `browser`, `version_metadata`: a single `{binding}` table (`optional` keys as written)."""
     def read(reader: _Reader, value: Any) -> list[dict[str, Any]]:
         if not isinstance(value, dict):
             reader.problems.append(f"{reader.key} must be a table with a binding")
             return []
         name = reader.text(reader.key, value, "binding")
-        return [{"name": name, "type": kind}] if name else []
+        return [{"name": name, "type": kind, **_optional(value, *optional)}] if name else []
     return read
 
 
-def _ai(reader: _Reader, value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, dict):
-        reader.problems.append("ai must be a table with a binding")
-        return []
-    name = reader.text("ai", value, "binding")
-    return [{"name": name, **_optional(value, "staging"), "type": "ai"}] if name else []
-
-
-def _kv(reader: _Reader, value: Any) -> list[dict[str, Any]]:
-    out = []
-    for where, item in reader.items(value):
-        name, ns = reader.text(where, item, "binding"), reader.text(where, item, "id")
-        if name and ns:
-            out.append({"name": name, "type": "kv_namespace", "namespace_id": ns})
-    return out
-
-
-def _send_email(reader: _Reader, value: Any) -> list[dict[str, Any]]:
-    out = []
-    for where, item in reader.items(value):
-        name = reader.text(where, item, "name")
-        if name:
-            out.append({"name": name, "type": "send_email", **_optional(
-                item, "destination_address", "allowed_destination_addresses", "allowed_sender_addresses")})
-    return out
-
-
-def _workflows(reader: _Reader, value: Any) -> list[dict[str, Any]]:
-    out = []
-    for where, item in reader.items(value):
-        binding, name = reader.text(where, item, "binding"), reader.text(where, item, "name")
-        class_name = reader.text(where, item, "class_name")
-        if binding and name and class_name:
-            out.append({"type": "workflow", "name": binding, "workflow_name": name, "class_name": class_name,
-                        **_optional(item, "script_name")})
-    return out
+def _tables(kind: str, required: Mapping[str, str], *optional: str,
+            name: str = "binding") -> Callable[[_Reader, Any], list[dict[str, Any]]]:
+    """A list of `{<name>, <required>..., <optional>...}` tables sent as `{name, type, ...}`:
+    `required` maps each wrangler key to its metadata key, `optional` keys are sent as written."""
+    def read(reader: _Reader, value: Any) -> list[dict[str, Any]]:
+        out = []
+        for where, item in reader.items(value):
+            binding = reader.text(where, item, name)
+            refs = {target: reader.text(where, item, key) for key, target in required.items()}
+            if binding and all(refs.values()):
+                out.append({"name": binding, "type": kind, **refs, **_optional(item, *optional)})
+        return out
+    return read
 
 
 def _queues(reader: _Reader, value: Any) -> list[dict[str, Any]]:
@@ -126,22 +103,8 @@ def _queues(reader: _Reader, value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, dict):
         reader.problems.append("queues must be a table of producers and consumers")
         return []
-    producers = _Reader("queues.producers", reader.problems)
-    out = []
-    for where, item in producers.items(value.get("producers")):
-        binding, queue = producers.text(where, item, "binding"), producers.text(where, item, "queue")
-        if binding and queue:
-            out.append({"type": "queue", "name": binding, "queue_name": queue, **_optional(item, "delivery_delay")})
-    return out
-
-
-def _r2(reader: _Reader, value: Any) -> list[dict[str, Any]]:
-    out = []
-    for where, item in reader.items(value):
-        name, bucket = reader.text(where, item, "binding"), reader.text(where, item, "bucket_name")
-        if name and bucket:
-            out.append({"name": name, "type": "r2_bucket", "bucket_name": bucket, **_optional(item, "jurisdiction")})
-    return out
+    producers = _tables("queue", {"queue": "queue_name"}, "delivery_delay")
+    return producers(_Reader("queues.producers", reader.problems), value.get("producers"))
 
 
 def _d1(reader: _Reader, value: Any) -> list[dict[str, Any]]:
@@ -153,37 +116,6 @@ def _d1(reader: _Reader, value: Any) -> list[dict[str, Any]]:
             if item.get("database_internal_env") is not None:
                 binding["internalEnv"] = item["database_internal_env"]
             out.append(binding)
-    return out
-
-
-def _named(kind: str, field: str, target: str | None = None) -> Callable[[_Reader, Any], list[dict[str, Any]]]:
-    """`{binding, <field>}` tables sent as `{name, type, <target or field>}`."""
-    def read(reader: _Reader, value: Any) -> list[dict[str, Any]]:
-        out = []
-        for where, item in reader.items(value):
-            name, ref = reader.text(where, item, "binding"), reader.text(where, item, field)
-            if name and ref:
-                out.append({"name": name, "type": kind, target or field: ref})
-        return out
-    return read
-
-
-def _services(reader: _Reader, value: Any) -> list[dict[str, Any]]:
-    out = []
-    for where, item in reader.items(value):
-        name, service = reader.text(where, item, "binding"), reader.text(where, item, "service")
-        if name and service:
-            out.append({"name": name, "type": "service", "service": service,
-                        **_optional(item, "environment", "entrypoint", "props")})
-    return out
-
-
-def _analytics(reader: _Reader, value: Any) -> list[dict[str, Any]]:
-    out = []
-    for where, item in reader.items(value):
-        name = reader.text(where, item, "binding")
-        if name:
-            out.append({"name": name, "type": "analytics_engine", **_optional(item, "dataset")})
     return out
 
 
@@ -206,19 +138,20 @@ def _dispatch(reader: _Reader, value: Any) -> list[dict[str, Any]]:
 #: wrangler config key -> reader of its metadata bindings (Durable Objects and vars are separate:
 #: `.github/flareship.yml` may override them).
 READERS: dict[str, Callable[[_Reader, Any], list[dict[str, Any]]]] = {
-    "kv_namespaces": _kv,
-    "send_email": _send_email,
-    "workflows": _workflows,
+    "kv_namespaces": _tables("kv_namespace", {"id": "namespace_id"}),
+    "send_email": _tables("send_email", {}, "destination_address", "allowed_destination_addresses",
+                          "allowed_sender_addresses", name="name"),
+    "workflows": _tables("workflow", {"name": "workflow_name", "class_name": "class_name"}, "script_name"),
     "queues": _queues,
-    "r2_buckets": _r2,
+    "r2_buckets": _tables("r2_bucket", {"bucket_name": "bucket_name"}, "jurisdiction"),
     "d1_databases": _d1,
-    "vectorize": _named("vectorize", "index_name"),
-    "hyperdrive": _named("hyperdrive", "id"),
-    "services": _services,
-    "analytics_engine_datasets": _analytics,
+    "vectorize": _tables("vectorize", {"index_name": "index_name"}),
+    "hyperdrive": _tables("hyperdrive", {"id": "id"}),
+    "services": _tables("service", {"service": "service"}, "environment", "entrypoint", "props"),
+    "analytics_engine_datasets": _tables("analytics_engine", {}, "dataset"),
     "dispatch_namespaces": _dispatch,
     "browser": _simple("browser"),
-    "ai": _ai,
+    "ai": _simple("ai", "staging"),
     "version_metadata": _simple("version_metadata"),
 }
 

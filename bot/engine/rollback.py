@@ -6,7 +6,8 @@ to do. A release is restored container image first, then Worker version.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 from bot.cloudflare.errors import CloudflareError, Conflict
 from bot.engine.failures import step_failure
@@ -88,9 +89,23 @@ async def restore_worker(ctx: StepContext, target: Release) -> None:
     await ctx.log(f"Worker version {target.version_id} deployed at 100%")
 
 
+@contextmanager
+def _rollback_failure(step: str | None = None) -> Iterator[None]:
+    """Any failure while restoring a release is DEPLOY_007 (at `step`, when a step restores it)."""
+    try:
+        yield
+    except CloudflareError as exc:
+        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.public_message()}", step=step) from None
+    except FlareshipError as exc:
+        if exc.code != "DEPLOY_007":
+            raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.message}", step=step) from None
+        exc.step = exc.step or step  # a refusal keeps its own status
+        raise
+
+
 async def restore_release(ctx: StepContext, target: Release, *, check_guard: bool = True) -> None:
     """Container image, then Worker version, of `target` (DEPLOY_007 on any failure)."""
-    try:
+    with _rollback_failure():
         if check_guard:
             _exists, live_tag = await ctx.client.script_state(ctx.account_id, target.script_name)
             reason = migration_guard(target, live_tag)
@@ -98,12 +113,6 @@ async def restore_release(ctx: StepContext, target: Release, *, check_guard: boo
                 raise FlareshipError("DEPLOY_007", f"Rollback refused: {reason}", variant="refused")
         await restore_container(ctx, target)
         await restore_worker(ctx, target)
-    except CloudflareError as exc:
-        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.public_message()}") from None
-    except FlareshipError as exc:
-        if exc.code == "DEPLOY_007":
-            raise
-        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.message}") from None
 
 
 async def rollback_validate(ctx: StepContext) -> str:
@@ -129,10 +138,8 @@ async def rollback_container(ctx: StepContext) -> str:
     target = ctx.deployment.rollback_target
     if target is None or not containers_of(target):
         return "skipped"
-    try:
+    with _rollback_failure(DURABLE_OBJECTS):
         await restore_container(ctx, target)
-    except CloudflareError as exc:
-        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.public_message()}", step=DURABLE_OBJECTS) from None
     return "completed"
 
 
@@ -140,12 +147,8 @@ async def rollback_worker(ctx: StepContext) -> str:
     target = ctx.deployment.rollback_target
     if target is None:  # step 1 refused it already
         raise FlareshipError("DEPLOY_007", "no release to roll back to", step=WORKER)
-    try:
+    with _rollback_failure(WORKER):
         await restore_worker(ctx, target)
-    except CloudflareError as exc:
-        raise FlareshipError("DEPLOY_007", f"Rollback failed: {exc.public_message()}", step=WORKER) from None
-    except FlareshipError as exc:
-        raise FlareshipError("DEPLOY_007", exc.message, step=WORKER) from None
     ctx.state.version_id = target.version_id
     ctx.state.image = target.image
     ctx.state.image_digest = target.image_digest
