@@ -42,6 +42,7 @@ from bot.store.installations import InstallationStore
 from bot.store.pr_state import PullRequestState
 from bot.store.previews import PreviewStore
 from handlers import api, pages, webhooks
+from handlers.api.sse import SSESettings
 from handlers.api.state import API_STATE, ApiState
 from handlers.http import envelope_middleware
 from handlers.webhooks.intake import INTAKE_RULES, IntakeRules
@@ -180,7 +181,9 @@ def init_app(settings: Settings) -> web.Application:
     secret = settings.github_webhook_secret.get_secret_value() if settings.github_webhook_secret else ""
     register_secret(secret, pinned=True)
     app[INTAKE_RULES] = IntakeRules(secret, webhooks.router)
-    app[API_STATE] = ApiState()
+    app[API_STATE] = ApiState(sse=SSESettings(poll_interval=settings.sse_poll_seconds,
+                                              keepalive_interval=settings.sse_keepalive_seconds,
+                                              write_timeout=settings.sse_write_timeout_seconds))
 
     async def parts(app: web.Application) -> AsyncIterator[None]:
         async with running_services(settings, webhooks.router) as (services, dispatcher):

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     health_check_interval: float = Field(default=1.0, gt=0)
     #: Seconds before a failed preview removal is first tried again (doubling).
     preview_removal_retry_seconds: float = Field(default=30.0, gt=0)
+    #: The log stream (SSE): seconds between looks for new lines, between keep-alive comments,
+    #: and how long a client that takes no event may stall before it is dropped.
+    sse_poll_seconds: float = Field(default=1.0, gt=0)
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    sse_write_timeout_seconds: float = Field(default=30.0, gt=0)
 
     cloudflare_api_url: str = DEFAULT_CLOUDFLARE_API_URL
     cloudflare_api_token: SecretStr | None = None

@@ -81,11 +81,8 @@ def cloudflare_settings(env) -> dict:
 @pytest.fixture
 async def deploy_api(make_api, sim_env) -> ApiClient:
     """The real app wired to the simulated Cloudflare; fast SSE polling for tests."""
-    from handlers.api.sse import SSESettings
-    from handlers.api.state import API_STATE
-
-    api = await make_api(**cloudflare_settings(sim_env))
-    api.app[API_STATE].sse = SSESettings(poll_interval=0.05, keepalive_interval=0.3, write_timeout=5)
+    api = await make_api(**cloudflare_settings(sim_env), sse_poll_seconds=0.05, sse_keepalive_seconds=0.3,
+                         sse_write_timeout_seconds=5)
     api.sim_env = sim_env
     return api
 
