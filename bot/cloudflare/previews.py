@@ -1,4 +1,4 @@
-"""Worker Previews: one isolated, production-like copy of a Worker per pull request (issue #11).
+"""Worker Previews: one isolated, production-like copy of a Worker per pull request.
 
 Follows what wrangler's `preview` command sends (workers-sdk `deploy-helpers/src/preview`, and
 bot/sim/specs/cloudflare-previews-subset.json with its README section): GET the Preview by
