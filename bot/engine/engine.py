@@ -38,7 +38,6 @@ from bot.engine.prepare import Preparer
 from bot.engine.records import Records
 from bot.engine.run import RunEnvironment, run_deployment
 from bot.engine.scheduler import Scheduler
-from bot.errors import FlareshipError
 
 
 def _utc() -> datetime:
@@ -125,11 +124,8 @@ class Engine:
         await run_deployment(env, deployment_id, lost)
 
     async def _github_client(self, installation_id: int | None) -> Any:
-        """An installation's GitHub client (None-safe: the run reports SYS_002 without GitHub)."""
-        github = self.services.github
-        if github is None:
-            raise FlareshipError("SYS_002", "GitHub is not configured")
-        return await github.client(installation_id)  # type: ignore[arg-type]  # a None id fails in the adapter
+        """An installation's GitHub client (without an App, GitHubUnavailable answers SYS_002)."""
+        return await self.services.github.client(installation_id)  # type: ignore[arg-type]  # a None id fails in the adapter
 
     def build_finished(self) -> None:
         """A workflow run finished somewhere: deployments waiting for a build look again now."""

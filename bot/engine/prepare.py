@@ -62,10 +62,7 @@ class Preparer:
         if key in self._sources:
             self._sources.move_to_end(key)
             return self._sources[key]
-        github = self.services.github
-        if github is None:
-            raise FlareshipError("SYS_002", "GitHub is not configured; cannot read the repository")
-        gh = await github.client(installation_id)  # type: ignore[arg-type]  # a None id fails in the adapter
+        gh = await self.services.github.client(installation_id)  # type: ignore[arg-type]  # a None id fails in the adapter
         source = await load_repository(gh, repository, sha)
         self._sources[key] = source
         while len(self._sources) > SOURCE_CACHE:

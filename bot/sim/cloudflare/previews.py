@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.sim.cloudflare.state import (
-    JS_MODULE_TYPES,
-    MODULE_TYPES,
     Account,
     Module,
     Script,
@@ -233,20 +231,6 @@ class PreviewSim:
                 "cache": metadata.get("cache") or {}, "annotations": dict(deployment.annotations), "env": env,
                 "created_on": deployment.created_on}
 
-    def _check_modules(self, account: Account, metadata: dict[str, Any], modules: dict[str, Module]) -> None:
-        main = metadata.get("main_module")
-        if not main:
-            raise SimError(400, 10021, "Uncaught Error: No main_module given in metadata (a module Worker needs one)")
-        if main not in modules:
-            raise SimError(400, 10021, f"Uncaught Error: No such module \"{main}\".")
-        if modules[main].content_type not in JS_MODULE_TYPES:
-            raise SimError(400, 10021, f"main module {main} must be application/javascript+module")
-        for module in modules.values():
-            if module.content_type not in MODULE_TYPES:
-                raise SimError(400, 10021, f"Unsupported module type {module.content_type} for {module.name}")
-        if sum(len(m.content) for m in modules.values()) > account.script_limit():
-            raise SimError(413, 10027, f"Your Worker exceeded the size limit of {account.script_limit()} bytes")
-
     def _migrate(self, preview: PreviewState, migrations: dict[str, Any] | None,
                  modules: dict[str, Module]) -> tuple[str | None, dict[str, str], set[str]]:
         """The Preview's tag, namespaces and SQLite classes after `migrations` (old_tag must be its tag)."""
@@ -318,7 +302,7 @@ class PreviewSim:
     def create_deployment(self, account: Account, worker: str, identifier: str, metadata: dict[str, Any],
                           modules: dict[str, Module], origin: str) -> dict[str, Any]:
         preview = self._preview(account, worker, identifier)
-        self._check_modules(account, metadata, modules)
+        self.sim.check_modules(account, metadata, modules)
         tag, namespaces, sqlite = self._migrate(preview, metadata.get("migrations"), modules)
         for container in metadata.get("containers") or []:
             if container.get("class_name") not in sqlite:

@@ -431,10 +431,9 @@ class CloudflareSim:
         assert version is not None  # upload_script just made it
         return {**version.public(), "startup_time_ms": 3}
 
-    def upload_script(self, account: Account, name: str, metadata: dict, modules: dict[str, Module], *,
-                      deploy: bool = True) -> dict:
-        """PUT /workers/scripts/{name}: validate, apply migrations, create a version deployed at 100%
-        (`deploy=False`: the version only, as a version upload does)."""
+    @staticmethod
+    def check_modules(account: Account, metadata: dict[str, Any], modules: dict[str, Module]) -> None:
+        """What Cloudflare checks of an upload's modules (a script or a Preview deployment)."""
         main = metadata.get("main_module")
         if not main:
             raise SimError(400, 10021, "Uncaught Error: No main_module given in metadata (a module Worker needs one)")
@@ -445,9 +444,14 @@ class CloudflareSim:
         for module in modules.values():
             if module.content_type not in MODULE_TYPES:
                 raise SimError(400, 10021, f"Unsupported module type {module.content_type} for {module.name}")
-        size = sum(len(m.content) for m in modules.values())
-        if size > account.script_limit():
+        if sum(len(m.content) for m in modules.values()) > account.script_limit():
             raise SimError(413, 10027, f"Your Worker exceeded the size limit of {account.script_limit()} bytes")
+
+    def upload_script(self, account: Account, name: str, metadata: dict, modules: dict[str, Module], *,
+                      deploy: bool = True) -> dict:
+        """PUT /workers/scripts/{name}: validate, apply migrations, create a version deployed at 100%
+        (`deploy=False`: the version only, as a version upload does)."""
+        self.check_modules(account, metadata, modules)
         existing = self.scripts.get((account.id, name))
         if existing is None and self.script_count(account.id) >= account.worker_limit():
             raise SimError(403, 10037, f"You have exceeded the limit of {account.worker_limit()} Workers on your"
