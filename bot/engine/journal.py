@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 PendingLog = tuple[datetime, LogLevel, str, str | None]
 
 
+def closing_stamp(d: Deployment, now: datetime) -> datetime:
+    """A line written once a deployment has ended carries its end time, so no log line is later
+    than the end the log stream reports."""
+    return d.ended_at if d.is_final and d.ended_at is not None else now
+
+
 class Journal:
     """Writes deployment documents and log lines to the store and tells the subscribers."""
 
@@ -34,7 +40,7 @@ class Journal:
     async def log(self, d: Deployment, message: str, level: LogLevel = "info", step: str | None = None) -> LogLine:
         """Write one log line now (outside any step transition) and publish it."""
         message = redact(message)
-        now = self.clock()
+        now = closing_stamp(d, self.clock())
         line_id = await self.store.add_log(d.id, now, level, message, step)
         line = LogLine(id=line_id, timestamp=now, level=level, message=message, step=step)
         log.log(logging.ERROR if level == "error" else logging.INFO, "[%s] %s", d.id, message)
@@ -54,7 +60,7 @@ class Journal:
             values["state"] = state.to_json()
         lines = list(pending or [])
         if log_line is not None:
-            lines.append((now, level, redact(log_line), step))
+            lines.append((closing_stamp(d, now), level, redact(log_line), step))
         updated, cancel, ids = await self.store.update_and_log(
             d.id, values, lines, release.model_dump() if release is not None else None, only_if_status)
         if not updated:

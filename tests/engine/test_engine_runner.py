@@ -248,3 +248,30 @@ async def test_verify_token_scopes(engine, sim_env):
     with pytest.raises(FlareshipError) as info:
         await engine.verify_token("not-a-real-token-123456", [])
     assert info.value.code == "AUTH_003" and info.value.status == 401
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"])
+async def test_no_log_line_is_later_than_the_end(sim_env, database):
+    """A clock that moves 5 ms on every reading: the closing line still carries the end time."""
+    ticks = {"n": 0}
+    start = datetime.now(UTC)
+
+    def clock():
+        ticks["n"] += 1
+        return start + timedelta(milliseconds=5 * ticks["n"])
+
+    engine, clients = make_engine(sim_env.settings(database.url), database, clock=clock)
+    try:
+        await engine.start()
+        deployed = await engine.prepare(PrepareRequest(environment="staging", app=inline_app(sim_env)))
+        await engine.deploy(deployed.id, DeployOptions())
+        cancelled = await engine.prepare(PrepareRequest(environment="staging", app=inline_app(sim_env)))
+        await engine.cancel(cancelled.id)
+        for d in (deployed, cancelled):
+            done = await wait_final(engine, d.id)
+            lines = await engine.logs(d.id)
+            assert done.status in ("completed", "cancelled") and done.ended_at is not None
+            assert max(line.timestamp for line in lines) <= done.ended_at, (done.status, lines[-1])
+    finally:
+        await engine.stop()
+        await clients.aclose()
