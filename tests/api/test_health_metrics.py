@@ -89,7 +89,7 @@ async def test_health_endpoint_answers_from_memory_with_a_hanging_dependency(mak
         for _ in range(3):
             started = time.perf_counter()
             resp, body = await api.call("GET", "/health/deployment")
-            assert time.perf_counter() - started < 1.5  # the Cloudflare probe itself waits 5 s
+            assert time.perf_counter() - started < 3  # the Cloudflare probe itself waits 5 s
             assert resp.status == 200 and body["success"] is True
             data = body["data"]
             assert set(data["services"]) == {"cloudflare", "github", "container_registry"}

@@ -130,7 +130,7 @@ async def test_at_the_cap_idle_connections_give_way_to_deliveries(serve):
         assert len(server.guard) <= 10
         for n in range(10):
             status, seconds = await deliver(server.port, f"d-cap-{n}")
-            assert status == 202 and seconds < 1.0, (status, seconds)
+            assert status == 202 and seconds < 3.0, (status, seconds)  # at once: the idle ones wait 30 s
         assert len(server.guard) <= 10
         assert server.guard.stats.evicted >= 15
         assert server.guard.stats.refused == 0
@@ -153,7 +153,7 @@ async def test_when_every_connection_is_busy_a_new_one_is_refused_at_once(serve,
         started = time.monotonic()
         status, headers, answer = await exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status == 503 and answer["error"]["code"] == "SYS_002" and headers["connection"] == "close"
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2  # at once, not after the 30 s body timeout
         assert server.guard.stats.refused == 1
     finally:
         close_all(busy)
@@ -432,7 +432,7 @@ async def test_flareship_serve_acknowledges_deliveries_while_many_idle_connectio
             status, seconds = await deliver(port, f"d-while-idle-{n}", timeout=5.0)
             assert status == 202
             slowest = max(slowest, seconds)
-        assert slowest < 1.0, slowest
+        assert slowest < 3.0, slowest  # before, no delivery was acknowledged while they stayed open
     finally:
         close_all(idle)
         child.send_signal(signal.SIGTERM)
