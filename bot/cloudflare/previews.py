@@ -84,6 +84,8 @@ class Preview:
     urls: tuple[str, ...] = ()
     created_on: str | None = None
     updated_on: str | None = None
+    #: The Preview's own settings as Cloudflare holds them (observability, logpush, tail_consumers).
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str | None:
@@ -94,7 +96,8 @@ class Preview:
     def from_api(cls, result: Mapping[str, Any], *, worker: str = "") -> Preview:
         return cls(id=str(result["id"]), name=str(result.get("name") or ""), slug=str(result.get("slug") or ""),
                    worker_name=str(result.get("worker_name") or worker), urls=tuple(result.get("urls") or ()),
-                   created_on=result.get("created_on"), updated_on=result.get("updated_on"))
+                   created_on=result.get("created_on"), updated_on=result.get("updated_on"),
+                   settings={k: result[k] for k in PREVIEW_SETTING_KEYS if k in result})
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,37 @@ def preview_env(bindings: Iterable[Mapping[str, Any]], *, inherit: Iterable[str]
     for name in inherit:
         env.setdefault(name, {"type": "inherit"})
     return env
+
+
+#: The settings of a Preview itself, not of its deployments (the spec's `PreviewCreateRequest`).
+PREVIEW_SETTING_KEYS = ("observability", "logpush", "tail_consumers")
+
+
+def preview_settings(block: Mapping[str, Any], top_level: Mapping[str, Any]) -> dict[str, Any]:
+    """What wrangler sends when it creates or patches a Preview (deploy-helpers preview/shared.ts
+    `assemblePreviewScriptSettings`): `observability` and `logpush` from the previews block, else
+    the config's top level; `tail_consumers` only from the block, as `[{name: <service>}]`."""
+    result: dict[str, Any] = {}
+    for key in ("observability", "logpush"):
+        value = block.get(key) if block.get(key) is not None else top_level.get(key)
+        if value is not None:
+            result[key] = value
+    consumers = block.get("tail_consumers")
+    if consumers is not None:
+        result["tail_consumers"] = [{"name": c["service"]} for c in consumers]
+    return result
+
+
+def _holds(current: Any, wanted: Any) -> bool:
+    """True when `current` already says everything `wanted` says (Cloudflare may add defaults)."""
+    if isinstance(wanted, Mapping):
+        return isinstance(current, Mapping) and all(_holds(current.get(k), v) for k, v in wanted.items())
+    return bool(current == wanted)
+
+
+def preview_settings_differ(preview: Preview, wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of `wanted` the Preview does not hold yet (empty: no PATCH needed)."""
+    return {k: v for k, v in wanted.items() if not _holds(preview.settings.get(k), v)}
 
 
 def preview_migrations(migrations: Sequence[Mapping[str, Any]], current_tag: str | None) -> dict[str, Any] | None:
@@ -319,20 +353,28 @@ class PreviewsAPI:
         return Preview.from_api(result, worker=worker)
 
     async def ensure_preview(self, account_id: str, worker: str, name: str, *,
-                             ignore_base_config: bool = False) -> Preview:
+                             ignore_base_config: bool = False, settings: Mapping[str, Any] | None = None) -> Preview:
         """The Preview `name`, created when missing (GET, then POST on 10025 - never a blind POST).
 
         `ignore_base_config` is wrangler's `--ignore-base-config` (the dashboard's Preview base
-        config is then not applied). Raises `ParentWorkerMissing` when the Worker does not exist
-        yet: deploy the `from` environment's Worker first.
+        config is then not applied). `settings` (see `preview_settings`) go with the POST; an
+        existing Preview gets a PATCH of those it does not hold yet (wrangler patches whenever
+        any is set; comparing first saves the write on every later push). Raises
+        `ParentWorkerMissing` when the Worker does not exist yet: deploy the `from` environment's
+        Worker first.
         """
+        wanted = dict(settings or {})
         existing = await self.get_preview(account_id, worker, name)
         if existing is not None:
-            return existing
+            changed = preview_settings_differ(existing, wanted)
+            if not changed:
+                return existing
+            result = await self.call("PATCH", self._preview_path(account_id, worker, name), json_body=changed)
+            return Preview.from_api(result, worker=worker)
         path = f"{self._worker_path(account_id, worker)}/previews"
         params = {"ignore_base_config": "true"} if ignore_base_config else None
         try:
-            result = await self.call("POST", path, params=params, json_body={"name": name})
+            result = await self.call("POST", path, params=params, json_body={"name": name, **wanted})
         except NotFound as exc:
             if 10007 in exc.codes:
                 raise self._parent_missing(exc, worker) from exc

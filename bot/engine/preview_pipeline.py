@@ -3,7 +3,7 @@
 Steps 1-3 are the normal ones (configuration, token, resources). Then: no container (a Worker
 Preview runs none; bot/engine/preview_app.py refuses them); step 5 makes sure the Preview
 `pr-<N>` exists (GET, POST on 10025) under the `from` environment's Worker, which must have been
-deployed first; step 6 uploads the PR's static assets through the parent Worker's upload
+deployed first, with the observability, logpush and tail consumers wrangler would give it; step 6 uploads the PR's static assets through the parent Worker's upload
 session, then its modules as a Preview deployment with the preview's own bindings (Durable
 Objects without namespace ids: Cloudflare gives each Preview its own storage; the parent's
 secrets only as `inherit` when wrangler's previews block says so, and the dashboard's base
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.cloudflare.errors import CloudflareError, ParentWorkerMissing
-from bot.cloudflare.previews import build_preview_metadata, preview_migrations
+from bot.cloudflare.previews import build_preview_metadata, preview_migrations, preview_settings
 from bot.cloudflare.workers import WorkerModule
 from bot.engine.assets_step import assets_metadata
 from bot.engine.failures import step_failure
@@ -60,15 +60,12 @@ async def ensure_preview(ctx: StepContext) -> str:
         return "completed"
     try:
         found = await ctx.client.ensure_preview(ctx.account_id, preview.parent_script, preview.name,
-                                                ignore_base_config=not preview.inherit_secrets)
+                                                ignore_base_config=not preview.inherit_secrets,
+                                                settings=preview_settings(preview.settings, ctx.spec.worker_settings))
     except ParentWorkerMissing:
         raise _parent_missing(ctx, DURABLE_OBJECTS) from None
     except CloudflareError as exc:
         raise step_failure(exc, DURABLE_OBJECTS) from None
-    unsent = [k for k in PREVIEW_OBJECT_SETTINGS if k in preview.settings]
-    if unsent:  # bot/cloudflare/previews.py creates a Preview with its name only, so far
-        await ctx.log(f"Not applied to the Preview: previews.{', previews.'.join(unsent)} (Flareship does not "
-                      "send Preview settings yet; set them in the dashboard's Preview base config)", "warn")
     ctx.state.extra[PREVIEW_ID] = found.id
     if found.url:
         ctx.state.extra[PREVIEW_URL] = found.url
@@ -88,8 +85,6 @@ def _migrations(ctx: StepContext) -> list[dict[str, Any]]:
 
 #: Settings a Preview deployment carries (the spec's DeploymentMetadata); the previews block's win.
 DEPLOYMENT_SETTINGS = ("limits", "placement")
-#: Settings of the Preview itself, sent by wrangler when it creates or patches one.
-PREVIEW_OBJECT_SETTINGS = ("observability", "logpush", "tail_consumers")
 
 
 def _deployment_settings(environment: dict[str, Any], block: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from bot.cloudflare import (
     preview_migrations,
     preview_name,
 )
-from bot.cloudflare.previews import encode_preview
+from bot.cloudflare.previews import encode_preview, preview_settings
 from tests.plugins.cloudflare_sim import CF_ACCOUNT_ID, CF_SUBDOMAIN
 
 WORKER = "my-app"
@@ -114,6 +114,32 @@ async def test_get_preview_is_none_on_10025_then_ensure_creates_once(cloudflare_
     assert created.url and created.url.endswith(f"/__workers/{CF_SUBDOMAIN}/pr-1-{WORKER}")
     assert cloudflare_sim.sim.creates["preview"] == 1
     assert await cloudflare_client.get_preview(CF_ACCOUNT_ID, WORKER, created.id) == created
+
+
+def test_preview_settings_follow_wrangler():
+    """observability and logpush from the previews block, else the top level; tail consumers only
+    from the block, by service name (deploy-helpers preview/shared.ts assemblePreviewScriptSettings)."""
+    top = {"observability": {"enabled": True}, "logpush": True, "tail_consumers": [{"service": "prod-tail"}]}
+    assert preview_settings({}, top) == {"observability": {"enabled": True}, "logpush": True}
+    block = {"observability": {"enabled": False}, "tail_consumers": [{"service": "t", "environment": "x"}]}
+    assert preview_settings(block, top) == {"observability": {"enabled": False}, "logpush": True,
+                                            "tail_consumers": [{"name": "t"}]}
+    assert preview_settings({"logpush": False}, {}) == {"logpush": False}
+    assert preview_settings({}, {}) == {}
+
+
+async def test_preview_settings_are_sent_on_create_and_patched_only_when_they_change(cloudflare_client, cloudflare_sim):
+    await parent(cloudflare_client)
+    wanted = {"observability": {"enabled": True, "head_sampling_rate": 0.5}, "logpush": True}
+    created = await cloudflare_client.ensure_preview(CF_ACCOUNT_ID, WORKER, "pr-4", settings=wanted)
+    assert created.settings["observability"] == wanted["observability"] and created.settings["logpush"] is True
+    again = await cloudflare_client.ensure_preview(CF_ACCOUNT_ID, WORKER, "pr-4", settings=wanted)
+    assert again == created and cloudflare_sim.sim.count_requests("PATCH", "/previews/") == 0
+    changed = await cloudflare_client.ensure_preview(
+        CF_ACCOUNT_ID, WORKER, "pr-4", settings={**wanted, "tail_consumers": [{"name": "tail"}]})
+    assert changed.settings["tail_consumers"] == [{"name": "tail"}] and changed.id == created.id
+    patches = [p for m, p, _ in cloudflare_sim.sim.requests if m == "PATCH" and "/previews/" in p]
+    assert patches == [f"/accounts/{CF_ACCOUNT_ID}/workers/workers/{WORKER}/previews/pr-4"], patches
 
 
 async def test_a_worker_uploaded_as_a_script_owns_previews(cloudflare_client):

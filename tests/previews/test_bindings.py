@@ -80,8 +80,9 @@ async def test_secrets_inherit_gives_the_preview_the_parents_secrets(previews):
     assert served["secrets"] == ["API_KEY"] and served["vars"] == {"MODE": "preview"}
     [deployment] = await previews.deployments()
     logs = [line.message for line in await previews.services.engine.logs(deployment.id)]
-    assert any("Not applied to the Preview: previews.observability" in line for line in logs)
     assert "s3cret" not in "\n".join(logs)
+    preview = previews.cloudflare_sim.sim.previews.find(CF_ACCOUNT_ID, "shop-staging", "pr-7")
+    assert preview.settings == {"observability": {"enabled": True}}  # the block's, sent on create
 
 
 @pytest.mark.parametrize("previews_config", [config("script")])
