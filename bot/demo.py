@@ -196,6 +196,7 @@ class Demo:
             database_url=f"sqlite:///{self.workdir / 'flareship.db'}",
             public_url=self.url,
             environment_overrides={},
+            build_poll_seconds=0.25,  # a real deployment looks at the SHA's CI runs every 15 s; the demo's CI is quick
         )
         self.app = init_app(self.settings)
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
@@ -206,10 +207,6 @@ class Demo:
         # the check run to show each step; give the simulator some latency and let the reporter
         # write twice a second (the default is once a second) so the demo shows the same.
         self.cloudflare.sim.set_latency(0.04)
-        # A real deployment looks at the SHA's workflow runs every 15 s while CI builds; the demo's CI is quick.
-        from bot.engine import artifacts
-
-        artifacts.POLL_SECONDS = 0.25
         self.http = aiohttp.ClientSession()
         self.closers.append(self.http.close)
         self._seed_repository()

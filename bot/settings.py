@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     #: probes of a Worker just deployed (step 8).
     deployment_poll_seconds: float = Field(default=1.0, gt=0)
     health_check_interval: float = Field(default=1.0, gt=0)
+    #: Seconds between looks at a SHA's workflow runs while a deployment waits for its CI build
+    #: (a `workflow_run` webhook wakes it sooner).
+    build_poll_seconds: float = Field(default=15.0, gt=0)
     #: Seconds before a failed preview removal is first tried again (doubling).
     preview_removal_retry_seconds: float = Field(default=30.0, gt=0)
     #: The log stream (SSE): seconds between looks for new lines, between keep-alive comments,

@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 MAX_INFLATED_BYTES = 500 * 1024 * 1024
 MAX_FILES = 20_000
-#: Seconds between looks at the workflow runs while a build is under way.
-POLL_SECONDS = 15.0
+#: Seconds between looks at the workflow runs while a build is under way (BUILD_POLL_SECONDS).
+DEFAULT_POLL_SECONDS = 15.0
 FIELD = "app.build.artifact"
 
 
@@ -87,7 +87,7 @@ class BuildWait:
     #: Called once per run that is waited on: tells the user (check run) what is awaited.
     announce: Callable[[WorkflowRun], Awaitable[None]]
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    poll_seconds: float = POLL_SECONDS
+    poll_seconds: float = DEFAULT_POLL_SECONDS
     announced: set[int] = field(default_factory=set)
 
     @property
@@ -256,8 +256,7 @@ class BuildSource:
     clock: Callable[[], datetime]
     announce: Callable[[str], Awaitable[None]]
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    #: None: the module's POLL_SECONDS, read when the wait starts.
-    poll_seconds: float | None = None
+    poll_seconds: float = DEFAULT_POLL_SECONDS
     cache: ArtifactCache | None = None
     #: The downloaded artifact (StepState.build_artifact); set here after a download.
     record: dict[str, Any] | None = None
@@ -277,7 +276,7 @@ class BuildSource:
         gh = await self.github()
         wait = BuildWait(gh=gh, repository=self.repository, sha=self.sha, build=self.build,
                          started_at=self.started_at, clock=self.clock, announce=tell, sleep=self.sleep,
-                         poll_seconds=POLL_SECONDS if self.poll_seconds is None else self.poll_seconds)
+                         poll_seconds=self.poll_seconds)
         self.record, data = await obtain(gh, self.repository, await wait.artifact(), self.cache)
         if self.remember is not None:
             self.remember(self.record)

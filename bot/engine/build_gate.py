@@ -3,7 +3,8 @@
 A queued deployment of an app with `build` may take its environment's lease only once its
 artifact is downloaded. Until then it is parked: it stays `queued`, holds no lease (so another
 deployment of the same environment runs meanwhile), its document names the runs it waits for
-(`waiting_for_build`: the check run's title says "Waiting for build", its text links the run), and it is looked at again every `artifacts.POLL_SECONDS` or when woken.
+(`waiting_for_build`: the check run's title says "Waiting for build", its text links the run),
+and it is looked at again every `poll_seconds` (BUILD_POLL_SECONDS) or when woken.
 What the wait learned (since when, which runs were announced, the downloaded artifact) is
 in the deployment's state, so a restarted engine carries on without re-announcing, without a
 new deadline and without downloading the zip again (bot/engine/artifact_cache.py).
@@ -49,12 +50,14 @@ class BuildGate:
     """Answers the scheduler's "may this queued deployment take its lease now?"."""
 
     def __init__(self, store: DeploymentStore, journal: Journal, clock: Callable[[], datetime],
-                 github: Callable[[int | None], Awaitable[Any]] | None, cache: ArtifactCache | None) -> None:
+                 github: Callable[[int | None], Awaitable[Any]] | None, cache: ArtifactCache | None, *,
+                 poll_seconds: float = artifacts.DEFAULT_POLL_SECONDS) -> None:
         self.store = store
         self.journal = journal
         self.clock = clock
         self.github = github
         self.cache = cache
+        self.poll_seconds = poll_seconds
         #: (deployment id, queued at): a retry queues a deployment again and is looked at anew.
         self._ready: OrderedDict[tuple[str, datetime | None], None] = OrderedDict()
         #: Parked (deployment id, queued at) -> when to look again.
@@ -141,7 +144,7 @@ class BuildGate:
         return self._remember(key)
 
     def _park(self, key: tuple[str, datetime | None], now: datetime) -> None:
-        self._parked[key] = now + timedelta(seconds=artifacts.POLL_SECONDS)
+        self._parked[key] = now + timedelta(seconds=self.poll_seconds)
 
     async def _save(self, d: Deployment, state: StepState) -> None:
         """The state and the document (what the check run shows), only while still queued (a cancel wins)."""

@@ -75,7 +75,8 @@ class Engine:
         #: Downloaded build artifacts, shared by the wait and the steps (one download per deployment).
         self.artifacts = artifact_cache or ArtifactCache(default_root())
         self.builds = BuildGate(self.store, self.journal, self.clock,
-                                self._github_client if services.github.configured else None, self.artifacts)
+                                self._github_client if services.github.configured else None, self.artifacts,
+                                poll_seconds=self.settings.build_poll_seconds)
         self.scheduler = Scheduler(
             self.store, self._run, holder=holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
             clock=self.clock, lease=timedelta(seconds=lease_seconds), heartbeat_seconds=heartbeat_seconds,

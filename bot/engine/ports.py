@@ -61,6 +61,9 @@ class EngineSettings(Protocol):
     @property
     def workers_url_template(self) -> str: ...
 
+    @property
+    def build_poll_seconds(self) -> float: ...
+
     def cloudflare_credentials(self, environment: str, /) -> Credentials: ...
 
 

@@ -150,7 +150,7 @@ class DeploymentRun:
         return BuildSource(github=github, repository=d.repository, sha=d.sha, build=spec.build,
                            main=spec.main_module, started_at=wait_started(state, d, d.started_at or env.clock()),
                            clock=env.clock, announce=announce, cache=env.artifacts, record=state.build_artifact,
-                           remember=remember)
+                           remember=remember, poll_seconds=env.settings.build_poll_seconds)
 
     async def execute(self, lost: asyncio.Event) -> None:
         d, env = self.deployment, self.env

@@ -8,7 +8,6 @@ import asyncio
 import pytest
 
 from bot.engine import DeployOptions, PrepareRequest
-from bot.engine import artifacts as artifacts_module
 from bot.errors import FlareshipError
 from bot.sim.github.actions import add_run, finish_run
 from tests.artifacts.shop import BUNDLE, REPO, SHA, SOURCE
@@ -22,12 +21,10 @@ async def _logs(engine, deployment_id: str) -> list[str]:
     return [line.message for line in await engine.logs(deployment_id)]
 
 
-async def test_waits_for_the_run_then_deploys_the_artifact(sim_env, database, github_sim, github_session,
-                                                          monkeypatch):
-    monkeypatch.setattr(artifacts_module, "POLL_SECONDS", 0.05)
+async def test_waits_for_the_run_then_deploys_the_artifact(sim_env, database, github_sim, github_session):
     seed_repo(github_sim, REPO, sha=SHA, files=SOURCE)
     run = add_run(github_sim.sim, REPO, SHA, status="in_progress")
-    engine, clients = make_engine(sim_env.settings(database.url), database,
+    engine, clients = make_engine(sim_env.settings(database.url, build_poll_seconds=0.05), database,
                                   github=make_github_app(github_session, github_sim))
     await engine.start()
     try:
@@ -109,11 +106,10 @@ async def test_dockerfile_image_needs_build_image(sim_env, database, github_sim,
         await clients.aclose()
 
 
-async def test_the_wait_survives_a_restart(sim_env, database, github_sim, github_session, monkeypatch):
-    monkeypatch.setattr(artifacts_module, "POLL_SECONDS", 0.05)
+async def test_the_wait_survives_a_restart(sim_env, database, github_sim, github_session):
     seed_repo(github_sim, REPO, sha=SHA, files=SOURCE)
     run = add_run(github_sim.sim, REPO, SHA, status="queued")
-    settings = sim_env.settings(database.url)
+    settings = sim_env.settings(database.url, build_poll_seconds=0.05)
     first, first_clients = make_engine(settings, database, github=make_github_app(github_session, github_sim))
     await first.start()
     try:

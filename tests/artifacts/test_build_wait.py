@@ -45,15 +45,13 @@ def _request(sha: str) -> PrepareRequest:
 
 
 @pytest.mark.parametrize("database_backend", ["sqlite"])
-async def test_another_deployment_runs_while_one_waits_for_its_build(sim_env, database, github_sim, github_session,
-                                                                    monkeypatch):
-    monkeypatch.setattr(artifacts_module, "POLL_SECONDS", 0.05)
+async def test_another_deployment_runs_while_one_waits_for_its_build(sim_env, database, github_sim, github_session):
     seed_repo(github_sim, REPO, sha=SHA, files=SOURCE)
     for path, content in SOURCE.items():
         github_sim.sim.set_file(REPO, OTHER_SHA, path, content)
     slow = add_run(github_sim.sim, REPO, SHA, status="in_progress")
     finish_run(github_sim.sim, add_run(github_sim.sim, REPO, OTHER_SHA), artifacts={"worker": OTHER_BUNDLE})
-    engine, clients = make_engine(sim_env.settings(database.url), database,
+    engine, clients = make_engine(sim_env.settings(database.url, build_poll_seconds=0.05), database,
                                   github=make_github_app(github_session, github_sim))
     await engine.start()
     try:
@@ -83,12 +81,11 @@ async def test_another_deployment_runs_while_one_waits_for_its_build(sim_env, da
 
 @pytest.mark.parametrize("database_backend", ["sqlite"])
 async def test_a_finished_run_wakes_the_wait_and_a_retry_downloads_nothing(sim_env, database, github_sim,
-                                                                         github_session, monkeypatch):
-    monkeypatch.setattr(artifacts_module, "POLL_SECONDS", 3600)  # only a wake looks again
+                                                                         github_session):
     seed_repo(github_sim, REPO, sha=SHA, files=SOURCE)
     run = add_run(github_sim.sim, REPO, SHA, status="queued")
-    engine, clients = make_engine(sim_env.settings(database.url), database,
-                                  github=make_github_app(github_session, github_sim))
+    engine, clients = make_engine(sim_env.settings(database.url, build_poll_seconds=3600), database,
+                                  github=make_github_app(github_session, github_sim))  # only a wake looks again
     await engine.start()
     try:
         d = await engine.request_deploy(_request(SHA), DeployOptions())
@@ -125,8 +122,7 @@ def _check_run_titles(github_sim) -> list[str]:
 
 @pytest.mark.parametrize("database_backend", ["sqlite"])
 async def test_the_check_run_title_says_it_waits_for_the_build_then_that_it_runs(sim_env, database, github_sim,
-                                                                                github_session, monkeypatch):
-    monkeypatch.setattr(artifacts_module, "POLL_SECONDS", 0.05)
+                                                                                github_session):
     seed_repo(github_sim, REPO, sha=SHA, files=SOURCE)
     run = add_run(github_sim.sim, REPO, SHA, status="in_progress")
     app = make_github_app(github_session, github_sim)
@@ -228,8 +224,7 @@ async def test_the_cache_is_bounded_by_size_and_age(tmp_path):
 
 @pytest.mark.parametrize("database_backend", ["sqlite"])
 async def test_a_retry_waits_for_a_rerun_without_holding_the_environment(sim_env, database, github_sim,
-                                                                        github_session, monkeypatch):
-    monkeypatch.setattr(artifacts_module, "POLL_SECONDS", 0.05)
+                                                                        github_session):
     seed_repo(github_sim, REPO, sha=SHA, files=SOURCE)
     add_run(github_sim.sim, REPO, SHA, status="completed", conclusion="failure")
     engine, clients = make_engine(sim_env.settings(database.url), database,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.engine import artifacts as artifacts_module
+import pytest
+
 from bot.engine.metadata import wrangler_view
 from bot.sim.github.actions import add_run, finish_run, workflow_run_completed
 from tests.projects.shapes import ACC, expected, project_files, seed_resources, uploads
@@ -22,8 +23,8 @@ async def _until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_typescript_d1_waits_for_its_build_then_deploys_the_artifact(workflow, monkeypatch):
-    monkeypatch.setattr(artifacts_module, "POLL_SECONDS", 3600)  # only the webhook makes it look again
+@pytest.mark.parametrize("workflow_settings", [{"build_poll_seconds": 3600}])  # only the webhook makes it look
+async def test_typescript_d1_waits_for_its_build_then_deploys_the_artifact(workflow):
     sim = workflow.sim
     files = project_files("d1-typescript")
     bundle = {"index.js": files.pop("dist/index.js")}

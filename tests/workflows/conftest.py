@@ -178,7 +178,13 @@ class Workflow:
 
 
 @pytest.fixture
-async def workflow(github_sim, cloudflare_sim, make_flareship_client):
+def workflow_settings() -> dict:
+    """Settings a test gives its Flareship on top of the fast ones (parametrize to change)."""
+    return {}
+
+
+@pytest.fixture
+async def workflow(github_sim, cloudflare_sim, make_flareship_client, workflow_settings):
     seed_repo(github_sim, REPOSITORY, installation_id=INSTALLATION_ID, sha=BASE_SHA, files=FILES)
     sim = github_sim.sim
     sim.add_collaborator(REPOSITORY, "dev", "write")
@@ -194,7 +200,7 @@ async def workflow(github_sim, cloudflare_sim, make_flareship_client):
         cloudflare_account_id=CF_ACCOUNT_ID,
         workers_url_template=cloudflare_sim.workers_url_template,
         container_registry_url=cloudflare_sim.registry_url,
-        **FAST,
+        **{**FAST, **workflow_settings},
     )
     flow = Workflow(client, github_sim, cloudflare_sim)
     flow.add_pull_request(7)
