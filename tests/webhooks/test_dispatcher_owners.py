@@ -92,9 +92,9 @@ async def test_claims_of_an_owner_that_stopped_beating_are_taken_back_in_seconds
     assert [e for e in events if e.split()[1].startswith("a")] == [
         "start a1", "end a1", "start a2", "end a2", "start a3", "end a3"]
     if database.dialect == "postgresql":
-        assert 1.0 - 0.1 <= taken_back_after < 1.0 + 3.0, taken_back_after  # not before the timeout, soon after
+        assert 1.0 - 0.1 <= taken_back_after < 1.0 + 6.0, taken_back_after  # not before the timeout; soon after, not a lease later
     else:
-        assert taken_back_after < 3.0, taken_back_after
+        assert taken_back_after < 6.0, taken_back_after
     assert [d.id for d in await DispatcherRegistry(database).registered()] == []
     assert (await DeliveryStore(database).get("a1")).attempts == 2
     assert dispatcher.taken_back == 2
