@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.cloudflare.errors import CloudflareError, ParentWorkerMissing
-from bot.cloudflare.previews import build_preview_metadata, preview_migrations, preview_settings
+from bot.cloudflare.previews import Preview, build_preview_metadata, preview_migrations, preview_settings
 from bot.cloudflare.workers import WorkerModule
 from bot.engine.assets_step import assets_metadata
 from bot.engine.failures import step_failure
@@ -33,6 +33,8 @@ from bot.github.pr_comment import DEPLOYMENT_URL_KEY
 #: Keys this pipeline keeps in the step state (`StepState.extra` survives a restart).
 PREVIEW_ID, PREVIEW_URL, DEPLOYMENT_ID, DEPLOYMENT_URL = "preview_id", "preview_url", "preview_deployment_id", \
     "preview_deployment_url"
+#: The Preview as step 5 found it (id, name, slug, urls), so step 6 need not look it up again.
+PREVIEW = "preview"
 
 
 def _preview(ctx: StepContext) -> PreviewSpec:
@@ -67,6 +69,7 @@ async def ensure_preview(ctx: StepContext) -> str:
     except CloudflareError as exc:
         raise step_failure(exc, DURABLE_OBJECTS) from None
     ctx.state.extra[PREVIEW_ID] = found.id
+    ctx.state.extra[PREVIEW] = {"id": found.id, "name": found.name, "slug": found.slug, "urls": list(found.urls)}
     if found.url:
         ctx.state.extra[PREVIEW_URL] = found.url
     classes = ", ".join(ctx.spec.class_names)
@@ -99,6 +102,12 @@ async def _inherited(ctx: StepContext, preview: PreviewSpec, latest: Any) -> lis
     return list(preview.inherit_secrets or [])
 
 
+def _found(ctx: StepContext, worker: str) -> Preview | None:
+    """The Preview step 5 found (None in a state written before it was kept: the client looks it up)."""
+    kept = ctx.state.extra.get(PREVIEW)
+    return Preview.from_api(kept, worker=worker) if isinstance(kept, dict) else None
+
+
 async def deploy_to_preview(ctx: StepContext) -> str:
     preview = _preview(ctx)
     spec = ctx.spec
@@ -122,9 +131,9 @@ async def deploy_to_preview(ctx: StepContext) -> str:
                 annotations={"workers/message": message[:100], "workers/tag": ctx.deployment.id},
                 settings={**_deployment_settings(spec.worker_settings, preview.settings), "assets": assets},
             )
-            found = await ctx.client.get_preview(ctx.account_id, preview.parent_script, preview_id)
             deployed = await ctx.client.deploy_to_preview(ctx.account_id, preview.parent_script,
-                                                          found or preview_id, metadata, modules)
+                                                          _found(ctx, preview.parent_script) or preview_id,
+                                                          metadata, modules)
     except ParentWorkerMissing:
         raise _parent_missing(ctx, WORKER) from None
     except CloudflareError as exc:
