@@ -65,6 +65,8 @@ class PermissionReport:
     missing: dict[str, str] = field(default_factory=dict)  # probe -> permission name
     plan_blocked: set[str] = field(default_factory=set)  # probes refused because of the plan (10075)
     containers_account: dict | None = None
+    #: The account's Workers, as the `workers` probe read them (GET /workers/scripts).
+    scripts: list[dict[str, Any]] | None = None
 
     @property
     def missing_permissions(self) -> list[str]:
@@ -241,6 +243,8 @@ class AccountsAPI(CloudflareTransport):
                 report.plan_blocked.add(name)
             if name == "containers" and ok:
                 report.containers_account = result
+            if name == "workers" and ok:
+                report.scripts = list(result or [])
         return report
 
     async def account_plan(self, account_id: str, *, account: dict | None = None,

@@ -161,10 +161,15 @@ def raise_first(checks: dict[str, str], problems: list[Problem], *, step: str | 
     raise FlareshipError(first.code, first.message, step=step, details=details)
 
 
-async def cloudflare_facts(spec: AppSpec, client: CloudflareClient, account_id: str, facts: Facts) -> Facts:
-    """Scripts (count, existence) and the Workers plan / container limits, from Cloudflare."""
+async def cloudflare_facts(spec: AppSpec, client: CloudflareClient, account_id: str, facts: Facts, *,
+                           scripts: list[dict[str, Any]] | None = None) -> Facts:
+    """Scripts (count, existence) and the Workers plan / container limits, from Cloudflare.
+
+    `scripts`: the account's Workers when the caller has just read them (step 2's probe), so the
+    list is not fetched twice in one run."""
     try:
-        scripts = await client.list_scripts(account_id)
+        if scripts is None:
+            scripts = await client.list_scripts(account_id)
     except CloudflareError as exc:
         raise catalogue_error(exc, RESOURCES) from None
     names = {s.get("id") or s.get("name") for s in scripts or []}

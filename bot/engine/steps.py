@@ -74,6 +74,8 @@ class StepContext:
     other_owners: Callable[[], Awaitable[set[str]]] | None = None
     #: The CI build artifact of an app with `build` (bot/engine/artifacts.py): modules, assets, image.
     build: BuildSource | None = None
+    #: The account's Workers as step 2 read them; in memory only, so a resumed run reads them again.
+    account_scripts: list[dict[str, Any]] | None = None
     _modules: list[Module] | None = field(default=None, repr=False)
 
     async def modules(self) -> list[Module]:
@@ -125,6 +127,7 @@ async def authenticate(ctx: StepContext) -> str:
         raise FlareshipError("AUTH_004", "The Cloudflare token lacks: " + ", ".join(sorted(set(missing))),
                              step=AUTHENTICATE, details={"missingPermissions": sorted(set(missing))})
     ctx.state.token_kind = info.kind
+    ctx.account_scripts = report.scripts
     await ctx.log(f"{info.kind} token verified; permissions: "
                   + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in sorted(report.granted.items())))
     return "completed"
@@ -133,7 +136,8 @@ async def authenticate(ctx: StepContext) -> str:
 # -- 3. Checking resources and quotas -----------------------------------------------------------
 
 async def check_resources(ctx: StepContext) -> str:
-    facts = await cloudflare_facts(ctx.spec, ctx.client, ctx.account_id, Facts(image_digest="-"))
+    facts = await cloudflare_facts(ctx.spec, ctx.client, ctx.account_id, Facts(image_digest="-"),
+                                   scripts=ctx.account_scripts)
     if ctx.other_owners is not None:
         facts.other_owners = await ctx.other_owners()
     checks, problems = evaluate(ctx.spec, facts, ctx.today)

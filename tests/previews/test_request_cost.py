@@ -16,7 +16,7 @@ from tests.previews.conftest import INSTALLATION_ID
 
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 #: (GitHub requests, GitHub writes, Cloudflare requests, Cloudflare writes) per mode, at most.
-BUDGET = {"previews": (10, 6, 10, 1), "script": (10, 6, 15, 1)}
+BUDGET = {"previews": (10, 6, 9, 1), "script": (10, 6, 14, 1)}
 
 
 @pytest.mark.parametrize("previews_mode", ["previews", "script"])
