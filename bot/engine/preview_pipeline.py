@@ -3,11 +3,12 @@
 Steps 1-3 are the normal ones (configuration, token, resources). Then: no container (a Worker
 Preview runs none; bot/engine/preview_app.py refuses them); step 5 makes sure the Preview
 `pr-<N>` exists (GET, POST on 10025) under the `from` environment's Worker, which must have been
-deployed first, with the observability, logpush and tail consumers wrangler would give it; step 6 uploads the PR's static assets through the parent Worker's upload
-session, then its modules as a Preview deployment with the preview's own bindings (Durable
-Objects without namespace ids: Cloudflare gives each Preview its own storage; the parent's
-secrets only as `inherit` when wrangler's previews block says so, and the dashboard's base
-config is ignored otherwise); step 7 records the stable Preview URL and this deployment's own
+deployed first, with the observability, logpush and tail consumers wrangler would give it;
+step 6 uploads the PR's static assets through the parent Worker's upload session, then its
+modules as a Preview deployment with the preview's own bindings (Durable Objects without
+namespace ids: Cloudflare gives each Preview its own storage; the parent's secrets only as
+`inherit` when wrangler's previews block says so, and the dashboard's base config is ignored
+otherwise); step 7 records the stable Preview URL and this deployment's own
 URL; step 8 probes this deployment's URL. Every step is safe to repeat: the Preview is looked
 up before it is created, and the upload carries the deployment id as its tag, so a lost answer
 is read back instead of deploying twice.
