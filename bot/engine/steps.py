@@ -1,4 +1,5 @@
-"""The 8 pipeline steps of a deployment, each idempotent (a rollback's are in `rollback.py`).
+"""The 8 pipeline steps of a deployment, each idempotent (step 4 is `container_step.py`, a
+rollback's are in `rollback.py`).
 
 Every step looks before it creates, sends the same content when repeated, and keeps what it
 learned in `ctx.state` (persisted by the run after each step), so re-running a step after a
@@ -20,11 +21,11 @@ import httpx
 
 from bot.cloudflare.client import CloudflareClient
 from bot.cloudflare.errors import CloudflareError
-from bot.cloudflare.registry import ImageRef
 from bot.cloudflare.workers import WorkerModule, sqlite_migration
-from bot.engine import assets_step, images, oci_layout
-from bot.engine.appspec import BUILT_IMAGE, AppSpec, ContainerSpec
+from bot.engine import assets_step
+from bot.engine.appspec import AppSpec, ContainerSpec
 from bot.engine.artifacts import BuildSource
+from bot.engine.container_step import containers_of, pinned_image, upload_container
 from bot.engine.failures import step_failure, token_failure
 from bot.engine.metadata import keep_bindings, upload_modules
 from bot.engine.migrations import pending_migrations
@@ -155,89 +156,6 @@ async def check_resources(ctx: StepContext) -> str:
     return "completed"
 
 
-# -- 4. Uploading container ---------------------------------------------------------------------
-
-def _containers(spec: AppSpec) -> list[ContainerSpec]:
-    return list(spec.containers) or ([spec.container] if spec.container else [])
-
-
-def _pinned(ctx: StepContext, container: ContainerSpec) -> str | None:
-    """The image step 4 pinned for `container` (a state of an older version has the first only)."""
-    entry = (ctx.state.containers or {}).get(container.class_name) or {}
-    if entry.get("image"):
-        return str(entry["image"])
-    if ctx.spec.container is not None and container.class_name == ctx.spec.container.class_name:
-        return ctx.state.image
-    return None
-
-
-async def upload_container(ctx: StepContext) -> str:
-    """Every container's image into the account's registry, pinned by digest (wrangler: each entry)."""
-    containers = _containers(ctx.spec)
-    if not containers:
-        await ctx.log("No container configured")
-        return "skipped"
-    target = images.registry_target(ctx.settings.container_registry_url)
-    for container in containers:
-        pinned = _pinned(ctx, container)
-        if pinned:
-            await ctx.log(f"Image of {container.class_name} already in the account's registry: {pinned}")
-            continue
-        if container.image.startswith(f"{BUILT_IMAGE}:") and ctx.spec.build is not None and ctx.build is not None:
-            await _push_built_image(ctx, container, ctx.build, target)
-            continue
-        source = images.parse_image(container.image, step=CONTAINER)
-        try:
-            registry = await images.registry_client_for(ctx.client, ctx.clients, ctx.account_id, target)
-            if ctx.dry_run:
-                resolved = await images.resolve_digest(registry, source, target)
-                await ctx.log(f"Dry run: {container.image} resolves to {resolved.digest}; nothing copied")
-                continue
-            copied = await images.ensure_in_registry(registry, source, target, ctx.account_id)
-        except BaseException as exc:
-            _registry_failed(ctx, target, exc)
-            raise
-        _pin_image(ctx, container, copied)
-        await ctx.log(f"Image {container.image} pinned as {_pinned(ctx, container)}")
-    return "completed"
-
-
-def _registry_failed(ctx: StepContext, target: images.RegistryTarget, exc: BaseException) -> None:
-    """A registry failure drops the cached credentials (they may be why) and reads a Cloudflare error as step 4's."""
-    images.forget_credentials(ctx.clients, ctx.account_id, target)
-    if isinstance(exc, CloudflareError):
-        raise step_failure(exc, CONTAINER) from None
-
-
-def _pin_image(ctx: StepContext, container: ContainerSpec, pinned: ImageRef) -> None:
-    image = images.configuration_image(pinned)
-    entries = dict(ctx.state.containers or {})
-    entries[container.class_name] = {**entries.get(container.class_name, {}), "image": image,
-                                     "image_digest": pinned.digest}
-    ctx.state.containers = entries
-    if ctx.spec.container is not None and container.class_name == ctx.spec.container.class_name:
-        ctx.state.image = image
-        ctx.state.image_digest = pinned.digest
-
-
-async def _push_built_image(ctx: StepContext, container: ContainerSpec, build: BuildSource,
-                            target: images.RegistryTarget) -> None:
-    """`build.image`: the artifact's OCI layout, pushed to the account's registry tagged with the SHA."""
-    destination = oci_layout.built_destination(target, ctx.account_id, ctx.spec.name, ctx.deployment.sha)
-    layout = (await build.output()).image or b""
-    if ctx.dry_run:
-        await ctx.log(f"Dry run: would push {build.build.image} ({len(layout)} bytes) as {destination}")
-        return
-    try:
-        registry = await images.registry_client_for(ctx.client, ctx.clients, ctx.account_id, target)
-        pinned = await oci_layout.push_layout(registry, layout, destination)
-    except BaseException as exc:
-        _registry_failed(ctx, target, exc)
-        raise
-    _pin_image(ctx, container, pinned)
-    await ctx.log(f"Built image {build.build.image} pushed as {destination}, pinned as {_pinned(ctx, container)}")
-
-
 # -- 5. Deploying Durable Objects ---------------------------------------------------------------
 
 def next_migration_tag(current: str | None) -> str:
@@ -310,7 +228,7 @@ async def deploy_durable_objects(ctx: StepContext) -> str:
         else:
             ctx.state.migration_tag = tag
             await ctx.log(f"Durable Object classes exist (migration tag {tag or 'none'})")
-        containers = _containers(spec)
+        containers = containers_of(spec)
         if not containers:
             return "completed"
         if ctx.dry_run:
@@ -336,7 +254,7 @@ async def _deploy_application(ctx: StepContext, container: ContainerSpec, namesp
     if not namespace_id:
         raise FlareshipError("DEPLOY_004", f"no Durable Object namespace found for {container.class_name}",
                              step=DURABLE_OBJECTS)
-    image = _pinned(ctx, container)
+    image = pinned_image(ctx, container)
     if image is None:  # step 4 pins the images before this step runs
         raise FlareshipError("SYS_001", f"no container image pinned by step 4 for {container.class_name}",
                              step=DURABLE_OBJECTS)
