@@ -141,6 +141,7 @@ async def running_services(settings: Settings, router: routing.Router) -> AsyncI
         reporter = reporter_for(engine=engine, github=github.client, pr_state=pr_state, comments=comments,
                                 public_url=settings.public_url, interval=settings.github_report_interval,
                                 retry_delay=settings.github_report_retry_delay,
+                                recovery_seconds=settings.github_report_recovery_seconds,
                                 details_url=lambda deployment: details_links.url(deployment.id))
         await stack.enter_async_context(_running_reporter(reporter, github))
         previews, preview_sweep = previews_for(

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     github_report_interval: float = Field(default=1.0, gt=0)
     #: Seconds before the reporter's first retry of a failed write (doubling, at most 30 s).
     github_report_retry_delay: float = Field(default=1.0, gt=0)
+    #: Seconds between looks for deployments that ended without GitHub showing it (the replica that
+    #: ran them died first, or GitHub kept failing), and how long after their end they are taken up.
+    github_report_recovery_seconds: float = Field(default=30.0, gt=0)
     #: Seconds between the engine's scheduler passes when nothing wakes it, and between health
     #: probes of a Worker just deployed (step 8).
     deployment_poll_seconds: float = Field(default=1.0, gt=0)

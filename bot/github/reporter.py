@@ -5,7 +5,9 @@ comment is `bot.github.pr_comment`. The `Reporter` subscribes to engine events a
 one worker task per deployment, coalescing check-run updates to at most one write per
 `interval` seconds per check run and always flushing the final state. Every GitHub object is
 claimed in `bot.store.pr_state` before it is created, so a redelivery or a restart edits the
-object it made instead of making a second one.
+object it made instead of making a second one. Events live in one process's memory: a deployment
+that ended on a replica that died before GitHub showed the end (or while GitHub kept failing) is
+found by `recover`, which every replica runs every `recovery_seconds`, from `pr_reports`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+from bot.engine.model import DeploymentEvent
 from bot.engine.preview_spec import display_environment, is_preview_environment
 from bot.github.pr_comment import COMMENT_MARKER, CommentWriter, comment_row, react, render_comment
 from bot.github.text import MAX_OUTPUT_CHARS, cell, iso, short_sha, split_repo, truncate
@@ -39,6 +42,8 @@ MAX_DEPLOYMENT_DESCRIPTION = 140
 LOG_LINES_KEPT = 60
 #: Attempts at writing one piece of state before waiting for the next engine event.
 MAX_REPORT_ATTEMPTS = 6
+#: How far back `recover` looks for deployments GitHub does not show the end of.
+RECOVERY_HORIZON = timedelta(hours=24)
 CHECK_NAME_PREFIX = "Deploy to "
 
 FINAL = frozenset({"completed", "failed", "rolled_back", "cancelled"})
@@ -261,6 +266,8 @@ class Reporter:
         details_url: Callable[[Any], str] | None = None,
         head_sha: Callable[[Any], Awaitable[str | None]] | None = None,
         comments: CommentWriter | None = None,
+        recovery_seconds: float | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.engine = engine
         self.github = github
@@ -281,16 +288,59 @@ class Reporter:
         #: Deployments whose final state is written: late events (a last log line) change nothing.
         self._finished: OrderedDict[str, str] = OrderedDict()
         self._unsubscribe: Callable[[], None] | None = None
+        #: Seconds between `recover` passes, and how long a deployment may have ended before one
+        #: takes it for unreported (None: no passes; tests call `recover`).
+        self.recovery_seconds = recovery_seconds
+        self.now = now
+        self._recovering: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self._unsubscribe is None:
             self._unsubscribe = self.engine.subscribe(self.on_event)
+        if self.recovery_seconds is not None and self._recovering is None:
+            self._recovering = asyncio.get_running_loop().create_task(self._recover_every(self.recovery_seconds))
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._recovering is not None:
+            self._recovering.cancel()
+            await asyncio.gather(self._recovering, return_exceptions=True)
+            self._recovering = None
         await self.drain()
+
+    async def recover(self, *, grace: float) -> int:
+        """Report again each deployment that ended over `grace` seconds ago (and within a day)
+        without GitHub showing its end in full: the replica that ran it died first, or GitHub kept
+        failing. Every write is idempotent, so a replica and this pass may both write. Answers how
+        many were taken up."""
+        now = self.now()
+        ids = await self.store.unreported(FINAL, ended_after=now - RECOVERY_HORIZON,
+                                          ended_before=now - timedelta(seconds=grace))
+        taken = 0
+        for deployment_id in ids:
+            tracker = self._trackers.get(deployment_id)
+            if tracker is not None and tracker.task is not None and not tracker.task.done():
+                continue  # being written here (a tracker whose task gave up is taken up again)
+            deployment = await self.engine.get(deployment_id)
+            if not self.reports(deployment):  # a REST deployment naming a repository: nothing on GitHub
+                await self.store.mark_reported(deployment_id, deployment.status)
+                continue
+            log.info("deployment %s ended (%s) without GitHub showing it; reporting it again",
+                     deployment_id, deployment.status)
+            self._finished.pop(deployment_id, None)
+            await self.on_event(DeploymentEvent(kind="status", deployment=deployment))
+            taken += 1
+        return taken
+
+    async def _recover_every(self, seconds: float) -> None:
+        while True:
+            try:
+                await self.recover(grace=seconds)
+            except Exception as exc:  # the database or GitHub is away: the next pass tries again
+                log.warning("recovering unreported deployments failed: %s", exc)
+            await asyncio.sleep(seconds)
 
     def writing(self) -> bool:
         """Whether some tracked deployment's GitHub state is still being written."""
@@ -380,6 +430,12 @@ class Reporter:
                     log.warning("reporting deployment %s to GitHub failed (%s); retry %d in %.2fs",
                                 tracker.deployment.id, exc, failures, delay)
                     await asyncio.sleep(delay)
+            deployment = tracker.deployment
+            if deployment.status in FINAL and not tracker.dirty and not tracker.transitions:
+                try:
+                    await self.store.mark_reported(deployment.id, deployment.status)
+                except Exception as exc:  # `recover` writes it again later: harmless
+                    log.warning("could not record that %s is reported: %s", deployment.id, exc)
         finally:
             if tracker.deployment.status in FINAL and not tracker.dirty and not tracker.transitions:
                 self._trackers.pop(tracker.deployment.id, None)
@@ -600,9 +656,10 @@ async def pull_request_head(github: GitHubFactory, deployment: Any) -> str | Non
 
 def reporter_for(*, engine: Any, github: GitHubFactory, pr_state: PullRequestState, comments: CommentWriter,
                  public_url: str, details_url: Callable[[Any], str], interval: float = 1.0,
-                 retry_delay: float = 1.0) -> Reporter:
+                 retry_delay: float = 1.0, recovery_seconds: float | None = None) -> Reporter:
     """The PR reporter of a running app (built by the composition root, bot/app.py)."""
     return Reporter(
         engine=engine, github=github, store=pr_state, comments=comments, public_url=public_url,
-        interval=interval, retry_delay=retry_delay, head_sha=lambda deployment: pull_request_head(github, deployment), details_url=details_url,
+        interval=interval, retry_delay=retry_delay, details_url=details_url, recovery_seconds=recovery_seconds,
+        head_sha=lambda deployment: pull_request_head(github, deployment),
     )

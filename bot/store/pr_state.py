@@ -9,6 +9,7 @@ GitHub once (recovery path only) rather than creating a duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from bot.store.db import Database
 
 from bot.store.base import JSON, UTCDateTime, dialect_insert, metadata, utcnow
+from bot.store.deployments import deployments
 
 #: One row per handled trigger (a comment, a label, a merge+env, a button click).
 pr_commands = sa.Table(
@@ -72,6 +74,18 @@ pr_github_deployments = sa.Table(
     sa.Index("ix_pr_github_deployments_repository_environment", "repository", "environment"),
 )
 
+#: The last status of each GitHub-triggered deployment whose GitHub side (check run, deployment
+#: status, comment, reaction) was written in full. A final deployment without its row here was
+#: not finished on GitHub (the replica died first, or GitHub kept failing): any replica's
+#: reporter writes it again (bot/github/reporter.py, `recover`).
+pr_reports = sa.Table(
+    "pr_reports",
+    metadata,
+    sa.Column("deployment_id", sa.String(40), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class CommandRow:
@@ -94,7 +108,7 @@ def _command(row: sa.Row[Any] | None) -> CommandRow | None:
 
 
 class PullRequestState:
-    """Queries over the four tables; every method is one short transaction."""
+    """Queries over the five tables; every method is one short transaction."""
 
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -138,6 +152,31 @@ class PullRequestState:
                 .order_by(pr_commands.c.created_at.desc()).limit(1)
             )).first()
         return _command(row)
+
+    # -- what was written in full --------------------------------------------------------
+
+    async def mark_reported(self, deployment_id: str, status: str) -> None:
+        """The deployment's GitHub side shows `status` in full."""
+        async with self.db.begin() as conn:
+            insert: Any = dialect_insert(conn)
+            stmt = insert(pr_reports).values(deployment_id=deployment_id, status=status, updated_at=utcnow())
+            await conn.execute(stmt.on_conflict_do_update(
+                index_elements=["deployment_id"], set_={"status": status, "updated_at": utcnow()}))
+
+    async def unreported(self, final: Iterable[str], *, ended_after: datetime, ended_before: datetime,
+                         limit: int = 20) -> list[str]:
+        """Deployments from a repository that ended (status in `final`) within the window and whose
+        final status GitHub does not show in full yet, oldest first."""
+        d = deployments
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(d.c.id).select_from(d.outerjoin(pr_reports, pr_reports.c.deployment_id == d.c.id))
+                .where(d.c.status.in_(sorted(final)), d.c.repository.is_not(None), d.c.sha.is_not(None),
+                       d.c.updated_at > ended_after, d.c.updated_at <= ended_before,
+                       sa.or_(pr_reports.c.status.is_(None), pr_reports.c.status != d.c.status))
+                .order_by(d.c.updated_at).limit(limit)
+            )).all()
+        return [row[0] for row in rows]
 
     # -- check runs ----------------------------------------------------------------------
 

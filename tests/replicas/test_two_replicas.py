@@ -59,6 +59,9 @@ BUDGET_WINDOW = 3.0
 #: replica's and this process's event loops were busy (both stall on a loaded machine): the check
 #: at the simulator allows that much skew. Unshared, two budgets let 2 x BUDGET_LIMIT through at once.
 ARRIVAL_SKEW = 0.6
+#: A deployment that ended on the replica just before it was killed, its check run not yet written
+#: (the reporter writes once a second), is reported by the survivor's next recovery pass.
+REPORT_RECOVERY = 3.0
 
 
 def _config(name: str) -> str:
@@ -197,7 +200,7 @@ async def test_two_replicas_share_work_and_budget_and_survive_a_sigkill(
         "WORKERS_URL_TEMPLATE": cloudflare.workers_url_template, "DATABASE_URL": replica_database,
         "LOG_LEVEL": "INFO", "DEPLOYMENT_LEASE_SECONDS": str(LEASE_SECONDS),
         "DISPATCHER_OWNER_TIMEOUT": str(OWNER_TIMEOUT), "CLOUDFLARE_BUDGET_LIMIT": str(BUDGET_LIMIT),
-        "CLOUDFLARE_BUDGET_WINDOW": str(BUDGET_WINDOW),
+        "CLOUDFLARE_BUDGET_WINDOW": str(BUDGET_WINDOW), "GITHUB_REPORT_RECOVERY_SECONDS": str(REPORT_RECOVERY),
     }
     # The widgets Worker's upload is done and then its answer held: the replica running it dies there.
     held = cloudflare.sim.inject_fault("PUT", "/accounts/*/workers/scripts/widgets-staging", delay=60,
