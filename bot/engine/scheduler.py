@@ -3,8 +3,10 @@
 Each pass walks the environments with queued or in-progress work and, for each head of queue
 whose lease is free or expired, takes the lease and runs the deployment; a heartbeat renews the
 lease while it runs. A queued deployment that is not `ready` (waiting for its CI build) is
-passed over and holds nothing, so the next one in its environment's queue may run. A process that dies leaves a lease that expires, and any engine (this
-process after a restart, or another replica) takes it over and resumes the deployment.
+passed over and holds nothing, so the next one in its environment's queue may run. A process
+that dies leaves a lease that expires, and any engine (this process after a restart, or another
+replica) takes it over and resumes the deployment; a dead process's expired lease on a deployment
+that had already ended is deleted (at most once per lease period).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.engine.model import FINAL_STATUSES
 from bot.store.deployments import DeploymentStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class Scheduler:
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._next_lease_sweep: datetime | None = None
 
     @property
     def started(self) -> bool:
@@ -95,7 +99,17 @@ class Scheduler:
             except TimeoutError:
                 pass
 
+    async def _drop_ended_leases(self) -> None:
+        now = self.clock()
+        if self._next_lease_sweep is not None and now < self._next_lease_sweep:
+            return
+        self._next_lease_sweep = now + self.lease
+        dropped = await self.store.drop_ended_leases(now, FINAL_STATUSES)
+        if dropped:
+            log.info("dropped %d expired lease(s) of deployments that had ended (their holder died)", dropped)
+
     async def _schedule_once(self) -> None:
+        await self._drop_ended_leases()
         for key in await self.store.active_keys():
             if len(self._running) >= self.max_concurrent or self.stopping:
                 return

@@ -9,7 +9,7 @@ stuck lock. All times are supplied by the caller (an injectable clock), never by
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -320,6 +320,16 @@ class DeploymentStore:
         async with self.db.begin() as conn:
             await conn.execute(leases.delete().where(
                 leases.c.target == target, leases.c.environment == environment, leases.c.holder == holder))
+
+    async def drop_ended_leases(self, now: datetime, final: Iterable[str]) -> int:
+        """Delete the expired leases of deployments that had ended: their holder died between the
+        end and the release, and no one would ever resume them (the next deployment of the
+        environment could take them over; until then they look held). Answers how many."""
+        ended = sa.select(deployments.c.id).where(deployments.c.status.in_(sorted(final)))
+        async with self.db.begin() as conn:
+            result = await conn.execute(leases.delete().where(leases.c.expires_at < now,
+                                                              leases.c.deployment_id.in_(ended)))
+        return int(result.rowcount or 0)
 
     async def get_lease(self, target: str, environment: str) -> sa.Row[Any] | None:
         async with self.db.connect() as conn:

@@ -275,3 +275,34 @@ async def test_no_log_line_is_later_than_the_end(sim_env, database):
     finally:
         await engine.stop()
         await clients.aclose()
+
+
+async def test_a_dead_holders_lease_on_an_ended_deployment_is_dropped(sim_env, database):
+    """The holder died between the deployment's end and the lease's release: nobody resumes an
+    ended deployment, so the lease is dropped once expired (not before: the holder may be alive)."""
+    offset = {"value": timedelta(0)}
+
+    def clock():
+        return datetime.now(UTC) + offset["value"]
+
+    engine, clients = make_engine(sim_env.settings(database.url), database, clock=clock, lease_seconds=30)
+    try:
+        await engine.start()
+        d = await engine.prepare(PrepareRequest(environment="staging", app=inline_app(sim_env)))
+        await engine.deploy(d.id, DeployOptions())
+        assert (await wait_final(engine, d.id)).status == "completed"
+        assert await engine.store.acquire_lease("shop", "staging", "dead-process", d.id, clock(),
+                                                timedelta(seconds=30))
+        engine.scheduler.wake()
+        await asyncio.sleep(0.3)
+        assert (await engine.store.get_lease("shop", "staging")).holder == "dead-process"
+        offset["value"] = timedelta(seconds=61)  # expired, and a lease period since the last sweep
+        for _ in range(100):
+            engine.scheduler.wake()
+            if await engine.store.get_lease("shop", "staging") is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await engine.store.get_lease("shop", "staging") is None
+    finally:
+        await engine.stop()
+        await clients.aclose()
