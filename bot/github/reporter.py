@@ -323,7 +323,11 @@ class Reporter:
             tracker = self._trackers.get(deployment_id)
             if tracker is not None and tracker.task is not None and not tracker.task.done():
                 continue  # being written here (a tracker whose task gave up is taken up again)
-            deployment = await self.engine.get(deployment_id)
+            try:
+                deployment = await self.engine.get(deployment_id)
+            except Exception as exc:  # pruned meanwhile: nothing to write
+                log.warning("could not read deployment %s to report it: %s", deployment_id, exc)
+                continue
             if not self.reports(deployment):  # a REST deployment naming a repository: nothing on GitHub
                 await self.store.mark_reported(deployment_id, deployment.status)
                 continue

@@ -166,7 +166,8 @@ class PullRequestState:
     async def unreported(self, final: Iterable[str], *, ended_after: datetime, ended_before: datetime,
                          limit: int = 20) -> list[str]:
         """Deployments from a repository that ended (status in `final`) within the window and whose
-        final status GitHub does not show in full yet, oldest first."""
+        final status GitHub does not show in full yet, newest first (one GitHub keeps refusing
+        cannot hold up later ones)."""
         d = deployments
         async with self.db.connect() as conn:
             rows = (await conn.execute(
@@ -174,7 +175,7 @@ class PullRequestState:
                 .where(d.c.status.in_(sorted(final)), d.c.repository.is_not(None), d.c.sha.is_not(None),
                        d.c.updated_at > ended_after, d.c.updated_at <= ended_before,
                        sa.or_(pr_reports.c.status.is_(None), pr_reports.c.status != d.c.status))
-                .order_by(d.c.updated_at).limit(limit)
+                .order_by(d.c.updated_at.desc()).limit(limit)
             )).all()
         return [row[0] for row in rows]
 
