@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gidgethub import HTTPException
+from gidgethub.abc import GitHubAPI
 
+from bot.engine.model import Deployment
 from bot.engine.preview_spec import display_environment, is_preview_environment
 from bot.github.text import MAX_OUTPUT_CHARS, cell, iso, short_sha, split_repo, truncate
 from bot.store.pr_state import PullRequestState
@@ -31,7 +33,7 @@ STATUS_WORDS = {
 DEPLOYMENT_URL_KEY = "deployment"
 
 
-def comment_row(deployment: Any, *, details_url: str | None = None) -> dict[str, Any]:
+def comment_row(deployment: Deployment, *, details_url: str | None = None) -> dict[str, Any]:
     """What the PR comment shows for an environment's latest deployment."""
     env = deployment.environment
     url = (deployment.urls or {}).get(env) or next(iter((deployment.urls or {}).values()), None)
@@ -94,7 +96,7 @@ class CommentWriter:
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
 
     async def update(
-        self, gh: Any, repository: str, pull_request: int, *,
+        self, gh: GitHubAPI, repository: str, pull_request: int, *,
         row: dict[str, Any] | None = None, environment: str | None = None,
         notice: str | None = None, clear_notice: bool = False,
     ) -> int | None:
@@ -135,7 +137,7 @@ class CommentWriter:
             return int(created["id"])
 
     @staticmethod
-    async def _find(gh: Any, owner: str, name: str, pull_request: int) -> int | None:
+    async def _find(gh: GitHubAPI, owner: str, name: str, pull_request: int) -> int | None:
         async for comment in gh.getiter("/repos/{owner}/{repo}/issues/{issue_number}/comments{?per_page}",
                                         {"owner": owner, "repo": name, "issue_number": pull_request,
                                          "per_page": 100}):
@@ -144,7 +146,7 @@ class CommentWriter:
         return None
 
 
-async def react(gh: Any, repository: str, comment_id: int | None, content: str) -> None:
+async def react(gh: GitHubAPI, repository: str, comment_id: int | None, content: str) -> None:
     """Add a reaction to a comment (GitHub answers 200 when it is already there)."""
     if not comment_id:
         return

@@ -19,10 +19,12 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
-from bot.engine.model import DeploymentEvent
+from gidgethub.abc import GitHubAPI
+
+from bot.engine.model import Deployment, DeploymentEvent, LogLine, Step
 from bot.engine.preview_spec import display_environment, is_preview_environment
 from bot.github.pr_comment import COMMENT_MARKER, CommentWriter, comment_row, react, render_comment
 from bot.github.text import MAX_OUTPUT_CHARS, cell, iso, short_sha, split_repo, truncate
@@ -55,14 +57,14 @@ def check_run_name(environment: str) -> str:
     return f"{CHECK_NAME_PREFIX}{display_environment(environment)}"
 
 
-def _duration(step: Any) -> str:
+def _duration(step: Step) -> str:
     if step.started_at and step.ended_at:
         seconds = (step.ended_at - step.started_at).total_seconds()
         return f"{seconds:.1f}s"
     return ""
 
 
-def conclusion_for(deployment: Any) -> str | None:
+def conclusion_for(deployment: Deployment) -> str | None:
     """The check-run conclusion of a final deployment (None while it runs)."""
     status = deployment.status
     if status == "completed":
@@ -74,7 +76,7 @@ def conclusion_for(deployment: Any) -> str | None:
     return None
 
 
-def github_status(deployment: Any) -> str:
+def github_status(deployment: Deployment) -> str:
     status = deployment.status
     if status in ("queued", "initiated"):
         return "queued"
@@ -83,7 +85,7 @@ def github_status(deployment: Any) -> str:
     return "completed"
 
 
-def step_position(deployment: Any) -> tuple[int, Any | None]:
+def step_position(deployment: Deployment) -> tuple[int, Step | None]:
     """(1-based index, step) of the step running, failed, or next."""
     current = deployment.current_step
     if current is None:
@@ -91,11 +93,11 @@ def step_position(deployment: Any) -> tuple[int, Any | None]:
     return deployment.steps.index(current) + 1, current
 
 
-def default_promote_target(deployment: Any) -> str | None:
+def default_promote_target(deployment: Deployment) -> str | None:
     return "production" if deployment.environment == "staging" else None
 
 
-def check_run_actions(deployment: Any, promote_target: str | None) -> list[dict[str, str]]:
+def check_run_actions(deployment: Deployment, promote_target: str | None) -> list[dict[str, str]]:
     """Buttons by final state: Retry (failed), Roll back (live), Promote (live on a pre-stage)."""
     actions: list[dict[str, str]] = []
     if deployment.kind == "deploy" and deployment.status == "failed":
@@ -117,7 +119,7 @@ def check_run_actions(deployment: Any, promote_target: str | None) -> list[dict[
     ]
 
 
-def check_run_title(deployment: Any, queue_position: int | None = None) -> str:
+def check_run_title(deployment: Deployment, queue_position: int | None = None) -> str:
     env = deployment.environment
     total = len(deployment.steps)
     n, step = step_position(deployment)
@@ -143,7 +145,7 @@ def check_run_title(deployment: Any, queue_position: int | None = None) -> str:
     return title[:MAX_TITLE_CHARS]
 
 
-def check_run_summary(deployment: Any, queue_position: int | None = None) -> str:
+def check_run_summary(deployment: Deployment, queue_position: int | None = None) -> str:
     env = deployment.environment
     lines = []
     url = (deployment.urls or {}).get(env) or next(iter((deployment.urls or {}).values()), None)
@@ -187,7 +189,7 @@ def check_run_summary(deployment: Any, queue_position: int | None = None) -> str
     return truncate("\n".join(lines), MAX_OUTPUT_CHARS, keep="start")
 
 
-def check_run_text(log_lines: list[Any]) -> str | None:
+def check_run_text(log_lines: list[LogLine]) -> str | None:
     if not log_lines:
         return None
     body = "\n".join(
@@ -198,10 +200,10 @@ def check_run_text(log_lines: list[Any]) -> str | None:
 
 
 def render_check_run(
-    deployment: Any,
+    deployment: Deployment,
     *,
     details_url: str,
-    log_lines: Sequence[Any] = (),
+    log_lines: Sequence[LogLine] = (),
     queue_position: int | None = None,
     promote_target: str | None = None,
     now: datetime | None = None,
@@ -235,18 +237,46 @@ def render_check_run(
 
 @dataclass
 class _Tracker:
-    deployment: Any
-    logs: deque[Any] = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT))
+    deployment: Deployment
+    logs: deque[LogLine] = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT))
     dirty: bool = True
     last_write: float | None = None
     seen_status: str | None = None  # last Flareship status seen (transitions are never coalesced)
-    transitions: deque[tuple[str | None, Any]] = field(default_factory=deque)  # (previous status, snapshot)
+    transitions: deque[tuple[str | None, Deployment]] = field(default_factory=deque)  # (previous status, snapshot)
     was_queued: bool = False
     logs_loaded: bool = False  # the stored log read once (a restarted reporter missed earlier events)
     task: asyncio.Task[None] | None = None
 
 
-GitHubFactory = Callable[[int], Awaitable[Any]]
+GitHubFactory = Callable[[int], Awaitable[GitHubAPI]]
+
+
+def repository_of(deployment: Deployment) -> str:
+    """The repository of a deployment the reporter mirrors (`Reporter.reports` checked it has one)."""
+    if not deployment.repository:
+        raise ValueError(f"deployment {deployment.id} has no repository to report to")
+    return deployment.repository
+
+
+def installation_of(deployment: Deployment) -> int:
+    """The GitHub App installation a mirrored deployment is reported through."""
+    if deployment.installation_id is None:
+        raise ValueError(f"deployment {deployment.id} has no installation to report through")
+    return deployment.installation_id
+
+
+class ReporterEngine(Protocol):
+    """What the reporter needs from the engine (bot/engine/engine.py `Engine`)."""
+
+    def subscribe(self, callback: Callable[[DeploymentEvent], Awaitable[None]]) -> Callable[[], None]: ...
+
+    async def get(self, deployment_id: str) -> Deployment: ...
+
+    async def logs(self, deployment_id: str, *, after: int = 0) -> list[LogLine]: ...
+
+    async def queue_position(self, deployment_id: str) -> int | None: ...
+
+    async def cancel(self, deployment_id: str) -> Deployment: ...
 
 
 class Reporter:
@@ -255,16 +285,16 @@ class Reporter:
     def __init__(
         self,
         *,
-        engine: Any,
+        engine: ReporterEngine,
         github: GitHubFactory,
         store: PullRequestState,
         public_url: str,
         interval: float = 1.0,
         retry_delay: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        promote_target: Callable[[Any], str | None] = default_promote_target,
-        details_url: Callable[[Any], str] | None = None,
-        head_sha: Callable[[Any], Awaitable[str | None]] | None = None,
+        promote_target: Callable[[Deployment], str | None] = default_promote_target,
+        details_url: Callable[[Deployment], str] | None = None,
+        head_sha: Callable[[Deployment], Awaitable[str | None]] | None = None,
         comments: CommentWriter | None = None,
         recovery_seconds: float | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -357,14 +387,14 @@ class Reporter:
             await asyncio.wait(tasks, timeout=timeout)
 
     @staticmethod
-    def reports(deployment: Any) -> bool:
+    def reports(deployment: Deployment) -> bool:
         """Only deployments that came from GitHub (a repository, SHA and installation) are mirrored."""
         return bool(deployment.repository and deployment.sha and deployment.installation_id)
 
     def note_cancel(self, deployment_id: str, reason: str) -> None:
         self.cancel_notes[deployment_id] = reason
 
-    async def on_event(self, event: Any) -> None:
+    async def on_event(self, event: DeploymentEvent) -> None:
         deployment = event.deployment
         if not self.reports(deployment):
             return
@@ -450,8 +480,8 @@ class Reporter:
 
     # -- transitions (GitHub deployment, comment, reactions) -----------------------------
 
-    async def _transition(self, tracker: _Tracker, previous: str | None, deployment: Any) -> None:
-        gh = await self.github(deployment.installation_id)
+    async def _transition(self, tracker: _Tracker, previous: str | None, deployment: Deployment) -> None:
+        gh = await self.github(installation_of(deployment))
         if deployment.status == "in_progress":
             if tracker.was_queued and deployment.pull_request and self.head_sha is not None:
                 head = await self.head_sha(deployment)
@@ -466,7 +496,7 @@ class Reporter:
                 await self._github_deployment(gh, deployment, state)
             await self._final_feedback(gh, deployment)
 
-    async def _cancel_moved_head(self, deployment: Any, head: str) -> None:
+    async def _cancel_moved_head(self, deployment: Deployment, head: str) -> None:
         self.note_cancel(deployment.id, f"The pull request's head moved from `{short_sha(deployment.sha)}` to "
                                         f"`{short_sha(head)}` before this deploy started; nothing was deployed.")
         log.info("PR head moved from %s to %s before %s started; cancelling", deployment.sha, head, deployment.id)
@@ -475,25 +505,26 @@ class Reporter:
         except Exception as exc:  # already finished: nothing to stop
             log.warning("could not cancel %s after the head moved: %s", deployment.id, exc)
 
-    async def _final_feedback(self, gh: Any, deployment: Any) -> None:
+    async def _final_feedback(self, gh: GitHubAPI, deployment: Deployment) -> None:
         command = await self.store.command_for_deployment(deployment.id)
         if deployment.pull_request:
             await self.comments.update(
-                gh, deployment.repository, deployment.pull_request, environment=deployment.environment,
+                gh, repository_of(deployment), deployment.pull_request, environment=deployment.environment,
                 row=comment_row(deployment, details_url=self.details_url(deployment)),
             )
         if command is not None and command.comment_id:
             content = "rocket" if deployment.status == "completed" else "confused"
-            await react(gh, deployment.repository, command.comment_id, content)
+            await react(gh, repository_of(deployment), command.comment_id, content)
 
-    async def _github_deployment(self, gh: Any, deployment: Any, state: str) -> None:
-        owner, name = split_repo(deployment.repository)
+    async def _github_deployment(self, gh: GitHubAPI, deployment: Deployment, state: str) -> None:
+        owner, name = split_repo(repository_of(deployment))
         claimed, gh_id, last_state = await self.store.github_deployment(deployment.id)
         if last_state == state:
             return  # already written (redelivered event, restart)
         if gh_id is None:
             if not claimed:
-                await self.store.claim_github_deployment(deployment.id, deployment.repository, deployment.environment)
+                await self.store.claim_github_deployment(deployment.id, repository_of(deployment),
+                                                         deployment.environment)
             else:
                 gh_id = await self._find_github_deployment(gh, owner, name, deployment)
             if gh_id is None:
@@ -525,19 +556,19 @@ class Reporter:
         if state == "success" and env == "production":
             # auto_inactive skips production environments: retire the previous one by hand.
             previous = await self.store.previous_successful_github_deployment(
-                deployment.repository, env, excluding=deployment.id)
+                repository_of(deployment), env, excluding=deployment.id)
             if previous is not None:
                 await gh.post("/repos/{owner}/{repo}/deployments/{deployment_id}/statuses",
                               {"owner": owner, "repo": name, "deployment_id": previous[1]},
                               data={"state": "inactive", "description": f"Superseded by {deployment.id}"})
                 await self.store.set_github_deployment(previous[0], last_state="inactive")
 
-    async def _create_github_deployment(self, gh: Any, owner: str, name: str, deployment: Any) -> int | None:
+    async def _create_github_deployment(self, gh: GitHubAPI, owner: str, name: str, deployment: Deployment) -> int | None:
         env = deployment.environment
         ref = deployment.sha
         description = (f"Rollback of {deployment.rollback_of}" if deployment.kind == "rollback"
                        else f"Flareship {deployment.trigger} by {deployment.actor or 'unknown'}")
-        data = {
+        data: dict[str, Any] = {
             "ref": ref,
             "task": "deploy",
             "environment": env,
@@ -556,7 +587,7 @@ class Reporter:
         return int(created["id"])
 
     @staticmethod
-    async def _find_github_deployment(gh: Any, owner: str, name: str, deployment: Any) -> int | None:
+    async def _find_github_deployment(gh: GitHubAPI, owner: str, name: str, deployment: Deployment) -> int | None:
         async for item in gh.getiter("/repos/{owner}/{repo}/deployments{?sha,environment}",
                                      {"owner": owner, "repo": name, "sha": deployment.sha,
                                       "environment": deployment.environment}):
@@ -567,7 +598,7 @@ class Reporter:
 
     # -- the check run --------------------------------------------------------------------
 
-    async def _check_run_sha(self, deployment: Any) -> str:
+    async def _check_run_sha(self, deployment: Deployment) -> str:
         """Rollbacks report on the check run of the deployment they roll back."""
         if deployment.kind == "rollback" and deployment.rollback_of:
             try:
@@ -576,10 +607,10 @@ class Reporter:
                 return str(deployment.sha)
         return str(deployment.sha)
 
-    async def _write_check_run(self, tracker: _Tracker, deployment: Any) -> None:
-        gh = await self.github(deployment.installation_id)
-        owner, name = split_repo(deployment.repository)
-        repository, env = deployment.repository, deployment.environment
+    async def _write_check_run(self, tracker: _Tracker, deployment: Deployment) -> None:
+        gh = await self.github(installation_of(deployment))
+        owner, name = split_repo(repository_of(deployment))
+        repository, env = repository_of(deployment), deployment.environment
         sha = await self._check_run_sha(deployment)
         position = None
         if deployment.status in ("queued", "initiated"):
@@ -621,7 +652,7 @@ class Reporter:
                            {"owner": owner, "repo": name, "check_run_id": check_run_id}, data=body)
             await self.store.set_check_run(repository, sha, env, deployment_id=deployment.id)
 
-    async def _superseded(self, repository: str, sha: str, env: str, deployment: Any) -> bool:
+    async def _superseded(self, repository: str, sha: str, env: str, deployment: Deployment) -> bool:
         """True when the check run already shows a newer deployment (a late write must not undo it)."""
         shown = await self.store.check_run_deployment(repository, sha, env)
         if not shown or shown == deployment.id:
@@ -633,7 +664,7 @@ class Reporter:
         return bool(other.created_at > deployment.created_at)
 
     @staticmethod
-    async def _find_check_run(gh: Any, owner: str, name: str, sha: str, env: str) -> int | None:
+    async def _find_check_run(gh: GitHubAPI, owner: str, name: str, sha: str, env: str) -> int | None:
         data = await gh.getitem("/repos/{owner}/{repo}/commits/{ref}/check-runs{?check_name,filter}",
                                 {"owner": owner, "repo": name, "ref": sha, "check_name": check_run_name(env),
                                  "filter": "latest"})
@@ -642,15 +673,15 @@ class Reporter:
 
     # -- used by handlers -----------------------------------------------------------------
 
-    async def report_refusal(self, gh: Any, repository: str, pull_request: int | None, reason: str) -> None:
+    async def report_refusal(self, gh: GitHubAPI, repository: str, pull_request: int | None, reason: str) -> None:
         if pull_request:
             await self.comments.update(gh, repository, pull_request, notice=f"😕 {reason}")
 
 
-async def pull_request_head(github: GitHubFactory, deployment: Any) -> str | None:
+async def pull_request_head(github: GitHubFactory, deployment: Deployment) -> str | None:
     """The PR's current head SHA (an ETag-cached read), for the head-moved check at start."""
-    gh = await github(deployment.installation_id)
-    owner, name = split_repo(deployment.repository)
+    gh = await github(installation_of(deployment))
+    owner, name = split_repo(repository_of(deployment))
     data = await gh.getitem("/repos/{owner}/{repo}/pulls/{pull_number}",
                             {"owner": owner, "repo": name, "pull_number": deployment.pull_request})
     if deployment.trigger == "merge" or data.get("merged"):
@@ -658,8 +689,8 @@ async def pull_request_head(github: GitHubFactory, deployment: Any) -> str | Non
     return (data.get("head") or {}).get("sha")
 
 
-def reporter_for(*, engine: Any, github: GitHubFactory, pr_state: PullRequestState, comments: CommentWriter,
-                 public_url: str, details_url: Callable[[Any], str], interval: float = 1.0,
+def reporter_for(*, engine: ReporterEngine, github: GitHubFactory, pr_state: PullRequestState, comments: CommentWriter,
+                 public_url: str, details_url: Callable[[Deployment], str], interval: float = 1.0,
                  retry_delay: float = 1.0, recovery_seconds: float | None = None) -> Reporter:
     """The PR reporter of a running app (built by the composition root, bot/app.py)."""
     return Reporter(
