@@ -48,6 +48,7 @@ deployments = sa.Table(
     sa.Index("ix_deployments_script_name", "script_name"),
     sa.Index("ix_deployments_repository", "repository"),
     sa.Index("ix_deployments_created_at", "created_at"),
+    sa.Index("ix_deployments_updated_at", "updated_at"),  # the reporter's recovery pass (pr_reports)
 )
 
 deployment_logs = sa.Table(

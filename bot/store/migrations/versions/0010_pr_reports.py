@@ -3,8 +3,9 @@
 Revision ID: 0010
 Revises: 0009
 
-Deployments that had already ended are taken as reported: the reporter that ran them wrote
-GitHub's side before this table existed, and writing it again would only repeat their reactions.
+Deployments get an index on `updated_at`, which the recovery pass's window reads. Deployments
+that had already ended are taken as reported: the reporter that ran them wrote GitHub's side
+before this table existed, and writing it again would only repeat their reactions.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def upgrade() -> None:
         sa.Column("updated_at", bot.store.base.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("deployment_id", name=op.f("pk_pr_reports")),
     )
+    op.create_index("ix_deployments_updated_at", "deployments", ["updated_at"])
     deployments = sa.table("deployments", sa.column("id", sa.String), sa.column("status", sa.String),
                            sa.column("repository", sa.String), sa.column("updated_at", bot.store.base.UTCDateTime()))
     reports = sa.table("pr_reports", sa.column("deployment_id", sa.String), sa.column("status", sa.String),
@@ -41,4 +43,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deployments_updated_at", table_name="deployments")
     op.drop_table("pr_reports")
