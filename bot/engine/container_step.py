@@ -26,12 +26,17 @@ def containers_of(spec: AppSpec) -> list[ContainerSpec]:
     return list(spec.containers) or ([spec.container] if spec.container else [])
 
 
+def _is_first(ctx: StepContext, container: ContainerSpec) -> bool:
+    """The config's first container, whose image the state also keeps in `image` (older versions)."""
+    return ctx.spec.container is not None and container.class_name == ctx.spec.container.class_name
+
+
 def pinned_image(ctx: StepContext, container: ContainerSpec) -> str | None:
     """The image step 4 pinned for `container` (a state of an older version has the first only)."""
     entry = (ctx.state.containers or {}).get(container.class_name) or {}
     if entry.get("image"):
         return str(entry["image"])
-    if ctx.spec.container is not None and container.class_name == ctx.spec.container.class_name:
+    if _is_first(ctx, container):
         return ctx.state.image
     return None
 
@@ -80,7 +85,7 @@ def _pin_image(ctx: StepContext, container: ContainerSpec, pinned: ImageRef) -> 
     entries[container.class_name] = {**entries.get(container.class_name, {}), "image": image,
                                      "image_digest": pinned.digest}
     ctx.state.containers = entries
-    if ctx.spec.container is not None and container.class_name == ctx.spec.container.class_name:
+    if _is_first(ctx, container):
         ctx.state.image = image
         ctx.state.image_digest = pinned.digest
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from gidgethub.abc import GitHubAPI
 
-from bot.engine.model import Deployment, DeploymentEvent, LogLine, Step
+from bot.engine.model import FINAL_STATUSES, Deployment, DeploymentEvent, LogLine, Step
 from bot.engine.preview_spec import display_environment, is_preview_environment
 from bot.github.pr_comment import COMMENT_MARKER, CommentWriter, comment_row, react, render_comment
 from bot.github.text import MAX_OUTPUT_CHARS, cell, iso, short_sha, split_repo, truncate
@@ -48,7 +48,7 @@ MAX_REPORT_ATTEMPTS = 6
 RECOVERY_HORIZON = timedelta(hours=24)
 CHECK_NAME_PREFIX = "Deploy to "
 
-FINAL = frozenset({"completed", "failed", "rolled_back", "cancelled"})
+FINAL = FINAL_STATUSES
 STEP_ICONS = {"pending": "⏳", "running": "🔄", "completed": "✅", "failed": "❌", "skipped": "⏭️"}
 
 
@@ -247,6 +247,11 @@ class _Tracker:
     logs_loaded: bool = False  # the stored log read once (a restarted reporter missed earlier events)
     task: asyncio.Task[None] | None = None
 
+    @property
+    def written_in_full(self) -> bool:
+        """The deployment is final and GitHub shows all of it (nothing dirty, no transition left)."""
+        return self.deployment.status in FINAL and not self.dirty and not self.transitions
+
 
 GitHubFactory = Callable[[int], Awaitable[GitHubAPI]]
 
@@ -355,7 +360,7 @@ class Reporter:
                 continue  # being written here (a tracker whose task gave up is taken up again)
             try:
                 deployment = await self.engine.get(deployment_id)
-            except Exception as exc:  # pruned meanwhile: nothing to write
+            except Exception as exc:  # unreadable now: the next pass tries again
                 log.warning("could not read deployment %s to report it: %s", deployment_id, exc)
                 continue
             if not self.reports(deployment):  # a REST deployment naming a repository: nothing on GitHub
@@ -464,14 +469,13 @@ class Reporter:
                     log.warning("reporting deployment %s to GitHub failed (%s); retry %d in %.2fs",
                                 tracker.deployment.id, exc, failures, delay)
                     await asyncio.sleep(delay)
-            deployment = tracker.deployment
-            if deployment.status in FINAL and not tracker.dirty and not tracker.transitions:
+            if tracker.written_in_full:
                 try:
-                    await self.store.mark_reported(deployment.id, deployment.status)
+                    await self.store.mark_reported(tracker.deployment.id, tracker.deployment.status)
                 except Exception as exc:  # `recover` writes it again later: harmless
-                    log.warning("could not record that %s is reported: %s", deployment.id, exc)
+                    log.warning("could not record that %s is reported: %s", tracker.deployment.id, exc)
         finally:
-            if tracker.deployment.status in FINAL and not tracker.dirty and not tracker.transitions:
+            if tracker.written_in_full:
                 self._trackers.pop(tracker.deployment.id, None)
                 self.cancel_notes.pop(tracker.deployment.id, None)
                 self._finished[tracker.deployment.id] = tracker.deployment.status
@@ -609,8 +613,8 @@ class Reporter:
 
     async def _write_check_run(self, tracker: _Tracker, deployment: Deployment) -> None:
         gh = await self.github(installation_of(deployment))
-        owner, name = split_repo(repository_of(deployment))
         repository, env = repository_of(deployment), deployment.environment
+        owner, name = split_repo(repository)
         sha = await self._check_run_sha(deployment)
         position = None
         if deployment.status in ("queued", "initiated"):
